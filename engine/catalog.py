@@ -1,0 +1,125 @@
+"""Where data files are found: the embedded data directory and name resolution.
+
+Every data file is found through ``data_dir()`` (the package's own ``data/``, overridable with
+the ``INFERSWEEP_DATA`` environment variable or ``set_data_dir``), never relative to the
+current directory, except for paths the user gives explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+_DATA_OVERRIDE: Path | None = None
+
+#: Short names for the embedded hardware config files.
+HARDWARE_ALIASES = {
+    "minimal": "hardware_config_minimal.json",
+    "full_487017bc": "hardware_config.json",
+    "full": "hardware_config.json",
+    "v2": "hardware_config_v2.json",
+    "catalog": "hardware.json",
+    "default": "hardware.json",
+}
+
+#: The hardware config used when none is given: datasheet figures plus MemoryGiB.
+DEFAULT_HARDWARE_FILE = "hardware.json"
+
+
+def set_data_dir(path: str | os.PathLike | None) -> None:
+    """Point every lookup at another data directory (``None`` restores the default)."""
+    global _DATA_OVERRIDE
+    _DATA_OVERRIDE = None if path is None else Path(path)
+
+
+def data_dir() -> Path:
+    """The data directory: override, ``INFERSWEEP_DATA``, installed package data, source tree."""
+    if _DATA_OVERRIDE is not None:
+        return _DATA_OVERRIDE
+    env = os.environ.get("INFERSWEEP_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    installed = here / "data"  # wheels map the repository's data/ to engine/data
+    if (installed / "hardware").is_dir():
+        return installed
+    return here.parent / "data"  # source tree / editable install
+
+
+def hardware_dir() -> Path:
+    return data_dir() / "hardware"
+
+
+def models_dir() -> Path:
+    return data_dir() / "models"
+
+
+def default_bench_dir() -> Path:
+    return data_dir() / "bench_data"
+
+
+def resolve_hardware_file(spec: str | os.PathLike | None) -> Path:
+    """A hardware config: an existing path, an alias, or a file name in ``data/hardware``."""
+    if spec is None or str(spec) == "":
+        return hardware_dir() / DEFAULT_HARDWARE_FILE
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise ConfigError("is not a file", file=text, hint="--hardware-config takes a JSON file")
+    name = HARDWARE_ALIASES.get(text.lower(), text)
+    for cand in (hardware_dir() / name, hardware_dir() / f"{name}.json"):
+        if len(Path(name).parts) == 1 and cand.is_file():
+            return cand
+    known = sorted(HARDWARE_ALIASES) + sorted(p.name for p in hardware_dir().glob("*.json"))
+    raise ConfigError("hardware config file not found", file=text,
+                      hint="give a path, or one of: " + ", ".join(known))
+
+
+def known_models() -> list[str]:
+    d = models_dir()
+    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file()) if d.is_dir() else []
+
+
+def resolve_model_folder(model: str | None, folder: str | os.PathLike | None) -> Path:
+    """The folder holding ``config.json``: ``--model-config-folder`` or a name in ``data/models``.
+
+    A model label may be an ``org/name`` (``meta-llama/Llama-3.1-8B-Instruct``); it is matched
+    case-insensitively by its full text and by its last component.
+    """
+    if folder is not None and str(folder) != "":
+        path = Path(folder).expanduser()
+        if path.is_file() and path.name.endswith(".json"):
+            return path.parent if path.name == "config.json" else path
+        if not path.is_dir():
+            raise ConfigError("model config folder not found", file=str(folder),
+                              hint="--model-config-folder takes a folder holding config.json")
+        return path
+    if not model:
+        raise ConfigError("no model given", field="--model",
+                          hint="known models: " + ", ".join(known_models()))
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    wanted = model.lower()
+    by_lower = {name.lower(): name for name in known_models()}
+    for key in (wanted, wanted.rsplit("/", 1)[-1]):
+        if key in by_lower:
+            return models_dir() / by_lower[key]
+    raise ConfigError("unknown model", field="--model", value=model,
+                      hint="known models: " + ", ".join(known_models())
+                      + "; or give --model-config-folder")
+
+
+def resolve_bench_dir(path: str | os.PathLike | None) -> Path:
+    """The MFU table folder: the given path (must exist) or the embedded tables."""
+    if path is None or str(path) == "":
+        return default_bench_dir()
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ConfigError("bench-data folder not found", file=str(path),
+                          hint="--bench-data-path takes a folder with gemm/ and mha/")
+    return p

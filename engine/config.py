@@ -1,0 +1,340 @@
+"""Validated, frozen configuration objects: hardware entries and model configs.
+
+Every bad input raises ``ConfigError`` naming the file, the field and the value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .catalog import resolve_hardware_file, resolve_model_folder
+from .errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# JSON helpers
+# --------------------------------------------------------------------------------------------
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """Parse a JSON file; a missing or malformed file is a ConfigError naming it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=p) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder, not a file", file=p) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read file ({exc.__class__.__name__}: {exc})", file=p) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                          file=p) from None
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Hardware
+# --------------------------------------------------------------------------------------------
+
+#: canonical field -> attribute. Keys are matched case-insensitively.
+HARDWARE_FIELDS = {
+    "TFlopsPeak": "tflops_peak",
+    "BwPeakTBs": "bw_peak_tbs",
+    "TOverheadMicros": "t_overhead_us",
+    "PrefillOverheadMicros": "prefill_overhead_us",
+    "MixedPrefillOverheadMicros": "mixed_prefill_overhead_us",
+    "AllReduceLatency": "allreduce_latency_us",
+    "bwEfficiencyFactor": "bw_efficiency_factor",
+    "perLayerOverhead": "per_layer_overhead_us",
+    "MemoryGiB": "memory_gib",
+    "BwEffConstant": "bw_eff_constant",
+    "mfuPrefill": "mfu_prefill",
+    "mfuDecode": "mfu_decode",
+}
+_FIELD_BY_LOWER = {k.lower(): k for k in HARDWARE_FIELDS}
+
+#: The optional overhead fields that calibration may fit.
+OVERHEAD_FIELDS = ("TOverheadMicros", "PrefillOverheadMicros", "MixedPrefillOverheadMicros",
+                   "AllReduceLatency", "bwEfficiencyFactor", "perLayerOverhead")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hardware:
+    """One GPU entry of a hardware config file (SPEC_inputs_outputs §1)."""
+
+    name: str
+    tflops_peak: float
+    bw_peak_tbs: float
+    t_overhead_us: float = 0.0
+    prefill_overhead_us: float = 0.0
+    mixed_prefill_overhead_us: float = 0.0
+    allreduce_latency_us: float = 0.0
+    bw_efficiency_factor: float = 0.0
+    per_layer_overhead_us: float = 0.0
+    memory_gib: float = 0.0
+    bw_eff_constant: float = 0.0
+    mfu_prefill: float = 0.0
+    mfu_decode: float = 0.0
+    source: str = ""
+    ignored_fields: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        where = self.source or None
+
+        def bad(fname: str, value: object, why: str) -> ConfigError:
+            return ConfigError(why, file=where, field=f"{self.name}.{fname}", value=value)
+
+        for fname, attr in HARDWARE_FIELDS.items():
+            v = getattr(self, attr)
+            if not _is_number(v):
+                raise bad(fname, v, "must be a number")
+            if not math.isfinite(v):
+                raise bad(fname, v, "must be finite")
+        for fname in ("TFlopsPeak", "BwPeakTBs"):
+            v = getattr(self, HARDWARE_FIELDS[fname])
+            if not v > 0:
+                raise bad(fname, v, "must be > 0")
+        for fname in ("TOverheadMicros", "PrefillOverheadMicros", "MixedPrefillOverheadMicros",
+                      "AllReduceLatency", "perLayerOverhead", "MemoryGiB"):
+            v = getattr(self, HARDWARE_FIELDS[fname])
+            if v < 0:
+                raise bad(fname, v, "must be >= 0")
+        for fname in ("bwEfficiencyFactor", "BwEffConstant", "mfuPrefill", "mfuDecode"):
+            v = getattr(self, HARDWARE_FIELDS[fname])
+            if v < 0 or v > 1:
+                raise bad(fname, v, "must be between 0 and 1 (0 = not set)")
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def has_v1_efficiencies(self) -> bool:
+        return self.mfu_prefill > 0 and self.mfu_decode > 0
+
+    def to_entry(self) -> dict[str, float]:
+        """The JSON entry (canonical field names; zero optional fields left out)."""
+        out: dict[str, float] = {}
+        for fname, attr in HARDWARE_FIELDS.items():
+            v = getattr(self, attr)
+            if fname in ("TFlopsPeak", "BwPeakTBs") or v != 0:
+                out[fname] = float(v)
+        return out
+
+    def with_fields(self, **fields: float) -> "Hardware":
+        """A copy with some JSON fields replaced (canonical or any-case names)."""
+        kwargs = {a: getattr(self, a) for a in HARDWARE_FIELDS.values()}
+        for key, v in fields.items():
+            canon = _FIELD_BY_LOWER.get(key.lower())
+            if canon is None:
+                canon = next((k for k, a in HARDWARE_FIELDS.items() if a == key), None)
+            if canon is None:
+                raise ConfigError("unknown hardware field", field=key,
+                                  hint="known: " + ", ".join(HARDWARE_FIELDS))
+            kwargs[HARDWARE_FIELDS[canon]] = v
+        return Hardware(name=self.name, source=self.source, **kwargs)
+
+
+def parse_hardware_entry(name: str, entry: object, *, source: str = "") -> Hardware:
+    """Build a Hardware from one JSON entry (keys matched case-insensitively)."""
+    if not isinstance(entry, dict):
+        raise ConfigError("entry must be a JSON object", file=source or None, field=name,
+                          value=entry)
+    kwargs: dict[str, object] = {}
+    ignored = []
+    for key, value in entry.items():
+        canon = _FIELD_BY_LOWER.get(str(key).lower())
+        if canon is None:
+            ignored.append(str(key))
+            continue
+        if value is None:
+            continue
+        kwargs[HARDWARE_FIELDS[canon]] = value
+    for req in ("TFlopsPeak", "BwPeakTBs"):
+        if HARDWARE_FIELDS[req] not in kwargs:
+            raise ConfigError("required field is missing", file=source or None,
+                              field=f"{name}.{req}")
+    return Hardware(name=name, source=source, ignored_fields=tuple(ignored), **kwargs)
+
+
+def hardware_names(path: Path) -> list[str]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError("must be a JSON object keyed by GPU name", file=path)
+    return [k for k, v in data.items() if not str(k).startswith("_")]
+
+
+@lru_cache(maxsize=256)
+def _load_hardware_cached(path: str, mtime: float, gpu: str) -> Hardware:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError("must be a JSON object keyed by GPU name", file=path)
+    names = {str(k).lower(): k for k in data if not str(k).startswith("_")}
+    key = names.get(gpu.lower())
+    if key is None:
+        raise ConfigError("unknown GPU", file=path, field="--hardware", value=gpu,
+                          hint="this file has: " + ", ".join(sorted(names.values())))
+    return parse_hardware_entry(str(key), data[key], source=path)
+
+
+def load_hardware(gpu: str, hardware_config: str | os.PathLike | None = None) -> Hardware:
+    """The entry for ``gpu`` (case-insensitive) in a hardware config file or alias."""
+    if not gpu or not str(gpu).strip():
+        raise ConfigError("no GPU given", field="--hardware")
+    path = resolve_hardware_file(hardware_config)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return _load_hardware_cached(str(path), mtime, str(gpu))
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+DTYPE_BYTES = {
+    "float32": 4, "fp32": 4,
+    "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2,
+    "int8": 1, "uint8": 1, "fp8": 1, "float8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    "int4": 1, "nf4": 1,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConfig:
+    """The architecture facts the roofline needs, read from a HuggingFace config.json."""
+
+    name: str
+    n_layers: int
+    hidden: int
+    n_heads: int
+    n_kv_heads: int
+    intermediate: int
+    bytes_per_param: float
+    vocab: int = 0
+    source: str = ""
+    is_moe: bool = False
+
+    def __post_init__(self) -> None:
+        for fname, v in (("num_hidden_layers", self.n_layers), ("hidden_size", self.hidden),
+                         ("num_attention_heads", self.n_heads),
+                         ("num_key_value_heads", self.n_kv_heads)):
+            if v <= 0:
+                raise ConfigError("must be a positive integer", file=self.source or None,
+                                  field=fname, value=v)
+        if self.intermediate < 0:
+            raise ConfigError("must be >= 0", file=self.source or None,
+                              field="intermediate_size", value=self.intermediate)
+        if not (self.bytes_per_param > 0 and math.isfinite(self.bytes_per_param)):
+            raise ConfigError("must be > 0", file=self.source or None, field="bytes_per_param",
+                              value=self.bytes_per_param)
+
+    @property
+    def head_dim(self) -> int:
+        """hd = d div H (the integer head dim of the reference's GEMM shapes and MFU keys)."""
+        return self.hidden // self.n_heads
+
+    @property
+    def d_ff(self) -> int:
+        return self.intermediate if self.intermediate > 0 else 4 * self.hidden
+
+    @property
+    def attention_key(self) -> str:
+        return f"{self.n_heads}-{self.n_kv_heads}-{self.head_dim}"
+
+    @property
+    def weight_bytes(self) -> float:
+        """W_b exactly as the reference computes it (REFERENCE §5.5)."""
+        d = float(self.hidden)
+        dh = d / float(self.n_heads)
+        d_kv = float(self.n_kv_heads) * dh
+        d_ff = float(self.d_ff)
+        per_layer = d * (d + 2 * d_kv) + (d * d) + (3 * d * d_ff)
+        return per_layer * float(self.n_layers) * float(self.bytes_per_param)
+
+    def kv_bytes_per_token(self) -> float:
+        """KV-cache bytes per token for the whole model (all layers, K and V)."""
+        return 2.0 * self.n_layers * self.n_kv_heads * (self.hidden / self.n_heads) \
+            * self.bytes_per_param
+
+    def tp_divides_heads(self, tp: int) -> bool:
+        return self.n_heads % tp == 0 and self.n_kv_heads % tp == 0
+
+
+def _int_field(cfg: dict, keys: tuple[str, ...]) -> int:
+    """First non-zero numeric value among keys, truncated to int (the reference's rule)."""
+    for k in keys:
+        v = cfg.get(k)
+        if _is_number(v) and math.isfinite(v):
+            iv = int(v)
+            if iv != 0:
+                return iv
+    return 0
+
+
+def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
+    if not isinstance(cfg, dict):
+        raise ConfigError("config.json must hold a JSON object", file=source)
+    merged = dict(cfg)
+    if isinstance(cfg.get("text_config"), dict):
+        merged.update(cfg["text_config"])
+    for key in ("num_hidden_layers", "hidden_size", "num_attention_heads"):
+        v = merged.get(key)
+        if v is None:
+            raise ConfigError("required key is missing", file=source, field=key)
+        if not _is_number(v) or not math.isfinite(v) or int(v) <= 0:
+            raise ConfigError("must be a positive integer", file=source, field=key, value=v)
+    n_layers = _int_field(merged, ("num_hidden_layers",))
+    hidden = _int_field(merged, ("hidden_size",))
+    heads = _int_field(merged, ("num_attention_heads",))
+    kv = _int_field(merged, ("num_key_value_heads", "num_kv_heads", "multi_query_group_num"))
+    if kv < 0:
+        raise ConfigError("must be a positive integer", file=source, field="num_key_value_heads",
+                          value=kv)
+    kv = kv or heads
+    inter = _int_field(merged, ("intermediate_size", "ffn_hidden_size"))
+    if inter < 0:
+        raise ConfigError("must be >= 0", file=source, field="intermediate_size", value=inter)
+    dtype_key = "torch_dtype" if isinstance(merged.get("torch_dtype"), str) else "dtype"
+    dtype = merged.get(dtype_key)
+    if dtype is None:
+        raise ConfigError("no dtype: set torch_dtype (e.g. \"bfloat16\")", file=source,
+                          field="torch_dtype")
+    if not isinstance(dtype, str) or dtype.lower() not in DTYPE_BYTES:
+        raise ConfigError("unknown dtype", file=source, field=dtype_key, value=dtype,
+                          hint="known: " + ", ".join(sorted(set(DTYPE_BYTES))))
+    vocab = _int_field(merged, ("vocab_size",))
+    return ModelConfig(name=name, n_layers=n_layers, hidden=hidden, n_heads=heads, n_kv_heads=kv,
+                       intermediate=inter, bytes_per_param=float(DTYPE_BYTES[dtype.lower()]),
+                       vocab=vocab, source=source, is_moe="num_local_experts" in merged)
+
+
+@lru_cache(maxsize=256)
+def _load_model_cached(path: str, mtime: float, name: str) -> ModelConfig:
+    return parse_model_config(read_json(path), name=name, source=path)
+
+
+def load_model(model: str | None = None, folder: str | os.PathLike | None = None) -> ModelConfig:
+    """Model config from ``--model-config-folder`` or from a name in ``data/models``."""
+    d = resolve_model_folder(model, folder)
+    path = d / "config.json"
+    if not path.is_file():
+        raise ConfigError("config.json not found in model folder", file=d)
+    label = (model or d.name).lower()
+    return _load_model_cached(str(path), path.stat().st_mtime, label)
+
+
+def check_tp(tp: object, field_name: str = "--tp") -> int:
+    if isinstance(tp, bool) or not isinstance(tp, (int, float)) or tp != int(tp):
+        raise ConfigError("must be an integer >= 1", field=field_name, value=tp)
+    if int(tp) < 1:
+        raise ConfigError("must be an integer >= 1", field=field_name, value=tp)
+    return int(tp)

@@ -296,3 +296,44 @@ def auto_kv_blocks(model: ModelConfig, hardware: Hardware, tp: int, block_size: 
     free = hardware.memory_gib * 2 ** 30 * tp * gpu_memory_utilization - model.weight_bytes
     per_block = block_size * model.kv_bytes_per_token()
     return max(int(math.floor(free / per_block)), 0)
+
+
+def step_breakdown(cm: CostModel, prefills, decodes) -> dict:
+    """A readable account of one step: time, components, bounding term, MFUs used."""
+    us, comp = cm.step_time(prefills, decodes)
+    prefills = [tuple(p) for p in prefills]
+    decodes = list(decodes)
+    terms = {}
+    if prefills:
+        terms["prefill compute"] = comp["prefill_compute_us"]
+        terms["prefill memory"] = comp["prefill_memory_us"]
+    if decodes:
+        terms["decode compute"] = comp["decode_compute_us"]
+        terms["decode memory"] = comp["decode_memory_us"]
+    bound = max(terms, key=terms.get) if terms else "overhead only (empty step)"
+    info: dict = {
+        "model": cm.model.name, "hardware": cm.hardware.name, "tp": cm.tp,
+        "step_model": cm.step_model, "step_us": us, "bound_by": bound, **comp,
+        "n_prefill": len(prefills), "n_decode": len(decodes),
+        "prefill_tokens": int(sum(n for _, n in prefills)),
+        "attention_table": cm.attention_key, "decode_table": cm.decode_table,
+        "notes": list(cm.notes),
+    }
+    if decodes:
+        bs = len(decodes)
+        mfus = [cm.decode_mfu(bs, c) for c in decodes]
+        info["decode_gemm_mfu"] = cm.gemm_mfus(bs)
+        info["decode_attention_mfu"] = {"min": min(mfus), "max": max(mfus)}
+        info["decode_gemm_us"] = cm.gemm_time_us(bs, prefill=False)
+    if prefills:
+        buckets: dict[int, list[int]] = {}
+        for pi, n in prefills:
+            b = 512
+            while b < pi + n and b < 65536:
+                b *= 2
+            buckets.setdefault(b, []).append(n)
+        info["prefill_buckets"] = {
+            str(b): {"tokens": sum(ns), "attention_mfu": cm.prefill_mfu(b),
+                     "gemm_us": cm.gemm_time_us(sum(ns)), "gemm_mfu": cm.gemm_mfus(sum(ns))}
+            for b, ns in sorted(buckets.items())}
+    return info

@@ -1,0 +1,212 @@
+"""The ``infersweep`` / ``simulation_worker`` command line (typer): parse, call, print.
+
+Heavy modules (numba kernels, xarray, pyarrow) are imported inside the commands so that
+``--help`` is instant.  A ``ConfigError`` becomes one ``error: ...`` line on stderr and exit
+status 2; a traceback is shown only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="infersweep",
+    help="Simulate LLM inference serving (roofline step costs + a vLLM-like scheduler) and "
+         "sweep deployment configurations.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_BAD_INPUT = 2
+
+# ------------------------------------------------------------------------------------------
+# shared options
+# ------------------------------------------------------------------------------------------
+
+OptModel = Annotated[Optional[str], typer.Option(
+    "--model", help="Model name (a folder of the embedded data/models, org/name allowed) or "
+                    "a label when --model-config-folder is given.")]
+OptModelFolder = Annotated[Optional[Path], typer.Option(
+    "--model-config-folder", help="Folder holding a HuggingFace config.json.")]
+OptHwConfig = Annotated[Optional[str], typer.Option(
+    "--hardware-config", help="Hardware config JSON: a path, an embedded file name, or one of "
+                              "minimal, full_487017bc, v2, catalog (default: catalog).")]
+OptBench = Annotated[Optional[Path], typer.Option(
+    "--bench-data-path", help="MFU table folder (default: the embedded H100 tables).")]
+OptHardware = Annotated[str, typer.Option("--hardware", help="GPU name in the hardware config "
+                                                             "(case-insensitive).")]
+OptTp = Annotated[int, typer.Option("--tp", help="Tensor parallelism (>= 1).")]
+OptStepModel = Annotated[str, typer.Option(
+    "--step-model", help="auto (v2 when MFU tables exist, else v1), v2 or v1.")]
+OptVerbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and notes.")]
+OptQuiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _warn(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        typer.echo(f"warning: {msg}", err=True)
+
+
+def _report(exc: BaseException, verbose: bool) -> None:
+    """Print one line for an exception and exit (bad input: 2, anything else: 1)."""
+    from engine.errors import ConfigError
+
+    if verbose:
+        raise exc
+    if isinstance(exc, ConfigError):
+        _err(f"error: {exc}")
+        raise SystemExit(EXIT_BAD_INPUT)
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        _err(f"error: {exc.strerror or exc}{where}")
+        raise SystemExit(EXIT_BAD_INPUT)
+    _err(f"error: internal error: {exc.__class__.__name__}: {exc} "
+         "(run with --verbose for the traceback)")
+    raise SystemExit(1)
+
+
+def handles_errors(fn):
+    """Command decorator: the project's error policy, also under typer's CliRunner."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if type(exc).__module__.startswith(("click", "typer")):
+                raise
+            _report(exc, bool(kwargs.get("verbose")))
+
+    return wrapper
+
+
+@app.callback()
+def _root() -> None:
+    """Simulate LLM inference serving and sweep deployment configurations."""
+
+
+# ------------------------------------------------------------------------------------------
+# step-time
+# ------------------------------------------------------------------------------------------
+
+
+@app.command("step-time")
+@handles_errors
+def step_time(
+    cases: Annotated[Optional[Path], typer.Option(
+        "--cases", help="JSON-lines file of step cases (fields model, tp, hw_config, prefills, "
+                        "decodes); each line is written back with step_us added.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Where to write the answered cases (default: stdout).")] = None,
+    model: OptModel = None,
+    model_config_folder: OptModelFolder = None,
+    hardware_config: OptHwConfig = None,
+    bench_data_path: OptBench = None,
+    hardware: OptHardware = "H100",
+    tp: OptTp = 1,
+    decode: Annotated[list[str], typer.Option(
+        "--decode", help="Decode entries: COUNTxCONTEXT (e.g. 32x1024) or CONTEXT; "
+                         "repeatable.")] = [],  # noqa: B006
+    prefill: Annotated[list[str], typer.Option(
+        "--prefill", help="Prefill entries: TOKENS, TOKENS@POSITION or COUNTxTOKENS; "
+                          "repeatable.")] = [],  # noqa: B006
+    step_model: OptStepModel = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the breakdown as JSON.")] = False,
+    verbose: OptVerbose = False,
+) -> None:
+    """Roofline step time of one step (a readable breakdown), or of every line of a cases
+    file."""
+    from engine.errors import ConfigError
+
+    if cases is not None:
+        from engine.stepcases import CaseRunner
+        from sweeps.io import atomic_write_text
+
+        if not cases.is_file():
+            raise ConfigError("cases file not found", file=cases)
+        runner = CaseRunner(bench_data=str(bench_data_path) if bench_data_path else None,
+                            step_model=step_model,
+                            default_hw_config=hardware_config or "minimal")
+        with cases.open(encoding="utf-8") as fh:
+            lines = list(runner.run_lines(fh))
+        for w in runner.warnings:
+            _warn(w)
+        text = "\n".join(lines) + ("\n" if lines else "")
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            atomic_write_text(out, text)
+        n_err = sum('"error"' in line for line in lines)
+        if n_err:
+            _err(f"{n_err} of {len(lines)} cases have an error field")
+        return
+    if model is None and model_config_folder is None:
+        raise ConfigError("give --cases FILE, or --model with --decode/--prefill entries",
+                          field="--model")
+    from engine.config import load_hardware, load_model
+    from engine.stepcost import step_breakdown
+    from sweeps.render import render_step_breakdown
+    from engine.stepcases import parse_step_spec
+    from engine.stepcost import build_cost_model
+
+    m = load_model(model, model_config_folder)
+    hw = load_hardware(hardware, hardware_config)
+    cm = build_cost_model(m, hw, tp, bench_data=bench_data_path, step_model=step_model)
+    for note in cm.notes:
+        _warn(note)
+    pf = parse_step_spec(prefill, "--prefill")
+    dc = parse_step_spec(decode, "--decode")
+    info = step_breakdown(cm, pf, dc)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        render_step_breakdown(info)
+
+
+# ------------------------------------------------------------------------------------------
+# entry point
+# ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: usage errors become one ``error:`` line too."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(args=args, prog_name=Path(sys.argv[0]).name or "infersweep",
+                          standalone_mode=False)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the error policy lives here
+        if type(exc).__name__ == "Abort":
+            _err("aborted")
+            raise SystemExit(130) from None
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click usage errors
+            if verbose:
+                raise
+            _err(f"error: {exc.format_message()}")
+            raise SystemExit(exc.exit_code or EXIT_BAD_INPUT) from None
+        _report(exc, verbose)
+    if isinstance(rc, int) and rc:
+        raise SystemExit(rc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

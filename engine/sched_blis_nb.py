@@ -1,0 +1,511 @@
+"""Scheduler kernel, ``--semantics blis``: the reference simulator's event loop (REFERENCE §6).
+
+A literal port: Go's ``container/heap`` ordered by timestamp only (its tie order included),
+the cluster's arrival injection, QueuedEvent / StepEvent (with quirk Q6, duplicate step
+chains), vLLM-like batch formation with Q8 (budget-skipped requests still execute), the KV
+block bookkeeping of REFERENCE §6.4, phantom ITL entries (Q1), the first token not counted
+(Q2) and preempted requests keeping their ITL history (Q9).
+
+Deliberate differences (SPEC §2): a request evicted earlier in the same phase-1 pass is skipped
+for the rest of that pass (Q3 is not copied), and a failed decode allocation leaves the
+requester's block list intact.  Runs without preemption are identical to the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit
+from .kvcache_nb import (ST_BS, ST_HITS, ST_MISSES, ST_PEAK, ST_USED, attach_cached_nb,
+                         free_count_nb, head_slot_nb, pop_block_nb, register_nb,
+                         release_nb, req_append_nb, req_last_nb, rollback_nb, take_block_nb)
+from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE, CFG_MAX_RUN,
+                              CFG_THRESHOLD, SC_BUSY_US, SC_CLOCK, SC_COMPLETED, SC_DROPPED,
+                              SC_HITS, SC_INPUT_TOK, SC_KV_FAIL, SC_KV_PEAK, SC_MISSES,
+                              SC_N_ITL, SC_OUTPUT_TOK, SC_PREEMPT, SC_QUEUED, SC_RUNNING,
+                              SC_STATUS, SC_STEPS, STATE_DONE, STATE_DROPPED, STATE_QUEUED,
+                              STATE_RUNNING, STATUS_HORIZON, STATUS_OK, STATUS_STALLED,
+                              deq_front, deq_pop_front, deq_push_back, deq_push_front,
+                              grow_i32, grow_i64, key_slot, log_step)
+from .stepcost_nb import N_COMPONENTS, step_time_nb
+
+EV_ARRIVAL = 0
+EV_QUEUED = 1
+EV_STEP = 2
+EV_SCHEDULED = 3
+EV_PREEMPTION = 4
+EV_LEFT = 5
+
+
+@jit
+def heap_push(ht, hk, hr, n, t, k, r):
+    """Go container/heap Push with Less = timestamp <."""
+    j = n
+    ht[j] = t
+    hk[j] = k
+    hr[j] = r
+    while j > 0:
+        i = (j - 1) // 2
+        if not ht[j] < ht[i]:
+            break
+        ht[i], ht[j] = ht[j], ht[i]
+        hk[i], hk[j] = hk[j], hk[i]
+        hr[i], hr[j] = hr[j], hr[i]
+        j = i
+    return n + 1
+
+
+@jit
+def heap_pop(ht, hk, hr, n):
+    """Go container/heap Pop: swap root and last, sift down; the popped event is at index n-1."""
+    n -= 1
+    ht[0], ht[n] = ht[n], ht[0]
+    hk[0], hk[n] = hk[n], hk[0]
+    hr[0], hr[n] = hr[n], hr[0]
+    i = 0
+    while True:
+        j1 = 2 * i + 1
+        if j1 >= n:
+            break
+        j = j1
+        j2 = j1 + 1
+        if j2 < n and ht[j2] < ht[j1]:
+            j = j2
+        if not ht[j] < ht[i]:
+            break
+        ht[i], ht[j] = ht[j], ht[i]
+        hk[i], hk[j] = hk[j], hk[i]
+        hr[i], hr[j] = hr[j], hr[i]
+        i = j
+    return n
+
+
+@jit
+def cached_blocks_nb(kv, rq, r, out):
+    """GetCachedBlocks: leading full blocks of r's prompt whose key is in the table."""
+    bs = kv.st[ST_BS]
+    n = rq.prompt_tok[r] // bs
+    c = 0
+    for i in range(n):
+        b = kv.slot_block[key_slot(rq, r, (i + 1) * bs, bs)]
+        if b < 0:
+            break
+        out[c] = b
+        c += 1
+    return c
+
+
+@jit
+def blis_alloc_nb(kv, rq, rord, r, start, end, prefill, cached, n_cached, scr_b, scr_s,
+                  scr_was):
+    """AllocateKVBlocks(req, start, end, cachedBlocks) of REFERENCE §6.4; False on failure
+    (everything rolled back)."""
+    bs = kv.st[ST_BS]
+    if prefill:
+        n_new = end - start
+        if (n_new + bs - 1) // bs > free_count_nb(kv):
+            return False
+    else:
+        n_new = 1
+    prev_cnt = kv.rb_cnt[r]
+    prev_tok = kv.rtok[r]
+    prev_ord = rord[r]
+    n_pop = 0
+    n_cach = 0
+    prog = 0
+    p_len = rq.prompt_tok[r]
+    while prog < n_new:
+        new_blocks = True
+        if kv.rb_cnt[r] > 0:
+            last = req_last_nb(kv, r)
+            lt = kv.ntok[last]
+            if lt > 0 and lt < bs:
+                new_blocks = False
+                take = bs - lt
+                if n_new - prog < take:
+                    take = n_new - prog
+                if start + prog != kv.rtok[r]:
+                    rord[r] = 0
+                kv.ntok[last] = lt + take
+                kv.rtok[r] += take
+                prog += take
+                if lt + take == bs:
+                    x = kv.rtok[r]
+                    if rord[r] == 1 and x <= p_len and x % bs == 0:
+                        register_nb(kv, last, key_slot(rq, r, x, bs))
+        else:
+            for i in range(n_cached):
+                b = cached[i]
+                scr_was[n_cach] = attach_cached_nb(kv, b)
+                cached[n_cach] = b
+                n_cach += 1
+                req_append_nb(kv, r, b)
+                kv.rtok[r] += bs
+        if new_blocks:
+            remaining = n_new - prog
+            if remaining <= 0:
+                break
+            nb = (remaining + bs - 1) // bs
+            for _ in range(nb):
+                orig = head_slot_nb(kv)
+                b = pop_block_nb(kv)
+                if b < 0:
+                    rollback_nb(kv, r, scr_b, scr_s, n_pop, cached, scr_was, n_cach, prev_cnt,
+                                prev_tok)
+                    rord[r] = prev_ord
+                    return False
+                scr_b[n_pop] = b
+                scr_s[n_pop] = orig
+                n_pop += 1
+                e_rel = prog + bs
+                if e_rel > n_new:
+                    e_rel = n_new
+                cnt = e_rel - prog
+                kv.ntok[b] = cnt
+                take_block_nb(kv, b)
+                if cnt == bs and prefill:
+                    abs_end = start + e_rel
+                    if abs_end % bs == 0 and abs_end <= p_len:
+                        register_nb(kv, b, key_slot(rq, r, abs_end, bs))
+                req_append_nb(kv, r, b)
+                if start + prog != kv.rtok[r]:
+                    rord[r] = 0
+                kv.rtok[r] += cnt
+                prog = e_rel
+    return True
+
+
+@jit
+def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
+    """Run the whole simulation; returns the ITL samples of completed requests (µs)."""
+    n_req = rq.arrival_us.shape[0]
+    budget_max = cfg[CFG_BUDGET]
+    max_run = cfg[CFG_MAX_RUN]
+    thr = cfg[CFG_THRESHOLD]
+    total_blocks = cfg[CFG_BLOCKS]
+    max_idle = cfg[CFG_MAX_IDLE]
+    horizon = cfg[CFG_HORIZON]
+    bs = kv.st[ST_BS]
+    plen = rq.prompt_tok
+    olen = rq.output_tok
+    arr = rq.arrival_us
+
+    # request state
+    pi = np.zeros(n_req, np.int64)
+    comp = np.zeros(n_req, np.int64)
+    nnew = np.zeros(n_req, np.int64)
+    itl_sum = np.zeros(n_req, np.int64)
+    evicted_at = np.full(n_req, -1, np.int64)
+    rord = np.ones(n_req, np.int8)
+    out.ttft_us[:] = -1
+    out.e2e_us[:] = -1
+    out.sched_delay_us[:] = -1
+    out.done_us[:] = -1
+    out.state[:] = 0
+    out.n_preempt[:] = 0
+    out.n_tokens[:] = 0
+
+    # queues
+    wq = np.empty(max(n_req, 1), np.int64)
+    wmeta = np.zeros(2, np.int64)
+    cap_run = max(1, min(n_req, max_run))
+    run = np.empty(cap_run, np.int64)
+    n_run = 0
+    snap = np.empty(cap_run, np.int64)
+    remain = np.empty(cap_run, np.int64)
+    pre_list = np.empty(cap_run, np.int64)
+    sch_list = np.empty(cap_run, np.int64)
+
+    # scratch for allocation and step cost
+    max_p = 1
+    for r in range(n_req):
+        if plen[r] > max_p:
+            max_p = plen[r]
+    scr_n = max_p // bs + budget_max // bs + 4
+    cached = np.empty(scr_n, np.int64)
+    scr_b = np.empty(scr_n, np.int64)
+    scr_s = np.empty(scr_n, np.int64)
+    scr_was = np.empty(scr_n, np.bool_)
+    pf_pi = np.empty(cap_run, np.int64)
+    pf_n = np.empty(cap_run, np.int64)
+    dc_pi = np.empty(cap_run, np.int64)
+    comps = np.zeros(N_COMPONENTS)
+
+    # event heap
+    hcap = 4 * n_req + 4 * cap_run + 64
+    ht = np.empty(hcap, np.int64)
+    hk = np.empty(hcap, np.int8)
+    hr = np.empty(hcap, np.int64)
+    hn = 0
+
+    # ITL entries (value, owner)
+    itl_v = np.empty(max(itl_cap, 16), np.int64)
+    itl_o = np.empty(max(itl_cap, 16), np.int32)
+    n_itl = 0
+
+    step_pending = False
+    step_count = 0
+    clock = 0
+    na = 0
+    idle_steps = 0
+    status = STATUS_OK
+    total_in = 0
+    total_out = 0
+    completed = 0
+    dropped = 0
+    preempts = 0
+    kv_fail = 0
+    busy = 0
+
+    while True:
+        if hn + 2 * cap_run + 8 > ht.shape[0]:
+            ht = grow_i64(ht, hn + 2 * cap_run + 8)
+            hr = grow_i64(hr, hn + 2 * cap_run + 8)
+            hk2 = np.empty(ht.shape[0], np.int8)
+            hk2[: hk.shape[0]] = hk
+            hk = hk2
+        # cluster events (arrivals) run first when not later than the next instance event
+        if na < n_req and (hn == 0 or arr[na] <= ht[0]):
+            hn = heap_push(ht, hk, hr, hn, arr[na], EV_ARRIVAL, na)
+            na += 1
+            continue
+        if hn == 0:
+            break
+        if horizon > 0 and ht[0] > horizon:
+            status = STATUS_HORIZON
+            break
+        hn = heap_pop(ht, hk, hr, hn)
+        now = ht[hn]
+        kind = hk[hn]
+        r = hr[hn]
+        clock = now
+        if kind == EV_ARRIVAL:
+            hn = heap_push(ht, hk, hr, hn, now, EV_QUEUED, r)
+        elif kind == EV_QUEUED:
+            if (plen[r] + bs - 1) // bs > total_blocks:
+                dropped += 1
+                out.state[r] = STATE_DROPPED
+            else:
+                deq_push_back(wq, wmeta, r)
+                out.state[r] = STATE_QUEUED
+                total_in += plen[r]
+            if not step_pending:
+                hn = heap_push(ht, hk, hr, hn, now, EV_STEP, -1)
+        elif kind == EV_STEP:
+            step_count += 1
+            budget = budget_max
+            n_pre = 0
+            n_sch = 0
+            preempted = False
+            progress = False
+            # ---- phase 1: running requests, over the batch as it was at entry ----
+            n_entry = n_run
+            for i in range(n_entry):
+                snap[i] = run[i]
+            for idx in range(n_entry):
+                q = snap[idx]
+                if evicted_at[q] == step_count:
+                    continue
+                if budget <= 0:
+                    break
+                num_new = plen[q] - pi[q]
+                stop = False
+                if num_new > 0:
+                    if 0 < thr < num_new:
+                        num_new = thr
+                    if budget < num_new:
+                        num_new = budget
+                    while True:  # preemptForTokens
+                        if blis_alloc_nb(kv, rq, rord, q, pi[q], pi[q] + num_new, True,
+                                         cached, 0, scr_b, scr_s, scr_was):
+                            break
+                        if n_run == 0:
+                            stop = True
+                            break
+                        v = run[n_run - 1]
+                        n_run -= 1
+                        preempted = True
+                        pre_list[n_pre] = v
+                        n_pre += 1
+                        pi[v] = 0
+                        release_nb(kv, v)
+                        rord[v] = 1
+                        comp[v] = 0
+                        deq_push_front(wq, wmeta, v)
+                        out.state[v] = STATE_QUEUED
+                        evicted_at[v] = step_count
+                        if v == q:
+                            stop = True
+                            break
+                    if stop:
+                        break
+                    budget -= num_new
+                    nnew[q] = num_new
+                    comp[q] += num_new
+                if pi[q] >= plen[q] and olen[q] > 0:
+                    while True:
+                        if blis_alloc_nb(kv, rq, rord, q, pi[q], pi[q] + 1, False, cached, 0,
+                                         scr_b, scr_s, scr_was):
+                            break
+                        if n_run == 0:
+                            stop = True
+                            break
+                        v = run[n_run - 1]
+                        n_run -= 1
+                        preempted = True
+                        pre_list[n_pre] = v
+                        n_pre += 1
+                        pi[v] = 0
+                        release_nb(kv, v)
+                        rord[v] = 1
+                        comp[v] = 0
+                        deq_push_front(wq, wmeta, v)
+                        out.state[v] = STATE_QUEUED
+                        evicted_at[v] = step_count
+                        if v == q:
+                            stop = True
+                            break
+                    if stop:
+                        break
+                    budget -= 1
+                    nnew[q] = 1
+                    comp[q] += 1
+            # ---- phase 2: admit from the wait queue ----
+            while (n_run < max_run and wmeta[1] > 0 and budget > 0 and not preempted):
+                q = deq_front(wq, wmeta)
+                c = cached_blocks_nb(kv, rq, q, cached)
+                num_new = plen[q] - c * bs
+                if 0 < thr < num_new:
+                    num_new = thr
+                if budget < num_new:
+                    num_new = budget
+                start = c * bs
+                if not blis_alloc_nb(kv, rq, rord, q, start, start + num_new, pi[q] < plen[q],
+                                     cached, c, scr_b, scr_s, scr_was):
+                    break
+                deq_pop_front(wq, wmeta)
+                run[n_run] = q
+                n_run += 1
+                out.state[q] = STATE_RUNNING
+                sch_list[n_sch] = q
+                n_sch += 1
+                budget -= num_new
+                nnew[q] = num_new
+                comp[q] = num_new + c * bs
+                progress = True
+            for i in range(n_pre):
+                hn = heap_push(ht, hk, hr, hn, now, EV_PREEMPTION, pre_list[i])
+                preempts += 1
+                out.n_preempt[pre_list[i]] += 1
+            for i in range(n_sch):
+                q = sch_list[i]
+                hn = heap_push(ht, hk, hr, hn, now, EV_SCHEDULED, q)
+                out.sched_delay_us[q] = now - arr[q]
+            # ---- step time of the running batch ----
+            n_pf = 0
+            n_dc = 0
+            pf_tok = 0
+            for i in range(n_run):
+                q = run[i]
+                if pi[q] < plen[q]:
+                    pf_pi[n_pf] = pi[q]
+                    pf_n[n_pf] = nnew[q]
+                    pf_tok += nnew[q]
+                    n_pf += 1
+                elif olen[q] > 0:
+                    dc_pi[n_dc] = pi[q]
+                    n_dc += 1
+            adv = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ct, comps)
+            if n_run > 0:
+                busy += adv
+            # ---- execute ----
+            if n_itl + n_run * 2 + 2 > itl_v.shape[0]:
+                itl_v = grow_i64(itl_v, n_itl + n_run * 2 + 2)
+                itl_o = grow_i32(itl_o, n_itl + n_run * 2 + 2)
+            for i in range(n_run):
+                q = run[i]
+                if pi[q] < plen[q]:
+                    if comp[q] != pi[q]:
+                        progress = True
+                    pi[q] = comp[q]
+                else:
+                    pi[q] += 1
+                    total_out += 1
+                    out.n_tokens[q] += 1
+                    itl_v[n_itl] = adv
+                    itl_o[n_itl] = q
+                    n_itl += 1
+                    itl_sum[q] += adv
+                    progress = True
+                if pi[q] == plen[q]:
+                    out.ttft_us[q] = now + adv - arr[q]
+            log_step(log, sc, now, adv, n_pf, n_dc, budget_max - budget, n_run, wmeta[1],
+                     kv.st[ST_USED], pf_tok)
+            # ---- completions ----
+            n_rem = 0
+            for i in range(n_run):
+                q = run[i]
+                o = olen[q]
+                if pi[q] == plen[q] + (o if o > 1 else 1) - 1:
+                    if o > 0:
+                        itl_v[n_itl] = adv
+                        itl_o[n_itl] = q
+                        n_itl += 1
+                        itl_sum[q] += adv
+                        if not blis_alloc_nb(kv, rq, rord, q, pi[q], pi[q] + 1, False, cached,
+                                             0, scr_b, scr_s, scr_was):
+                            kv_fail += 1
+                    release_nb(kv, q)
+                    rord[q] = 1
+                    hn = heap_push(ht, hk, hr, hn, now + adv, EV_LEFT, q)
+                    out.e2e_us[q] = out.ttft_us[q] + itl_sum[q]
+                    out.done_us[q] = arr[q] + out.e2e_us[q]
+                    out.state[q] = STATE_DONE
+                    completed += 1
+                    progress = True
+                else:
+                    remain[n_rem] = q
+                    n_rem += 1
+            for i in range(n_rem):
+                run[i] = remain[i]
+            n_run = n_rem
+            if n_run > 0:
+                hn = heap_push(ht, hk, hr, hn, now + adv, EV_STEP, -1)
+                step_pending = True
+            else:
+                step_pending = False
+                if wmeta[1] > 0:
+                    hn = heap_push(ht, hk, hr, hn, now + adv, EV_STEP, -1)
+                    step_pending = True
+            if progress:
+                idle_steps = 0
+            else:
+                idle_steps += 1
+                if idle_steps > max_idle:
+                    status = STATUS_STALLED
+                    break
+        # EV_SCHEDULED, EV_PREEMPTION, EV_LEFT: no-ops (they only set the clock)
+
+    # keep the ITL entries of completed requests only (REFERENCE §6.5)
+    m = 0
+    for i in range(n_itl):
+        if out.state[itl_o[i]] == STATE_DONE:
+            itl_v[m] = itl_v[i]
+            m += 1
+    sc[SC_CLOCK] = clock
+    sc[SC_COMPLETED] = completed
+    sc[SC_QUEUED] = wmeta[1]
+    sc[SC_RUNNING] = n_run
+    sc[SC_DROPPED] = dropped
+    sc[SC_INPUT_TOK] = total_in
+    sc[SC_OUTPUT_TOK] = total_out
+    sc[SC_PREEMPT] = preempts
+    sc[SC_KV_PEAK] = kv.st[ST_PEAK]
+    sc[SC_HITS] = kv.st[ST_HITS]
+    sc[SC_MISSES] = kv.st[ST_MISSES]
+    sc[SC_KV_FAIL] = kv_fail
+    sc[SC_STEPS] = step_count
+    sc[SC_STATUS] = status
+    sc[SC_N_ITL] = m
+    sc[SC_BUSY_US] = busy
+    return itl_v[:m].copy()

@@ -1,0 +1,155 @@
+"""Pieces shared by both scheduler kernels: request/config layouts, queues, prefix keys."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from ._jit import jit
+
+# Request inputs (structure of arrays, sorted by arrival) -----------------------------------
+Requests = namedtuple("Requests", [
+    "arrival_us",  # int64[N]
+    "prompt_tok",  # int64[N]
+    "output_tok",  # int64[N]
+    "group",  # int64[N]: shared-prefix group, -1 = none
+    "prefix_tok",  # int64[N]: tokens of the group's prefix this request starts with
+    "slot_base",  # int64[N]: first prefix-table slot of the request's own keys
+    "group_base",  # int64[n_groups]: first prefix-table slot of each group's keys
+])
+
+# Per-request outputs ------------------------------------------------------------------------
+Outputs = namedtuple("Outputs", [
+    "ttft_us",  # int64[N]: time to first token (-1 = none)
+    "e2e_us",  # int64[N]: end-to-end latency (-1 = not completed)
+    "sched_delay_us",  # int64[N]: scheduling delay (-1 = never scheduled)
+    "done_us",  # int64[N]: completion time (absolute)
+    "state",  # int8[N]: STATE_*
+    "n_preempt",  # int32[N]
+    "n_tokens",  # int64[N]: output tokens generated (counted per the semantics)
+])
+
+STATE_PENDING = 0  # not yet arrived when the run ended
+STATE_QUEUED = 1
+STATE_RUNNING = 2
+STATE_DONE = 3
+STATE_DROPPED = 4
+
+# Config (int64 array) ---------------------------------------------------------------------
+CFG_BUDGET = 0  # --max-num-scheduled-tokens
+CFG_MAX_RUN = 1  # --max-num-running-reqs
+CFG_THRESHOLD = 2  # --long-prefill-token-threshold (0 = off)
+CFG_BLOCK = 3  # --block-size-in-tokens
+CFG_BLOCKS = 4  # total KV blocks
+CFG_MAX_IDLE = 5  # consecutive steps without progress before stopping (stall guard)
+CFG_PREFIX_CACHE = 6  # 1 = prefix caching on (vllm semantics)
+CFG_HORIZON = 7  # stop once the clock passes this (µs); <= 0 = no horizon
+N_CFG = 8
+
+# Scalar results (int64 array) ---------------------------------------------------------------
+SC_CLOCK = 0  # time of the last event (µs)
+SC_COMPLETED = 1
+SC_QUEUED = 2
+SC_RUNNING = 3
+SC_DROPPED = 4
+SC_INPUT_TOK = 5
+SC_OUTPUT_TOK = 6
+SC_PREEMPT = 7
+SC_KV_PEAK = 8
+SC_HITS = 9
+SC_MISSES = 10
+SC_KV_FAIL = 11
+SC_STEPS = 12
+SC_STATUS = 13
+SC_N_ITL = 14
+SC_LOG_N = 15
+SC_BUSY_US = 16  # time with a non-empty step running
+N_SC = 17
+
+STATUS_OK = 0
+STATUS_STALLED = 1  # no progress possible; stopped
+STATUS_HORIZON = 2  # stopped at the horizon
+
+# Step log columns (optional; int64[cap, N_LOG]) -------------------------------------------
+LOG_TIME = 0
+LOG_STEP_US = 1
+LOG_N_PREFILL = 2
+LOG_N_DECODE = 3
+LOG_TOKENS = 4  # tokens scheduled by batch formation (the budget used)
+LOG_RUNNING = 5
+LOG_WAITING = 6
+LOG_KV_USED = 7
+LOG_PREFILL_TOK = 8
+N_LOG = 9
+
+DEQ_HEAD = 0
+DEQ_N = 1
+
+
+@jit
+def deq_push_back(q, meta, r):
+    cap = q.shape[0]
+    q[(meta[DEQ_HEAD] + meta[DEQ_N]) % cap] = r
+    meta[DEQ_N] += 1
+
+
+@jit
+def deq_push_front(q, meta, r):
+    cap = q.shape[0]
+    meta[DEQ_HEAD] = (meta[DEQ_HEAD] - 1) % cap
+    q[meta[DEQ_HEAD]] = r
+    meta[DEQ_N] += 1
+
+
+@jit
+def deq_front(q, meta):
+    return q[meta[DEQ_HEAD]]
+
+
+@jit
+def deq_pop_front(q, meta):
+    cap = q.shape[0]
+    r = q[meta[DEQ_HEAD]]
+    meta[DEQ_HEAD] = (meta[DEQ_HEAD] + 1) % cap
+    meta[DEQ_N] -= 1
+    return r
+
+
+@jit
+def key_slot(rq, r, end_tok, block):
+    """Prefix-table slot of the full block that ends at token ``end_tok`` of request r."""
+    g = rq.group[r]
+    if g >= 0 and end_tok <= rq.prefix_tok[r]:
+        return rq.group_base[g] + end_tok // block - 1
+    return rq.slot_base[r] + end_tok // block - 1
+
+
+@jit
+def log_step(log, sc, now, step_us, n_pf, n_dc, tokens, running, waiting, kv_used, pf_tok):
+    i = sc[SC_LOG_N]
+    if i < log.shape[0]:
+        log[i, LOG_TIME] = now
+        log[i, LOG_STEP_US] = step_us
+        log[i, LOG_N_PREFILL] = n_pf
+        log[i, LOG_N_DECODE] = n_dc
+        log[i, LOG_TOKENS] = tokens
+        log[i, LOG_RUNNING] = running
+        log[i, LOG_WAITING] = waiting
+        log[i, LOG_KV_USED] = kv_used
+        log[i, LOG_PREFILL_TOK] = pf_tok
+        sc[SC_LOG_N] = i + 1
+
+
+@jit
+def grow_i64(a, n):
+    b = np.empty(max(2 * a.shape[0], n + 16), np.int64)
+    b[: a.shape[0]] = a
+    return b
+
+
+@jit
+def grow_i32(a, n):
+    b = np.empty(max(2 * a.shape[0], n + 16), np.int32)
+    b[: a.shape[0]] = a
+    return b

@@ -1,0 +1,158 @@
+"""The scheduler wrapper: validate the scheduler settings, pack the requests and the KV pool,
+call the kernel of the chosen semantics, and label the raw result."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import sched_common_nb as sc_nb
+from .errors import ConfigError
+from .kvcache_nb import new_pool
+from .sched_blis_nb import simulate_blis_nb
+from .sched_vllm_nb import simulate_vllm_nb
+from .stepcost import CostModel, auto_kv_blocks
+from .workload import Workload
+
+SEMANTICS = ("vllm", "blis")
+BLIS_DEFAULT_BLOCKS = 1_000_000
+NO_MEMORY_BLOCKS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerConfig:
+    """Batch formation and KV-cache settings (the scheduler flags of ``run``)."""
+
+    semantics: str = "vllm"
+    max_num_scheduled_tokens: int = 2048
+    max_num_running_reqs: int = 256
+    long_prefill_token_threshold: int = 0
+    block_size: int = 16
+    total_kv_blocks: int | None = None  # None = auto (vllm) / 1,000,000 (blis)
+    gpu_memory_utilization: float = 0.9
+    prefix_caching: bool = True
+    max_idle_steps: int = 100_000
+    horizon_s: float = 0.0  # 0 = none
+
+    def __post_init__(self) -> None:
+        if self.semantics not in SEMANTICS:
+            raise ConfigError("unknown semantics", field="--semantics", value=self.semantics,
+                              hint="one of: " + ", ".join(SEMANTICS))
+        for name, flag, lo in (("max_num_scheduled_tokens", "--max-num-scheduled-tokens", 1),
+                               ("max_num_running_reqs", "--max-num-running-reqs", 1),
+                               ("long_prefill_token_threshold",
+                                "--long-prefill-token-threshold", 0),
+                               ("block_size", "--block-size-in-tokens", 1),
+                               ("max_idle_steps", "--max-idle-steps", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ConfigError(f"must be an integer >= {lo}", field=flag, value=v)
+        tkb = self.total_kv_blocks
+        if tkb is not None and (isinstance(tkb, bool) or not isinstance(tkb, (int, np.integer))
+                                or tkb < 1):
+            raise ConfigError("must be an integer >= 1 or 'auto'", field="--total-kv-blocks",
+                              value=tkb)
+        u = self.gpu_memory_utilization
+        if not isinstance(u, (int, float)) or not math.isfinite(u) or not 0 < u <= 1:
+            raise ConfigError("must be in (0, 1]", field="--gpu-memory-utilization", value=u)
+        h = self.horizon_s
+        if not isinstance(h, (int, float)) or not math.isfinite(h) or h < 0:
+            raise ConfigError("must be a finite number >= 0", field="--horizon", value=h)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RawRun:
+    """What the kernel returns, unlabelled: per-request arrays, scalars, ITL samples."""
+
+    workload: Workload
+    semantics: str
+    outputs: sc_nb.Outputs
+    scalars: np.ndarray
+    itl_us: np.ndarray
+    step_log: np.ndarray
+    kv_blocks_total: int
+    kv_blocks_note: str
+
+
+def resolve_kv_blocks(cost: CostModel, cfg: SchedulerConfig) -> tuple[int, str]:
+    """Total KV blocks and a one-line note on where the number came from."""
+    if cfg.total_kv_blocks is not None:
+        return int(cfg.total_kv_blocks), ""
+    if cfg.semantics == "blis":
+        return BLIS_DEFAULT_BLOCKS, ""
+    n = auto_kv_blocks(cost.model, cost.hardware, cost.tp, cfg.block_size,
+                       cfg.gpu_memory_utilization)
+    if n is None:
+        return NO_MEMORY_BLOCKS, (f"hardware entry {cost.hardware.name} has no MemoryGiB: "
+                                  f"using {NO_MEMORY_BLOCKS:,} KV blocks")
+    if n < 1:
+        raise ConfigError(
+            f"the weights of {cost.model.name} ({cost.model.weight_bytes / 2**30:.1f} GiB) "
+            f"leave no room for a KV cache in {cost.hardware.memory_gib:g} GiB x TP {cost.tp} "
+            f"at --gpu-memory-utilization {cfg.gpu_memory_utilization:g}",
+            field="--total-kv-blocks", value="auto")
+    return n, ""
+
+
+def _slot_layout(wl: Workload, block: int, semantics: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Prefix-table slots: one per full block of each request's looked-up range, plus one per
+    block of each shared-prefix group."""
+    if semantics == "blis":
+        span = wl.prompt_tok
+    else:
+        span = np.maximum(wl.prompt_tok + wl.output_tok - 1, wl.prompt_tok)
+    per_req = span // block
+    base = np.zeros(len(wl), np.int64)
+    if len(wl) > 1:
+        np.cumsum(per_req[:-1], out=base[1:])
+    n_slots = int(per_req.sum())
+    ng = wl.n_groups
+    gbase = np.zeros(max(ng, 1), np.int64)
+    if ng:
+        gsize = np.zeros(ng, np.int64)
+        np.maximum.at(gsize, wl.group[wl.group >= 0], wl.prefix_tok[wl.group >= 0] // block)
+        gbase[:ng] = n_slots + np.concatenate(([0], np.cumsum(gsize)[:-1]))
+        n_slots += int(gsize.sum())
+    return base, gbase, n_slots
+
+
+def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
+                  log_steps: int = 0) -> RawRun:
+    """Simulate ``wl`` on ``cost`` with scheduler settings ``cfg``."""
+    n = len(wl)
+    if n == 0:
+        raise ConfigError("the workload has no requests")
+    block = int(cfg.block_size)
+    total_blocks, note = resolve_kv_blocks(cost, cfg)
+    base, gbase, n_slots = _slot_layout(wl, block, cfg.semantics)
+    rq = sc_nb.Requests(arrival_us=wl.arrival_us, prompt_tok=wl.prompt_tok,
+                        output_tok=wl.output_tok, group=wl.group, prefix_tok=wl.prefix_tok,
+                        slot_base=base, group_base=gbase)
+    seq = wl.prompt_tok + np.maximum(wl.output_tok, 1)
+    capacities = seq // block + 2
+    kv = new_pool(total_blocks, block, n_slots, capacities)
+    cfg_arr = np.zeros(sc_nb.N_CFG, np.int64)
+    cfg_arr[sc_nb.CFG_BUDGET] = cfg.max_num_scheduled_tokens
+    cfg_arr[sc_nb.CFG_MAX_RUN] = cfg.max_num_running_reqs
+    cfg_arr[sc_nb.CFG_THRESHOLD] = cfg.long_prefill_token_threshold
+    cfg_arr[sc_nb.CFG_BLOCK] = block
+    cfg_arr[sc_nb.CFG_BLOCKS] = total_blocks
+    cfg_arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
+    cfg_arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
+    cfg_arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
+    out = sc_nb.Outputs(ttft_us=np.empty(n, np.int64), e2e_us=np.empty(n, np.int64),
+                        sched_delay_us=np.empty(n, np.int64), done_us=np.empty(n, np.int64),
+                        state=np.empty(n, np.int8), n_preempt=np.empty(n, np.int32),
+                        n_tokens=np.empty(n, np.int64))
+    scal = np.zeros(sc_nb.N_SC, np.int64)
+    log = np.zeros((max(int(log_steps), 0), sc_nb.N_LOG), np.int64)
+    itl_cap = int(wl.output_tok.sum()) + n + 16
+    if cfg.semantics == "blis":
+        itl = simulate_blis_nb(rq, cfg_arr, cost.tables, kv, out, scal, log, itl_cap)
+    else:
+        itl = simulate_vllm_nb(rq, cfg_arr, cost.tables, kv, out, scal, log, itl_cap)
+    return RawRun(workload=wl, semantics=cfg.semantics, outputs=out, scalars=scal, itl_us=itl,
+                  step_log=log[: scal[sc_nb.SC_LOG_N]], kv_blocks_total=total_blocks,
+                  kv_blocks_note=note)

@@ -1,15 +1,77 @@
-"""Every numba option of the project lives here (STYLE: one decorator module)."""
+"""Every numba option of the project lives here (STYLE: one decorator module).
+
+Compiled kernels are cached on disk (``cache=True``) so that a second process compiles
+nothing.  Numba keys each function's cache entry on its own source file only, so a kernel
+that calls into another, changed kernel file would load stale machine code.  The cache
+directory is therefore named after a hash of all kernel sources (and the Python and numba
+versions): any change to any ``*_nb.py`` file starts a fresh cache.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
 
 import numba
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
-jit = numba.njit(**_OPTS)
+
+def _cache_dir() -> str:
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha1()
+    for p in sorted(here.glob("*_nb.py")) + [Path(__file__).resolve()]:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    tag = (f"infersweep-{h.hexdigest()[:16]}-py{sys.version_info[0]}{sys.version_info[1]}"
+           f"-numba{numba.__version__}")
+    user = os.environ.get("INFERSWEEP_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
+    candidates = [Path(user)] if user else []
+    candidates += [here / "__pycache__",
+                   Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infersweep",
+                   Path(tempfile.gettempdir()) / "infersweep-cache"]
+    for base in candidates:
+        try:
+            d = base / tag
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+            return str(d)
+        except OSError:
+            continue
+    return ""
+
+
+CACHE_DIR = _cache_dir()
+
+
+def _decorate(opts: dict):
+    def deco(fn):
+        old = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = CACHE_DIR or old
+        try:
+            return numba.njit(**opts)(fn)
+        finally:
+            numba.config.CACHE_DIR = old
+
+    return deco
+
+
+jit = _decorate(_OPTS)
 """Decorator for a serial kernel."""
 
-pjit = numba.njit(parallel=True, **_OPTS)
+hjit = _decorate(dict(_OPTS, _nrt=False))
+"""Decorator for a hot helper that allocates no arrays.  Compiled without numba's reference
+counting: an ordinary jitted function increfs every array argument on entry and decrefs it after
+its last use, two atomic operations per array per call, which dominated the per-step cost of
+the schedulers.  Such a helper may read and write the arrays it is given, but must not create,
+slice or return arrays."""
+
+pjit = _decorate(dict(_OPTS, parallel=True))
 """Decorator for a kernel that uses ``prange``."""
 
 prange = numba.prange

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import sched_common_nb as sc_nb
+from .stats_nb import order_stats_nb
 
 #: The reference simulator's keys, in its order.
 REFERENCE_KEYS = (
@@ -123,35 +124,17 @@ def mean_ms(x: np.ndarray) -> float:
     return (float(np.sum(x, dtype=np.float64)) / n) / 1000
 
 
-def _order_stats(x: np.ndarray, ranks: list[int]) -> dict[int, int]:
-    """x[k] of sorted(x) for each k in ranks, without a full sort when the range is small."""
-    n = len(x)
-    lo = int(x.min())
-    hi = int(x.max())
-    if x.dtype.kind in "iu" and hi - lo <= 4 * n + 1_000_000:
-        counts = np.bincount((x - lo).astype(np.int64), minlength=hi - lo + 1)
-        cum = np.cumsum(counts)
-        pos = np.searchsorted(cum, np.asarray(ranks) + 1, side="left")
-        return {k: int(p) + lo for k, p in zip(ranks, pos)}
-    part = np.partition(x, sorted(set(ranks)))
-    return {k: part[k].item() for k in ranks}
-
-
-def percentiles_ms(x: np.ndarray, ps: tuple[float, ...]) -> dict[float, float]:
-    """The reference's CalculatePercentile for each p (x in µs, unsorted)."""
-    n = len(x)
-    if n == 0:
-        return {p: 0.0 for p in ps}
+def _plan(n: int, ps: tuple[float, ...]) -> list[tuple[float, float, int, int]]:
     plan = []
-    ranks = []
     for p in ps:
         rank = p / 100.0 * float(n - 1)
         lo = int(math.floor(rank))
-        hi = int(math.ceil(rank))
-        hi = min(hi, n - 1)
+        hi = min(int(math.ceil(rank)), n - 1)
         plan.append((p, rank, lo, hi))
-        ranks += [lo, hi]
-    st = _order_stats(x, ranks)
+    return plan
+
+
+def _interp(plan, st: dict) -> dict[float, float]:
     out = {}
     for p, rank, lo, hi in plan:
         a = st[lo]
@@ -163,6 +146,29 @@ def percentiles_ms(x: np.ndarray, ps: tuple[float, ...]) -> dict[float, float]:
     return out
 
 
+def percentiles_ms(x: np.ndarray, ps: tuple[float, ...]) -> dict[float, float]:
+    """The reference's CalculatePercentile for each p (x in µs, unsorted)."""
+    return mean_and_percentiles_ms(x, ps)[1]
+
+
+def mean_and_percentiles_ms(x: np.ndarray, ps: tuple[float, ...]) -> tuple[float, dict]:
+    """Mean (ms) and the reference's CalculatePercentile for each p (x in µs, unsorted)."""
+    n = len(x)
+    if n == 0:
+        return 0.0, {p: 0.0 for p in ps}
+    plan = _plan(n, ps)
+    ranks = sorted({r for _, _, lo, hi in plan for r in (lo, hi)})
+    if x.dtype.kind in "iu":
+        vals = np.zeros(len(ranks), np.int64)
+        total = order_stats_nb(np.ascontiguousarray(x, np.int64), np.asarray(ranks, np.int64),
+                               vals)
+        st = dict(zip(ranks, vals.tolist()))
+        return (total / n) / 1000, _interp(plan, st)
+    part = np.partition(x, ranks)
+    st = {k: part[k].item() for k in ranks}
+    return mean_ms(x), _interp(plan, st)
+
+
 # --------------------------------------------------------------------------------------------
 # summary
 # --------------------------------------------------------------------------------------------
@@ -170,10 +176,10 @@ def percentiles_ms(x: np.ndarray, ps: tuple[float, ...]) -> dict[float, float]:
 
 def tpot_us(raw) -> np.ndarray:
     """Per completed request: (E2E - TTFT) / (outputs - 1) in µs (float)."""
-    o = raw.outputs
-    done = o.state == sc_nb.STATE_DONE
+    o = raw.out
+    done = o[:, sc_nb.O_STATE] == sc_nb.STATE_DONE
     out_tok = raw.workload.output_tok
-    span = (o.e2e_us - o.ttft_us).astype(np.float64)
+    span = (o[:, sc_nb.O_E2E] - o[:, sc_nb.O_TTFT]).astype(np.float64)
     if raw.semantics == "blis":
         den = np.maximum(out_tok - 1, 1).astype(np.float64)
         val = np.where(out_tok > 0, span / den, 0.0)
@@ -184,25 +190,25 @@ def tpot_us(raw) -> np.ndarray:
 
 def summarize(raw) -> dict:
     """The metrics object printed by ``run`` (reference keys in order, then ours)."""
-    o = raw.outputs
+    o = raw.out
     s = raw.scalars
-    done = o.state == sc_nb.STATE_DONE
+    done = o[:, sc_nb.O_STATE] == sc_nb.STATE_DONE
     completed = int(s[sc_nb.SC_COMPLETED])
     queued = int(s[sc_nb.SC_QUEUED])
     running = int(s[sc_nb.SC_RUNNING])
     dropped = int(s[sc_nb.SC_DROPPED])
     duration = float(s[sc_nb.SC_CLOCK]) / 1e6
     out_tok = int(s[sc_nb.SC_OUTPUT_TOK])
-    e2e = o.e2e_us[done]
-    ttft = o.ttft_us[done]
+    e2e = o[done, sc_nb.O_E2E]
+    ttft = o[done, sc_nb.O_TTFT]
     itl = raw.itl_us
-    sched = o.sched_delay_us[o.sched_delay_us >= 0]
+    sched = o[o[:, sc_nb.O_SCHED] >= 0, sc_nb.O_SCHED]
     tp = tpot_us(raw)
     qs = (50.0, 90.0, 95.0, 99.0)
-    pe = percentiles_ms(e2e, qs)
-    pt = percentiles_ms(ttft, qs)
-    pi = percentiles_ms(itl, qs)
-    ps = percentiles_ms(sched, (50.0, 99.0))
+    me, pe = mean_and_percentiles_ms(e2e, qs)
+    mt, pt = mean_and_percentiles_ms(ttft, qs)
+    mi, pi = mean_and_percentiles_ms(itl, qs)
+    msd, ps = mean_and_percentiles_ms(sched, (50.0, 99.0))
     m: dict = {
         "instance_id": "cluster",
         "completed_requests": completed,
@@ -214,11 +220,11 @@ def summarize(raw) -> dict:
         "vllm_estimated_duration_s": duration,
         "responses_per_sec": completed / duration if duration > 0 else 0.0,
         "tokens_per_sec": out_tok / duration if duration > 0 else 0.0,
-        "e2e_mean_ms": mean_ms(e2e), "e2e_p90_ms": pe[90.0], "e2e_p95_ms": pe[95.0],
+        "e2e_mean_ms": me, "e2e_p90_ms": pe[90.0], "e2e_p95_ms": pe[95.0],
         "e2e_p99_ms": pe[99.0],
-        "ttft_mean_ms": mean_ms(ttft), "ttft_p90_ms": pt[90.0], "ttft_p95_ms": pt[95.0],
+        "ttft_mean_ms": mt, "ttft_p90_ms": pt[90.0], "ttft_p95_ms": pt[95.0],
         "ttft_p99_ms": pt[99.0],
-        "itl_mean_ms": mean_ms(itl), "itl_p90_ms": pi[90.0], "itl_p95_ms": pi[95.0],
+        "itl_mean_ms": mi, "itl_p90_ms": pi[90.0], "itl_p95_ms": pi[95.0],
         "itl_p99_ms": pi[99.0],
         "scheduling_delay_p99_ms": ps[99.0],
     }
@@ -234,7 +240,7 @@ def summarize(raw) -> dict:
         "ttft_p50_ms": pt[50.0], "e2e_p50_ms": pe[50.0], "itl_p50_ms": pi[50.0],
         "tpot_mean_ms": float(np.mean(tp)) / 1000 if len(tp) else 0.0,
         "tpot_p50_ms": tpp[50.0], "tpot_p90_ms": tpp[90.0], "tpot_p99_ms": tpp[99.0],
-        "scheduling_delay_mean_ms": mean_ms(sched), "scheduling_delay_p50_ms": ps[50.0],
+        "scheduling_delay_mean_ms": msd, "scheduling_delay_p50_ms": ps[50.0],
         "kv_blocks_total": int(raw.kv_blocks_total),
         "kv_peak_blocks": int(s[sc_nb.SC_KV_PEAK]),
         "kv_peak_fraction": float(s[sc_nb.SC_KV_PEAK]) / raw.kv_blocks_total,
@@ -257,30 +263,30 @@ def request_ids(raw) -> np.ndarray:
 
 def request_records(raw) -> list[dict]:
     """Per-request records of ``--results-path`` (dropped requests excluded), by arrival."""
-    o = raw.outputs
+    o = raw.out
     wl = raw.workload
     ids = request_ids(raw)
-    tp_all = np.zeros(len(wl))
-    done = o.state == sc_nb.STATE_DONE
-    span = (o.e2e_us - o.ttft_us).astype(np.float64)
-    if raw.semantics == "blis":
-        tp_all = np.where(done & (wl.output_tok > 0),
-                          span / np.maximum(wl.output_tok - 1, 1), 0.0)
-    else:
-        tp_all = np.where(done & (wl.output_tok > 1), span / np.maximum(wl.output_tok - 1, 1),
-                          0.0)
+    state = o[:, sc_nb.O_STATE]
+    done = state == sc_nb.STATE_DONE
+    ttft = o[:, sc_nb.O_TTFT]
+    e2e = o[:, sc_nb.O_E2E]
+    span = (e2e - ttft).astype(np.float64)
+    min_out = 0 if raw.semantics == "blis" else 1
+    tp_all = np.where(done & (wl.output_tok > min_out),
+                      span / np.maximum(wl.output_tok - 1, 1), 0.0)
+    registered = (state != sc_nb.STATE_DROPPED) & (state != sc_nb.STATE_PENDING)
+    sched = o[:, sc_nb.O_SCHED]
     recs = []
-    registered = (o.state != sc_nb.STATE_DROPPED) & (o.state != sc_nb.STATE_PENDING)
     for i in np.flatnonzero(registered):
         recs.append({
             "arrived_at": float(wl.arrival_us[i]) / 1e6,
             "requestID": f"request_{int(ids[i])}",
             "num_prefill_tokens": int(wl.prompt_tok[i]),
             "num_decode_tokens": int(wl.output_tok[i]),
-            "ttft_ms": float(max(o.ttft_us[i], 0)) / 1000,
+            "ttft_ms": float(max(ttft[i], 0)) / 1000,
             "itl_ms": float(tp_all[i]) / 1000,
-            "e2e_ms": float(max(o.e2e_us[i], 0)) / 1000 if done[i] else 0.0,
-            "scheduling_delay_ms": float(max(o.sched_delay_us[i], 0)) / 1000,
+            "e2e_ms": float(e2e[i]) / 1000 if done[i] else 0.0,
+            "scheduling_delay_ms": float(max(sched[i], 0)) / 1000,
             "handled_by": "instance_0",
         })
     return recs

@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit
-from .kvcache_nb import (ST_BS, ST_HITS, ST_MISSES, ST_PEAK, ST_USED, attach_cached_nb,
-                         free_count_nb, head_slot_nb, pop_block_nb, register_nb,
-                         release_nb, req_append_nb, req_last_nb, rollback_nb, take_block_nb)
+from ._jit import hjit, jit
+from .kvcache_nb import (B_NTOK, R_CNT, R_ORD, R_TOK, ST_BS, ST_HITS, ST_MISSES, ST_PEAK,
+                         ST_USED, attach_cached_nb, free_count_nb, head_slot_nb, pop_block_nb,
+                         register_nb, release_nb, req_append_nb, req_last_nb, rollback_nb,
+                         take_block_nb)
 from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE, CFG_MAX_RUN,
-                              CFG_THRESHOLD, SC_BUSY_US, SC_CLOCK, SC_COMPLETED, SC_DROPPED,
-                              SC_HITS, SC_INPUT_TOK, SC_KV_FAIL, SC_KV_PEAK, SC_MISSES,
-                              SC_N_ITL, SC_OUTPUT_TOK, SC_PREEMPT, SC_QUEUED, SC_RUNNING,
-                              SC_STATUS, SC_STEPS, STATE_DONE, STATE_DROPPED, STATE_QUEUED,
-                              STATE_RUNNING, STATUS_HORIZON, STATUS_OK, STATUS_STALLED,
-                              deq_front, deq_pop_front, deq_push_back, deq_push_front,
-                              grow_i32, grow_i64, key_slot, log_step)
-from .stepcost_nb import N_COMPONENTS, step_time_nb
+                              CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT, O_SCHED, O_STATE,
+                              O_TOKENS, O_TTFT, Q_ARRIVAL, Q_OUTPUT, Q_PROMPT, SC_BUSY_US,
+                              SC_CLOCK, SC_COMPLETED, SC_DROPPED, SC_HITS, SC_INPUT_TOK,
+                              SC_KV_FAIL, SC_KV_PEAK, SC_MISSES, SC_N_ITL, SC_OUTPUT_TOK,
+                              SC_PREEMPT, SC_QUEUED, SC_RUNNING, SC_STATUS, SC_STEPS,
+                              STATE_DONE, STATE_DROPPED, STATE_QUEUED, STATE_RUNNING,
+                              STATUS_HORIZON, STATUS_ITL_FULL, STATUS_OK, STATUS_STALLED, deq_front,
+                              deq_pop_front, deq_push_back, deq_push_front,
+                              init_outputs, key_slot, log_step)
+from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 
 EV_ARRIVAL = 0
 EV_QUEUED = 1
@@ -37,7 +40,7 @@ EV_PREEMPTION = 4
 EV_LEFT = 5
 
 
-@jit
+@hjit
 def heap_push(ht, hk, hr, n, t, k, r):
     """Go container/heap Push with Less = timestamp <."""
     j = n
@@ -55,7 +58,7 @@ def heap_push(ht, hk, hr, n, t, k, r):
     return n + 1
 
 
-@jit
+@hjit
 def heap_pop(ht, hk, hr, n):
     """Go container/heap Pop: swap root and last, sift down; the popped event is at index n-1."""
     n -= 1
@@ -80,14 +83,14 @@ def heap_pop(ht, hk, hr, n):
     return n
 
 
-@jit
-def cached_blocks_nb(kv, rq, r, out):
+@hjit
+def cached_blocks_nb(st, slot_block, rq, gbase, r, out):
     """GetCachedBlocks: leading full blocks of r's prompt whose key is in the table."""
-    bs = kv.st[ST_BS]
-    n = rq.prompt_tok[r] // bs
+    bs = st[ST_BS]
+    n = rq[r, Q_PROMPT] // bs
     c = 0
     for i in range(n):
-        b = kv.slot_block[key_slot(rq, r, (i + 1) * bs, bs)]
+        b = slot_block[key_slot(rq, gbase, r, (i + 1) * bs, bs)]
         if b < 0:
             break
         out[c] = b
@@ -95,64 +98,62 @@ def cached_blocks_nb(kv, rq, r, out):
     return c
 
 
-@jit
-def blis_alloc_nb(kv, rq, rord, r, start, end, prefill, cached, n_cached, scr_b, scr_s,
-                  scr_was):
+@hjit
+def blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, r, start, end, prefill, cached,
+                  n_cached, scr_b, scr_s, scr_was):
     """AllocateKVBlocks(req, start, end, cachedBlocks) of REFERENCE §6.4; False on failure
     (everything rolled back)."""
-    bs = kv.st[ST_BS]
+    bs = st[ST_BS]
     if prefill:
         n_new = end - start
-        if (n_new + bs - 1) // bs > free_count_nb(kv):
+        if (n_new + bs - 1) // bs > free_count_nb(st):
             return False
     else:
         n_new = 1
-    prev_cnt = kv.rb_cnt[r]
-    prev_tok = kv.rtok[r]
-    prev_ord = rord[r]
+    prev_cnt = rinfo[r, R_CNT]
+    prev_tok = rinfo[r, R_TOK]
+    prev_ord = rinfo[r, R_ORD]
     n_pop = 0
     n_cach = 0
     prog = 0
-    p_len = rq.prompt_tok[r]
+    p_len = rq[r, Q_PROMPT]
     while prog < n_new:
         new_blocks = True
-        if kv.rb_cnt[r] > 0:
-            last = req_last_nb(kv, r)
-            lt = kv.ntok[last]
+        if rinfo[r, R_CNT] > 0:
+            last = req_last_nb(rb, rinfo, r)
+            lt = blk[last, B_NTOK]
             if lt > 0 and lt < bs:
                 new_blocks = False
                 take = bs - lt
                 if n_new - prog < take:
                     take = n_new - prog
-                if start + prog != kv.rtok[r]:
-                    rord[r] = 0
-                kv.ntok[last] = lt + take
-                kv.rtok[r] += take
+                if start + prog != rinfo[r, R_TOK]:
+                    rinfo[r, R_ORD] = 0
+                blk[last, B_NTOK] = lt + take
+                rinfo[r, R_TOK] += take
                 prog += take
                 if lt + take == bs:
-                    x = kv.rtok[r]
-                    if rord[r] == 1 and x <= p_len and x % bs == 0:
-                        register_nb(kv, last, key_slot(rq, r, x, bs))
+                    x = rinfo[r, R_TOK]
+                    if rinfo[r, R_ORD] == 1 and x <= p_len and x % bs == 0:
+                        register_nb(blk, slot_block, last, key_slot(rq, gbase, r, x, bs))
         else:
             for i in range(n_cached):
                 b = cached[i]
-                scr_was[n_cach] = attach_cached_nb(kv, b)
-                cached[n_cach] = b
+                scr_was[n_cach] = attach_cached_nb(st, blk, b)
                 n_cach += 1
-                req_append_nb(kv, r, b)
-                kv.rtok[r] += bs
+                req_append_nb(rb, rinfo, r, b)
+                rinfo[r, R_TOK] += bs
         if new_blocks:
             remaining = n_new - prog
             if remaining <= 0:
                 break
             nb = (remaining + bs - 1) // bs
             for _ in range(nb):
-                orig = head_slot_nb(kv)
-                b = pop_block_nb(kv)
+                orig = head_slot_nb(st, blk)
+                b = pop_block_nb(st, blk, slot_block, False)
                 if b < 0:
-                    rollback_nb(kv, r, scr_b, scr_s, n_pop, cached, scr_was, n_cach, prev_cnt,
-                                prev_tok)
-                    rord[r] = prev_ord
+                    rollback_nb(st, blk, slot_block, rinfo, r, scr_b, scr_s, n_pop, cached,
+                                scr_was, n_cach, prev_cnt, prev_tok, prev_ord)
                     return False
                 scr_b[n_pop] = b
                 scr_s[n_pop] = orig
@@ -161,34 +162,48 @@ def blis_alloc_nb(kv, rq, rord, r, start, end, prefill, cached, n_cached, scr_b,
                 if e_rel > n_new:
                     e_rel = n_new
                 cnt = e_rel - prog
-                kv.ntok[b] = cnt
-                take_block_nb(kv, b)
+                blk[b, B_NTOK] = cnt
+                take_block_nb(st, blk, b)
                 if cnt == bs and prefill:
                     abs_end = start + e_rel
                     if abs_end % bs == 0 and abs_end <= p_len:
-                        register_nb(kv, b, key_slot(rq, r, abs_end, bs))
-                req_append_nb(kv, r, b)
-                if start + prog != kv.rtok[r]:
-                    rord[r] = 0
-                kv.rtok[r] += cnt
+                        register_nb(blk, slot_block, b, key_slot(rq, gbase, r, abs_end, bs))
+                req_append_nb(rb, rinfo, r, b)
+                if start + prog != rinfo[r, R_TOK]:
+                    rinfo[r, R_ORD] = 0
+                rinfo[r, R_TOK] += cnt
                 prog = e_rel
     return True
 
 
+@hjit
+def _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at,
+                step_count):
+    """Preempt the last request of the running batch; returns it."""
+    v = run[n_run - 1]
+    pi[v] = 0
+    release_nb(st, blk, rb, rinfo, v)
+    comp[v] = 0
+    deq_push_front(wq, wmeta, v)
+    out[v, O_STATE] = STATE_QUEUED
+    out[v, O_PREEMPT] += 1
+    evicted_at[v] = step_count
+    return v
+
+
 @jit
-def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
+def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log,
+                     itl_cap):
     """Run the whole simulation; returns the ITL samples of completed requests (µs)."""
-    n_req = rq.arrival_us.shape[0]
+    n_req = rq.shape[0]
     budget_max = cfg[CFG_BUDGET]
     max_run = cfg[CFG_MAX_RUN]
     thr = cfg[CFG_THRESHOLD]
     total_blocks = cfg[CFG_BLOCKS]
     max_idle = cfg[CFG_MAX_IDLE]
     horizon = cfg[CFG_HORIZON]
-    bs = kv.st[ST_BS]
-    plen = rq.prompt_tok
-    olen = rq.output_tok
-    arr = rq.arrival_us
+    bs = st[ST_BS]
+    init_outputs(out)
 
     # request state
     pi = np.zeros(n_req, np.int64)
@@ -196,14 +211,6 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     nnew = np.zeros(n_req, np.int64)
     itl_sum = np.zeros(n_req, np.int64)
     evicted_at = np.full(n_req, -1, np.int64)
-    rord = np.ones(n_req, np.int8)
-    out.ttft_us[:] = -1
-    out.e2e_us[:] = -1
-    out.sched_delay_us[:] = -1
-    out.done_us[:] = -1
-    out.state[:] = 0
-    out.n_preempt[:] = 0
-    out.n_tokens[:] = 0
 
     # queues
     wq = np.empty(max(n_req, 1), np.int64)
@@ -212,15 +219,14 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     run = np.empty(cap_run, np.int64)
     n_run = 0
     snap = np.empty(cap_run, np.int64)
-    remain = np.empty(cap_run, np.int64)
     pre_list = np.empty(cap_run, np.int64)
     sch_list = np.empty(cap_run, np.int64)
 
     # scratch for allocation and step cost
     max_p = 1
     for r in range(n_req):
-        if plen[r] > max_p:
-            max_p = plen[r]
+        if rq[r, Q_PROMPT] > max_p:
+            max_p = rq[r, Q_PROMPT]
     scr_n = max_p // bs + budget_max // bs + 4
     cached = np.empty(scr_n, np.int64)
     scr_b = np.empty(scr_n, np.int64)
@@ -230,9 +236,17 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     pf_n = np.empty(cap_run, np.int64)
     dc_pi = np.empty(cap_run, np.int64)
     comps = np.zeros(N_COMPONENTS)
+    memo_k = np.full(MEMO_SIZE, -1, np.int64)
+    memo_v = np.zeros(MEMO_SIZE)
+    max_ctx = 0
+    for r in range(n_req):
+        if rq[r, Q_PROMPT] + rq[r, Q_OUTPUT] > max_ctx:
+            max_ctx = rq[r, Q_PROMPT] + rq[r, Q_OUTPUT]
+    dec1 = np.full(max_ctx + 2, -1, np.int64)
 
-    # event heap
-    hcap = 4 * n_req + 4 * cap_run + 64
+    # event heap: at most one arrival/queued, one step chain, one left event and a scheduled and
+    # a preemption event per request are ever pending at once
+    hcap = 6 * n_req + 64
     ht = np.empty(hcap, np.int64)
     hk = np.empty(hcap, np.int8)
     hr = np.empty(hcap, np.int64)
@@ -258,15 +272,9 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     busy = 0
 
     while True:
-        if hn + 2 * cap_run + 8 > ht.shape[0]:
-            ht = grow_i64(ht, hn + 2 * cap_run + 8)
-            hr = grow_i64(hr, hn + 2 * cap_run + 8)
-            hk2 = np.empty(ht.shape[0], np.int8)
-            hk2[: hk.shape[0]] = hk
-            hk = hk2
         # cluster events (arrivals) run first when not later than the next instance event
-        if na < n_req and (hn == 0 or arr[na] <= ht[0]):
-            hn = heap_push(ht, hk, hr, hn, arr[na], EV_ARRIVAL, na)
+        if na < n_req and (hn == 0 or rq[na, Q_ARRIVAL] <= ht[0]):
+            hn = heap_push(ht, hk, hr, hn, rq[na, Q_ARRIVAL], EV_ARRIVAL, na)
             na += 1
             continue
         if hn == 0:
@@ -282,13 +290,13 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
         if kind == EV_ARRIVAL:
             hn = heap_push(ht, hk, hr, hn, now, EV_QUEUED, r)
         elif kind == EV_QUEUED:
-            if (plen[r] + bs - 1) // bs > total_blocks:
+            if (rq[r, Q_PROMPT] + bs - 1) // bs > total_blocks:
                 dropped += 1
-                out.state[r] = STATE_DROPPED
+                out[r, O_STATE] = STATE_DROPPED
             else:
                 deq_push_back(wq, wmeta, r)
-                out.state[r] = STATE_QUEUED
-                total_in += plen[r]
+                out[r, O_STATE] = STATE_QUEUED
+                total_in += rq[r, Q_PROMPT]
             if not step_pending:
                 hn = heap_push(ht, hk, hr, hn, now, EV_STEP, -1)
         elif kind == EV_STEP:
@@ -305,35 +313,29 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
             for idx in range(n_entry):
                 q = snap[idx]
                 if evicted_at[q] == step_count:
-                    continue
+                    continue  # evicted earlier in this pass (Q3 not copied)
                 if budget <= 0:
                     break
-                num_new = plen[q] - pi[q]
+                p_len = rq[q, Q_PROMPT]
+                num_new = p_len - pi[q]
                 stop = False
                 if num_new > 0:
                     if 0 < thr < num_new:
                         num_new = thr
                     if budget < num_new:
                         num_new = budget
-                    while True:  # preemptForTokens
-                        if blis_alloc_nb(kv, rq, rord, q, pi[q], pi[q] + num_new, True,
-                                         cached, 0, scr_b, scr_s, scr_was):
-                            break
+                    while not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
+                                            pi[q], pi[q] + num_new, True, cached, 0, scr_b,
+                                            scr_s, scr_was):
                         if n_run == 0:
                             stop = True
                             break
-                        v = run[n_run - 1]
+                        v = _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta,
+                                        out, evicted_at, step_count)
                         n_run -= 1
                         preempted = True
                         pre_list[n_pre] = v
                         n_pre += 1
-                        pi[v] = 0
-                        release_nb(kv, v)
-                        rord[v] = 1
-                        comp[v] = 0
-                        deq_push_front(wq, wmeta, v)
-                        out.state[v] = STATE_QUEUED
-                        evicted_at[v] = step_count
                         if v == q:
                             stop = True
                             break
@@ -342,51 +344,57 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
                     budget -= num_new
                     nnew[q] = num_new
                     comp[q] += num_new
-                if pi[q] >= plen[q] and olen[q] > 0:
-                    while True:
-                        if blis_alloc_nb(kv, rq, rord, q, pi[q], pi[q] + 1, False, cached, 0,
-                                         scr_b, scr_s, scr_was):
+                if pi[q] >= p_len and rq[q, Q_OUTPUT] > 0:
+                    # decode: the common case appends to a partly filled last block
+                    last = req_last_nb(rb, rinfo, q)
+                    fast = False
+                    if last >= 0 and rinfo[q, R_TOK] + 1 > p_len:
+                        lt = blk[last, B_NTOK]
+                        if lt > 0 and lt < bs - 1:
+                            if pi[q] != rinfo[q, R_TOK]:
+                                rinfo[q, R_ORD] = 0
+                            blk[last, B_NTOK] = lt + 1
+                            rinfo[q, R_TOK] += 1
+                            fast = True
+                    if not fast:
+                        while not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
+                                                pi[q], pi[q] + 1, False, cached, 0, scr_b,
+                                                scr_s, scr_was):
+                            if n_run == 0:
+                                stop = True
+                                break
+                            v = _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq,
+                                            wmeta, out, evicted_at, step_count)
+                            n_run -= 1
+                            preempted = True
+                            pre_list[n_pre] = v
+                            n_pre += 1
+                            if v == q:
+                                stop = True
+                                break
+                        if stop:
                             break
-                        if n_run == 0:
-                            stop = True
-                            break
-                        v = run[n_run - 1]
-                        n_run -= 1
-                        preempted = True
-                        pre_list[n_pre] = v
-                        n_pre += 1
-                        pi[v] = 0
-                        release_nb(kv, v)
-                        rord[v] = 1
-                        comp[v] = 0
-                        deq_push_front(wq, wmeta, v)
-                        out.state[v] = STATE_QUEUED
-                        evicted_at[v] = step_count
-                        if v == q:
-                            stop = True
-                            break
-                    if stop:
-                        break
                     budget -= 1
                     nnew[q] = 1
                     comp[q] += 1
             # ---- phase 2: admit from the wait queue ----
-            while (n_run < max_run and wmeta[1] > 0 and budget > 0 and not preempted):
+            while n_run < max_run and wmeta[1] > 0 and budget > 0 and not preempted:
                 q = deq_front(wq, wmeta)
-                c = cached_blocks_nb(kv, rq, q, cached)
-                num_new = plen[q] - c * bs
+                c = cached_blocks_nb(st, slot_block, rq, gbase, q, cached)
+                num_new = rq[q, Q_PROMPT] - c * bs
                 if 0 < thr < num_new:
                     num_new = thr
                 if budget < num_new:
                     num_new = budget
                 start = c * bs
-                if not blis_alloc_nb(kv, rq, rord, q, start, start + num_new, pi[q] < plen[q],
-                                     cached, c, scr_b, scr_s, scr_was):
+                if not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q, start,
+                                     start + num_new, pi[q] < rq[q, Q_PROMPT], cached, c,
+                                     scr_b, scr_s, scr_was):
                     break
                 deq_pop_front(wq, wmeta)
                 run[n_run] = q
                 n_run += 1
-                out.state[q] = STATE_RUNNING
+                out[q, O_STATE] = STATE_RUNNING
                 sch_list[n_sch] = q
                 n_sch += 1
                 budget -= num_new
@@ -396,78 +404,84 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
             for i in range(n_pre):
                 hn = heap_push(ht, hk, hr, hn, now, EV_PREEMPTION, pre_list[i])
                 preempts += 1
-                out.n_preempt[pre_list[i]] += 1
             for i in range(n_sch):
                 q = sch_list[i]
                 hn = heap_push(ht, hk, hr, hn, now, EV_SCHEDULED, q)
-                out.sched_delay_us[q] = now - arr[q]
+                out[q, O_SCHED] = now - rq[q, Q_ARRIVAL]
             # ---- step time of the running batch ----
             n_pf = 0
             n_dc = 0
             pf_tok = 0
             for i in range(n_run):
                 q = run[i]
-                if pi[q] < plen[q]:
+                if pi[q] < rq[q, Q_PROMPT]:
                     pf_pi[n_pf] = pi[q]
                     pf_n[n_pf] = nnew[q]
                     pf_tok += nnew[q]
                     n_pf += 1
-                elif olen[q] > 0:
+                elif rq[q, Q_OUTPUT] > 0:
                     dc_pi[n_dc] = pi[q]
                     n_dc += 1
-            adv = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ct, comps)
+            if n_pf == 0 and n_dc == 1 and dc_pi[0] < dec1.shape[0]:
+                adv = dec1[dc_pi[0]]  # single-request decode steps, memoised by context
+                if adv < 0:
+                    adv = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v,
+                                         comps)
+                    dec1[dc_pi[0]] = adv
+            else:
+                adv = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps)
             if n_run > 0:
                 busy += adv
             # ---- execute ----
             if n_itl + n_run * 2 + 2 > itl_v.shape[0]:
-                itl_v = grow_i64(itl_v, n_itl + n_run * 2 + 2)
-                itl_o = grow_i32(itl_o, n_itl + n_run * 2 + 2)
+                status = STATUS_ITL_FULL  # the wrapper reruns with a larger buffer
+                break
             for i in range(n_run):
                 q = run[i]
-                if pi[q] < plen[q]:
+                p_len = rq[q, Q_PROMPT]
+                if pi[q] < p_len:
                     if comp[q] != pi[q]:
                         progress = True
                     pi[q] = comp[q]
                 else:
                     pi[q] += 1
                     total_out += 1
-                    out.n_tokens[q] += 1
+                    out[q, O_TOKENS] += 1
                     itl_v[n_itl] = adv
                     itl_o[n_itl] = q
                     n_itl += 1
                     itl_sum[q] += adv
                     progress = True
-                if pi[q] == plen[q]:
-                    out.ttft_us[q] = now + adv - arr[q]
-            log_step(log, sc, now, adv, n_pf, n_dc, budget_max - budget, n_run, wmeta[1],
-                     kv.st[ST_USED], pf_tok)
+                if pi[q] == p_len:
+                    out[q, O_TTFT] = now + adv - rq[q, Q_ARRIVAL]
+            if log.shape[0] > 0:
+                log_step(log, sc, now, adv, n_pf, n_dc, budget_max - budget, n_run, wmeta[1],
+                         st[ST_USED], pf_tok)
             # ---- completions ----
             n_rem = 0
             for i in range(n_run):
                 q = run[i]
-                o = olen[q]
-                if pi[q] == plen[q] + (o if o > 1 else 1) - 1:
+                o = rq[q, Q_OUTPUT]
+                if pi[q] == rq[q, Q_PROMPT] + (o if o > 1 else 1) - 1:
                     if o > 0:
                         itl_v[n_itl] = adv
                         itl_o[n_itl] = q
                         n_itl += 1
                         itl_sum[q] += adv
-                        if not blis_alloc_nb(kv, rq, rord, q, pi[q], pi[q] + 1, False, cached,
-                                             0, scr_b, scr_s, scr_was):
+                        if not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
+                                             pi[q], pi[q] + 1, False, cached, 0, scr_b, scr_s,
+                                             scr_was):
                             kv_fail += 1
-                    release_nb(kv, q)
-                    rord[q] = 1
+                    release_nb(st, blk, rb, rinfo, q)
                     hn = heap_push(ht, hk, hr, hn, now + adv, EV_LEFT, q)
-                    out.e2e_us[q] = out.ttft_us[q] + itl_sum[q]
-                    out.done_us[q] = arr[q] + out.e2e_us[q]
-                    out.state[q] = STATE_DONE
+                    out[q, O_E2E] = out[q, O_TTFT] + itl_sum[q]
+                    out[q, O_DONE] = rq[q, Q_ARRIVAL] + out[q, O_E2E]
+                    out[q, O_STATE] = STATE_DONE
                     completed += 1
                     progress = True
                 else:
-                    remain[n_rem] = q
+                    run[n_rem] = q
                     n_rem += 1
-            for i in range(n_rem):
-                run[i] = remain[i]
             n_run = n_rem
             if n_run > 0:
                 hn = heap_push(ht, hk, hr, hn, now + adv, EV_STEP, -1)
@@ -489,7 +503,7 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     # keep the ITL entries of completed requests only (REFERENCE §6.5)
     m = 0
     for i in range(n_itl):
-        if out.state[itl_o[i]] == STATE_DONE:
+        if out[itl_o[i], O_STATE] == STATE_DONE:
             itl_v[m] = itl_v[i]
             m += 1
     sc[SC_CLOCK] = clock
@@ -500,9 +514,9 @@ def simulate_blis_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     sc[SC_INPUT_TOK] = total_in
     sc[SC_OUTPUT_TOK] = total_out
     sc[SC_PREEMPT] = preempts
-    sc[SC_KV_PEAK] = kv.st[ST_PEAK]
-    sc[SC_HITS] = kv.st[ST_HITS]
-    sc[SC_MISSES] = kv.st[ST_MISSES]
+    sc[SC_KV_PEAK] = st[ST_PEAK]
+    sc[SC_HITS] = st[ST_HITS]
+    sc[SC_MISSES] = st[ST_MISSES]
     sc[SC_KV_FAIL] = kv_fail
     sc[SC_STEPS] = step_count
     sc[SC_STATUS] = status

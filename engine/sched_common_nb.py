@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 
-from ._jit import jit
+from ._jit import hjit
 
-# Request inputs (structure of arrays, sorted by arrival) -----------------------------------
-Requests = namedtuple("Requests", [
-    "arrival_us",  # int64[N]
-    "prompt_tok",  # int64[N]
-    "output_tok",  # int64[N]
-    "group",  # int64[N]: shared-prefix group, -1 = none
-    "prefix_tok",  # int64[N]: tokens of the group's prefix this request starts with
-    "slot_base",  # int64[N]: first prefix-table slot of the request's own keys
-    "group_base",  # int64[n_groups]: first prefix-table slot of each group's keys
-])
+# Requests: rq[i, :] (int64), sorted by arrival ------------------------------------------
+Q_ARRIVAL = 0  # arrival time (µs)
+Q_PROMPT = 1  # prompt tokens
+Q_OUTPUT = 2  # output tokens
+Q_GROUP = 3  # shared-prefix group, -1 = none
+Q_PREFIX = 4  # tokens of the group's prefix this request starts with
+Q_SLOT = 5  # first prefix-table slot of the request's own keys
+N_Q = 6
 
-# Per-request outputs ------------------------------------------------------------------------
-Outputs = namedtuple("Outputs", [
-    "ttft_us",  # int64[N]: time to first token (-1 = none)
-    "e2e_us",  # int64[N]: end-to-end latency (-1 = not completed)
-    "sched_delay_us",  # int64[N]: scheduling delay (-1 = never scheduled)
-    "done_us",  # int64[N]: completion time (absolute)
-    "state",  # int8[N]: STATE_*
-    "n_preempt",  # int32[N]
-    "n_tokens",  # int64[N]: output tokens generated (counted per the semantics)
-])
+# Per-request outputs: out[i, :] (int64) ----------------------------------------------------
+O_TTFT = 0  # time to first token (µs, -1 = none)
+O_E2E = 1  # end-to-end latency (µs, -1 = not completed)
+O_SCHED = 2  # scheduling delay (µs, -1 = never scheduled)
+O_DONE = 3  # completion time (absolute µs, -1 = not completed)
+O_STATE = 4  # STATE_*
+O_PREEMPT = 5  # times preempted
+O_TOKENS = 6  # output tokens generated (counted per the semantics)
+N_O = 7
 
 STATE_PENDING = 0  # not yet arrived when the run ended
 STATE_QUEUED = 1
@@ -70,6 +65,7 @@ N_SC = 17
 STATUS_OK = 0
 STATUS_STALLED = 1  # no progress possible; stopped
 STATUS_HORIZON = 2  # stopped at the horizon
+STATUS_ITL_FULL = 3  # internal: the ITL buffer was too small (the wrapper retries)
 
 # Step log columns (optional; int64[cap, N_LOG]) -------------------------------------------
 LOG_TIME = 0
@@ -87,14 +83,14 @@ DEQ_HEAD = 0
 DEQ_N = 1
 
 
-@jit
+@hjit
 def deq_push_back(q, meta, r):
     cap = q.shape[0]
     q[(meta[DEQ_HEAD] + meta[DEQ_N]) % cap] = r
     meta[DEQ_N] += 1
 
 
-@jit
+@hjit
 def deq_push_front(q, meta, r):
     cap = q.shape[0]
     meta[DEQ_HEAD] = (meta[DEQ_HEAD] - 1) % cap
@@ -102,12 +98,12 @@ def deq_push_front(q, meta, r):
     meta[DEQ_N] += 1
 
 
-@jit
+@hjit
 def deq_front(q, meta):
     return q[meta[DEQ_HEAD]]
 
 
-@jit
+@hjit
 def deq_pop_front(q, meta):
     cap = q.shape[0]
     r = q[meta[DEQ_HEAD]]
@@ -116,16 +112,28 @@ def deq_pop_front(q, meta):
     return r
 
 
-@jit
-def key_slot(rq, r, end_tok, block):
+@hjit
+def key_slot(rq, gbase, r, end_tok, block):
     """Prefix-table slot of the full block that ends at token ``end_tok`` of request r."""
-    g = rq.group[r]
-    if g >= 0 and end_tok <= rq.prefix_tok[r]:
-        return rq.group_base[g] + end_tok // block - 1
-    return rq.slot_base[r] + end_tok // block - 1
+    g = rq[r, Q_GROUP]
+    if g >= 0 and end_tok <= rq[r, Q_PREFIX]:
+        return gbase[g] + end_tok // block - 1
+    return rq[r, Q_SLOT] + end_tok // block - 1
 
 
-@jit
+@hjit
+def init_outputs(out):
+    for i in range(out.shape[0]):
+        out[i, O_TTFT] = -1
+        out[i, O_E2E] = -1
+        out[i, O_SCHED] = -1
+        out[i, O_DONE] = -1
+        out[i, O_STATE] = STATE_PENDING
+        out[i, O_PREEMPT] = 0
+        out[i, O_TOKENS] = 0
+
+
+@hjit
 def log_step(log, sc, now, step_us, n_pf, n_dc, tokens, running, waiting, kv_used, pf_tok):
     i = sc[SC_LOG_N]
     if i < log.shape[0]:
@@ -139,17 +147,3 @@ def log_step(log, sc, now, step_us, n_pf, n_dc, tokens, running, waiting, kv_use
         log[i, LOG_KV_USED] = kv_used
         log[i, LOG_PREFILL_TOK] = pf_tok
         sc[SC_LOG_N] = i + 1
-
-
-@jit
-def grow_i64(a, n):
-    b = np.empty(max(2 * a.shape[0], n + 16), np.int64)
-    b[: a.shape[0]] = a
-    return b
-
-
-@jit
-def grow_i32(a, n):
-    b = np.empty(max(2 * a.shape[0], n + 16), np.int32)
-    b[: a.shape[0]] = a
-    return b

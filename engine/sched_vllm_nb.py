@@ -15,55 +15,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit
-from .kvcache_nb import (ST_BS, ST_FRESH, ST_HEAD, ST_HITS, ST_MISSES, ST_PEAK, ST_TOTAL,
-                         ST_USED, _remove, free_count_nb, release_nb, req_append_nb,
-                         take_block_nb)
+from ._jit import hjit, jit
+from .kvcache_nb import (B_REF, B_SLOT, R_CNT, R_OFF, R_TOK, ST_BS, ST_HITS, ST_MISSES,
+                         ST_PEAK, ST_USED, free_count_nb, pop_block_nb, release_nb,
+                         remove_nb, req_append_nb, take_block_nb)
 from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE, CFG_MAX_RUN,
-                              CFG_PREFIX_CACHE, CFG_THRESHOLD, SC_BUSY_US, SC_CLOCK,
-                              SC_COMPLETED, SC_DROPPED, SC_HITS, SC_INPUT_TOK, SC_KV_FAIL,
-                              SC_KV_PEAK, SC_MISSES, SC_N_ITL, SC_OUTPUT_TOK, SC_PREEMPT,
-                              SC_QUEUED, SC_RUNNING, SC_STATUS, SC_STEPS, STATE_DONE,
-                              STATE_DROPPED, STATE_QUEUED, STATE_RUNNING, STATUS_HORIZON,
-                              STATUS_OK, STATUS_STALLED, deq_front, deq_pop_front,
-                              deq_push_back, deq_push_front, key_slot, log_step)
-from .stepcost_nb import N_COMPONENTS, step_time_nb
+                              CFG_PREFIX_CACHE, CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT,
+                              O_SCHED, O_STATE, O_TOKENS, O_TTFT, Q_ARRIVAL, Q_OUTPUT,
+                              Q_PROMPT, SC_BUSY_US, SC_CLOCK, SC_COMPLETED, SC_DROPPED,
+                              SC_HITS, SC_INPUT_TOK, SC_KV_FAIL, SC_KV_PEAK, SC_MISSES,
+                              SC_N_ITL, SC_OUTPUT_TOK, SC_PREEMPT, SC_QUEUED, SC_RUNNING,
+                              SC_STATUS, SC_STEPS, STATE_DONE, STATE_DROPPED, STATE_QUEUED,
+                              STATE_RUNNING, STATUS_HORIZON, STATUS_OK, STATUS_STALLED,
+                              deq_front, deq_pop_front, deq_push_back, deq_push_front,
+                              init_outputs, key_slot, log_step)
+from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 
 
-@jit
-def _pop_evict(kv):
-    """Pop the free-list head; its cached key is evicted if the table still points to it."""
-    st = kv.st
-    if st[ST_FRESH] < st[ST_TOTAL]:  # never-used region
-        b = st[ST_FRESH]
-        st[ST_FRESH] += 1
-        kv.slot[b] = -1
-    else:
-        b = st[ST_HEAD]
-        if b < 0:
-            return -1
-        _remove(kv, b)
-        s = kv.slot[b]
-        if s >= 0:
-            if kv.slot_block[s] == b:
-                kv.slot_block[s] = -1
-            kv.slot[b] = -1
-    kv.ntok[b] = 0
-    kv.ref[b] = 0
-    return b
-
-
-@jit
-def _hits(kv, rq, r, n_tok, use_cache, out):
+@hjit
+def _hits(st, slot_block, rq, gbase, r, n_tok, out):
     """Leading resident full blocks of r's first n_tok - 1 tokens (at least one token is
     always computed, as in vLLM)."""
-    if not use_cache:
-        return 0
-    bs = kv.st[ST_BS]
+    bs = st[ST_BS]
     n = (n_tok - 1) // bs
     c = 0
     for j in range(n):
-        b = kv.slot_block[key_slot(rq, r, (j + 1) * bs, bs)]
+        b = slot_block[key_slot(rq, gbase, r, (j + 1) * bs, bs)]
         if b < 0:
             break
         out[c] = b
@@ -71,57 +48,55 @@ def _hits(kv, rq, r, n_tok, use_cache, out):
     return c
 
 
-@jit
-def _alloc(kv, rq, r, total_tok, cached, n_cached, use_cache):
+@hjit
+def _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total_tok, cached, n_cached,
+           use_cache):
     """allocate_slots: blocks for the first total_tok tokens of r (attaching n_cached cached
-    blocks first when r holds none); False, with nothing changed, when they do not fit."""
-    bs = kv.st[ST_BS]
-    have = kv.rb_cnt[r]
-    need = (total_tok + bs - 1) // bs - have - n_cached
+    blocks first, when r holds none); False, with nothing changed, when they do not fit."""
+    bs = st[ST_BS]
+    need = (total_tok + bs - 1) // bs - rinfo[r, R_CNT] - n_cached
     n_free_cached = 0
     for i in range(n_cached):
-        if kv.ref[cached[i]] == 0:
+        if blk[cached[i], B_REF] == 0:
             n_free_cached += 1
-    if need > free_count_nb(kv) - n_free_cached:
+    if need > free_count_nb(st) - n_free_cached:
         return False
-    st = kv.st
     for i in range(n_cached):
         b = cached[i]
-        if kv.ref[b] == 0:
+        if blk[b, B_REF] == 0:
             st[ST_USED] += 1
-            _remove(kv, b)
+            remove_nb(st, blk, b)
             if st[ST_USED] > st[ST_PEAK]:
                 st[ST_PEAK] = st[ST_USED]
-        kv.ref[b] += 1
+        blk[b, B_REF] += 1
         st[ST_HITS] += 1
-        req_append_nb(kv, r, b)
+        req_append_nb(rb, rinfo, r, b)
     if n_cached > 0:
-        kv.rtok[r] = n_cached * bs
+        rinfo[r, R_TOK] = n_cached * bs
     for _ in range(need):
-        b = _pop_evict(kv)
-        take_block_nb(kv, b)
-        req_append_nb(kv, r, b)
-    # cache the blocks that are now full
-    if use_cache:
-        full_before = kv.rtok[r] // bs
-        full_after = total_tok // bs
-        off = kv.rb_off[r]
-        for j in range(full_before, full_after):
-            s = key_slot(rq, r, (j + 1) * bs, bs)
-            b = kv.rb[off + j]
-            if kv.slot[b] < 0 and kv.slot_block[s] < 0:
-                kv.slot[b] = s
-                kv.slot_block[s] = b
-    if total_tok > kv.rtok[r]:
-        kv.rtok[r] = total_tok
+        b = pop_block_nb(st, blk, slot_block, True)
+        take_block_nb(st, blk, b)
+        req_append_nb(rb, rinfo, r, b)
+    if use_cache:  # blocks that are now full become cached
+        full_before = rinfo[r, R_TOK] // bs
+        off = rinfo[r, R_OFF]
+        for j in range(full_before, total_tok // bs):
+            s = key_slot(rq, gbase, r, (j + 1) * bs, bs)
+            b = rb[off + j]
+            if blk[b, B_SLOT] < 0 and slot_block[s] < 0:
+                blk[b, B_SLOT] = s
+                slot_block[s] = b
+    if total_tok > rinfo[r, R_TOK]:
+        rinfo[r, R_TOK] = total_tok
     return True
 
 
 @jit
-def simulate_vllm_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
+def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log,
+                     itl_cap):
     """Run the whole simulation; returns the ITL samples (gaps between consecutive tokens of a
-    request, µs) of completed requests."""
-    n_req = rq.arrival_us.shape[0]
+    request, µs)."""
+    n_req = rq.shape[0]
     budget_max = cfg[CFG_BUDGET]
     max_run = cfg[CFG_MAX_RUN]
     thr = cfg[CFG_THRESHOLD]
@@ -129,41 +104,46 @@ def simulate_vllm_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     max_idle = cfg[CFG_MAX_IDLE]
     use_cache = cfg[CFG_PREFIX_CACHE] != 0
     horizon = cfg[CFG_HORIZON]
-    bs = kv.st[ST_BS]
-    plen = rq.prompt_tok
-    olen = rq.output_tok
-    arr = rq.arrival_us
+    logging = log.shape[0] > 0
+    bs = st[ST_BS]
+    init_outputs(out)
 
-    ncomp = np.zeros(n_req, np.int64)  # tokens whose KV is computed
+    # per-request state kept while a request waits (it survives a preemption)
     gen = np.zeros(n_req, np.int64)  # output tokens generated so far
     last_tok = np.zeros(n_req, np.int64)  # time of the latest token
-    sched_n = np.zeros(n_req, np.int64)
-    out.ttft_us[:] = -1
-    out.e2e_us[:] = -1
-    out.sched_delay_us[:] = -1
-    out.done_us[:] = -1
-    out.state[:] = 0
-    out.n_preempt[:] = 0
-    out.n_tokens[:] = 0
+    want = np.empty(n_req, np.int64)  # output tokens to generate (at least 1)
+    n_gaps = 0  # a request yields exactly (outputs - 1) gaps, preempted or not
+    max_ctx = 1
+    for r in range(n_req):
+        want[r] = rq[r, Q_OUTPUT] if rq[r, Q_OUTPUT] > 1 else 1
+        n_gaps += want[r] - 1
+        if rq[r, Q_PROMPT] + want[r] > max_ctx:
+            max_ctx = rq[r, Q_PROMPT] + want[r]
+
+    # the running batch, one slot per request, in admission order (structure of arrays)
+    cap_run = max(1, min(n_req, max_run))
+    s_r = np.empty(cap_run, np.int64)  # request
+    s_nc = np.empty(cap_run, np.int64)  # tokens whose KV is computed
+    s_gen = np.empty(cap_run, np.int64)  # output tokens generated
+    s_p = np.empty(cap_run, np.int64)  # prompt tokens
+    s_want = np.empty(cap_run, np.int64)
+    s_last = np.empty(cap_run, np.int64)
+    s_cap = np.empty(cap_run, np.int64)  # tokens its KV blocks can hold
+    s_nf = np.empty(cap_run, np.int64)  # token count that completes its next block
+    s_n = np.empty(cap_run, np.int64)  # tokens scheduled this step
+    n_run = 0
 
     wq = np.empty(max(n_req, 1), np.int64)
     wmeta = np.zeros(2, np.int64)
-    cap_run = max(1, min(n_req, max_run))
-    run = np.empty(cap_run, np.int64)
-    n_run = 0
-
-    max_tok = 1
-    for r in range(n_req):
-        t = plen[r] + olen[r]
-        if t > max_tok:
-            max_tok = t
-    cached = np.empty(max_tok // bs + 2, np.int64)
+    cached = np.empty(max_ctx // bs + 2, np.int64)
     pf_pi = np.empty(cap_run, np.int64)
     pf_n = np.empty(cap_run, np.int64)
     dc_pi = np.empty(cap_run, np.int64)
     comps = np.zeros(N_COMPONENTS)
-
-    itl = np.empty(max(itl_cap, 16), np.int64)
+    memo_k = np.full(MEMO_SIZE, -1, np.int64)
+    memo_v = np.zeros(MEMO_SIZE)
+    dec1 = np.full(max_ctx + 2, -1, np.int64)  # single-request decode step times by context
+    itl = np.empty(max(n_gaps, 1), np.int64)
     n_itl = 0
 
     t = 0
@@ -180,23 +160,21 @@ def simulate_vllm_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     clock = 0
 
     while True:
-        while na < n_req and arr[na] <= t:
+        while na < n_req and rq[na, Q_ARRIVAL] <= t:
             r = na
             na += 1
-            seq = plen[r] + olen[r] - 1
-            if seq < plen[r]:
-                seq = plen[r]
-            if (seq + bs - 1) // bs > total_blocks:
+            p_len = rq[r, Q_PROMPT]
+            if (p_len + want[r] - 1 + bs - 1) // bs > total_blocks:
                 dropped += 1
-                out.state[r] = STATE_DROPPED
+                out[r, O_STATE] = STATE_DROPPED
                 continue
             deq_push_back(wq, wmeta, r)
-            out.state[r] = STATE_QUEUED
-            total_in += plen[r]
+            out[r, O_STATE] = STATE_QUEUED
+            total_in += p_len
         if n_run == 0 and wmeta[1] == 0:
             if na >= n_req:
                 break
-            t = arr[na]
+            t = rq[na, Q_ARRIVAL]
             continue
         if horizon > 0 and t > horizon:
             status = STATUS_HORIZON
@@ -204,72 +182,96 @@ def simulate_vllm_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
         steps += 1
         budget = budget_max
         preempted = False
+        n_pf = 0
+        n_dc = 0
+        pf_tok = 0
         # ---- running requests, in order, within the budget ----
-        i = 0
-        while i < n_run and budget > 0:
-            r = run[i]
-            n = plen[r] + gen[r] - ncomp[r]
+        k = 0
+        while k < n_run and budget > 0:
+            n = s_p[k] + s_gen[k] - s_nc[k]
             if 0 < thr < n:
                 n = thr
             if budget < n:
                 n = budget
-            ok = True
-            while not _alloc(kv, rq, r, ncomp[r] + n, cached, 0, use_cache):
-                v = run[n_run - 1]
-                n_run -= 1
-                release_nb(kv, v)
-                ncomp[v] = 0
-                deq_push_front(wq, wmeta, v)
-                out.state[v] = STATE_QUEUED
-                out.n_preempt[v] += 1
-                preempts += 1
-                preempted = True
-                if v == r:
-                    ok = False
+            total = s_nc[k] + n
+            if total > s_cap[k] or (use_cache and total >= s_nf[k]):
+                r = s_r[k]
+                rinfo[r, R_TOK] = s_nc[k]
+                ok = True
+                while not _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total, cached,
+                                 0, use_cache):
+                    v = n_run - 1  # preempt the most recently admitted request
+                    q = s_r[v]
+                    gen[q] = s_gen[v]
+                    last_tok[q] = s_last[v]
+                    release_nb(st, blk, rb, rinfo, q)
+                    deq_push_front(wq, wmeta, q)
+                    out[q, O_STATE] = STATE_QUEUED
+                    out[q, O_PREEMPT] += 1
+                    n_run -= 1
+                    preempts += 1
+                    preempted = True
+                    if v == k:
+                        ok = False
+                        break
+                if not ok:
                     break
-            if not ok:
-                break
-            sched_n[r] = n
+                s_cap[k] = rinfo[r, R_CNT] * bs
+                s_nf[k] = (total // bs + 1) * bs
+            s_n[k] = n
             budget -= n
-            i += 1
-        n_sched = i
+            if s_gen[k] > 0 and n == 1 and s_nc[k] == s_p[k] + s_gen[k] - 1:
+                dc_pi[n_dc] = s_nc[k]
+                n_dc += 1
+            else:
+                pf_pi[n_pf] = s_nc[k]
+                pf_n[n_pf] = n
+                pf_tok += n
+                n_pf += 1
+            k += 1
+        n_sched = k
         # ---- admit waiting requests ----
         if not preempted:
+            n_before = n_run
             while wmeta[1] > 0 and budget > 0 and n_run < max_run:
                 r = deq_front(wq, wmeta)
-                n_tok = plen[r] + gen[r]
-                c = _hits(kv, rq, r, n_tok, use_cache, cached)
+                n_tok = rq[r, Q_PROMPT] + gen[r]
+                c = _hits(st, slot_block, rq, gbase, r, n_tok, cached) if use_cache else 0
                 n = n_tok - c * bs
                 if 0 < thr < n:
                     n = thr
                 if budget < n:
                     n = budget
-                if not _alloc(kv, rq, r, c * bs + n, cached, c, use_cache):
+                if not _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, c * bs + n, cached,
+                              c, use_cache):
                     break
                 deq_pop_front(wq, wmeta)
-                run[n_run] = r
+                k = n_run
                 n_run += 1
-                out.state[r] = STATE_RUNNING
-                ncomp[r] = c * bs
-                sched_n[r] = n
+                s_r[k] = r
+                s_nc[k] = c * bs
+                s_gen[k] = gen[r]
+                s_p[k] = rq[r, Q_PROMPT]
+                s_want[k] = want[r]
+                s_last[k] = last_tok[r]
+                s_cap[k] = rinfo[r, R_CNT] * bs
+                s_nf[k] = ((c * bs + n) // bs + 1) * bs
+                s_n[k] = n
+                out[r, O_STATE] = STATE_RUNNING
                 budget -= n
-                if out.sched_delay_us[r] < 0:
-                    out.sched_delay_us[r] = t - arr[r]
+                if out[r, O_SCHED] < 0:
+                    out[r, O_SCHED] = t - rq[r, Q_ARRIVAL]
+                if gen[r] > 0 and n == 1 and c * bs == n_tok - 1:
+                    dc_pi[n_dc] = c * bs
+                    n_dc += 1
+                else:
+                    pf_pi[n_pf] = c * bs
+                    pf_n[n_pf] = n
+                    pf_tok += n
+                    n_pf += 1
+            if n_run > n_before:  # admission only happens once every running request is in
                 n_sched = n_run
         # ---- step cost ----
-        n_pf = 0
-        n_dc = 0
-        pf_tok = 0
-        for k in range(n_sched):
-            r = run[k]
-            if gen[r] > 0 and ncomp[r] == plen[r] + gen[r] - 1:
-                dc_pi[n_dc] = ncomp[r]
-                n_dc += 1
-            else:
-                pf_pi[n_pf] = ncomp[r]
-                pf_n[n_pf] = sched_n[r]
-                pf_tok += sched_n[r]
-                n_pf += 1
         if n_sched == 0:
             idle += 1
             if idle > max_idle:
@@ -277,49 +279,64 @@ def simulate_vllm_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
                 break
         else:
             idle = 0
-        step_us = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ct, comps)
-        log_step(log, sc, t, step_us, n_pf, n_dc, budget_max - budget, n_run, wmeta[1],
-                 kv.st[ST_USED], pf_tok)
+        if n_pf == 0 and n_dc == 1 and dc_pi[0] < dec1.shape[0]:
+            step_us = dec1[dc_pi[0]]
+            if step_us < 0:
+                step_us = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v,
+                                       comps)
+                dec1[dc_pi[0]] = step_us
+        else:
+            step_us = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps)
+        if logging:
+            log_step(log, sc, t, step_us, n_pf, n_dc, budget_max - budget, n_run, wmeta[1],
+                     st[ST_USED], pf_tok)
         t_end = t + step_us
         if n_sched > 0:
             busy += step_us
-        # ---- advance the scheduled requests ----
-        k = 0
+        # ---- advance the scheduled requests; completed ones leave the batch ----
         w = 0
         for k in range(n_run):
-            r = run[k]
-            finished = False
             if k < n_sched:
-                ncomp[r] += sched_n[r]
-                if ncomp[r] == plen[r] + gen[r]:
-                    gen[r] += 1
+                nc = s_nc[k] + s_n[k]
+                s_nc[k] = nc
+                if nc == s_p[k] + s_gen[k]:
+                    g = s_gen[k] + 1
+                    s_gen[k] = g
                     total_out += 1
-                    out.n_tokens[r] = gen[r]
-                    if gen[r] == 1:
-                        out.ttft_us[r] = t_end - arr[r]
+                    if g == 1:
+                        out[s_r[k], O_TTFT] = t_end - rq[s_r[k], Q_ARRIVAL]
                     else:
-                        if n_itl >= itl.shape[0]:
-                            itl2 = np.empty(2 * itl.shape[0] + 16, np.int64)
-                            itl2[: itl.shape[0]] = itl
-                            itl = itl2
-                        itl[n_itl] = t_end - last_tok[r]
+                        itl[n_itl] = t_end - s_last[k]
                         n_itl += 1
-                    last_tok[r] = t_end
-                    if gen[r] >= olen[r]:
-                        finished = True
-            if finished:
-                release_nb(kv, r)
-                out.e2e_us[r] = t_end - arr[r]
-                out.done_us[r] = t_end
-                out.state[r] = STATE_DONE
-                completed += 1
-            else:
-                run[w] = r
-                w += 1
+                    s_last[k] = t_end
+                    if g >= s_want[k]:
+                        r = s_r[k]
+                        release_nb(st, blk, rb, rinfo, r)
+                        out[r, O_TOKENS] = g
+                        out[r, O_E2E] = t_end - rq[r, Q_ARRIVAL]
+                        out[r, O_DONE] = t_end
+                        out[r, O_STATE] = STATE_DONE
+                        completed += 1
+                        continue
+            if w != k:
+                s_r[w] = s_r[k]
+                s_nc[w] = s_nc[k]
+                s_gen[w] = s_gen[k]
+                s_p[w] = s_p[k]
+                s_want[w] = s_want[k]
+                s_last[w] = s_last[k]
+                s_cap[w] = s_cap[k]
+                s_nf[w] = s_nf[k]
+            w += 1
         n_run = w
         t = t_end
         clock = t_end
 
+    for k in range(n_run):  # requests still running when the run stopped
+        out[s_r[k], O_TOKENS] = s_gen[k]
+    for r in range(n_req):
+        if out[r, O_STATE] == STATE_QUEUED:
+            out[r, O_TOKENS] = gen[r]
     sc[SC_CLOCK] = clock
     sc[SC_COMPLETED] = completed
     sc[SC_QUEUED] = wmeta[1]
@@ -328,9 +345,9 @@ def simulate_vllm_nb(rq, cfg, ct, kv, out, sc, log, itl_cap):
     sc[SC_INPUT_TOK] = total_in
     sc[SC_OUTPUT_TOK] = total_out
     sc[SC_PREEMPT] = preempts
-    sc[SC_KV_PEAK] = kv.st[ST_PEAK]
-    sc[SC_HITS] = kv.st[ST_HITS]
-    sc[SC_MISSES] = kv.st[ST_MISSES]
+    sc[SC_KV_PEAK] = st[ST_PEAK]
+    sc[SC_HITS] = st[ST_HITS]
+    sc[SC_MISSES] = st[ST_MISSES]
     sc[SC_KV_FAIL] = 0
     sc[SC_STEPS] = steps
     sc[SC_STATUS] = status

@@ -68,7 +68,7 @@ class RawRun:
 
     workload: Workload
     semantics: str
-    outputs: sc_nb.Outputs
+    out: np.ndarray  # int64[n, N_O]: per-request outputs (columns sched_common_nb.O_*)
     scalars: np.ndarray
     itl_us: np.ndarray
     step_log: np.ndarray
@@ -127,12 +127,15 @@ def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
     block = int(cfg.block_size)
     total_blocks, note = resolve_kv_blocks(cost, cfg)
     base, gbase, n_slots = _slot_layout(wl, block, cfg.semantics)
-    rq = sc_nb.Requests(arrival_us=wl.arrival_us, prompt_tok=wl.prompt_tok,
-                        output_tok=wl.output_tok, group=wl.group, prefix_tok=wl.prefix_tok,
-                        slot_base=base, group_base=gbase)
+    rq = np.empty((n, sc_nb.N_Q), np.int64)
+    rq[:, sc_nb.Q_ARRIVAL] = wl.arrival_us
+    rq[:, sc_nb.Q_PROMPT] = wl.prompt_tok
+    rq[:, sc_nb.Q_OUTPUT] = wl.output_tok
+    rq[:, sc_nb.Q_GROUP] = wl.group
+    rq[:, sc_nb.Q_PREFIX] = wl.prefix_tok
+    rq[:, sc_nb.Q_SLOT] = base
     seq = wl.prompt_tok + np.maximum(wl.output_tok, 1)
-    capacities = seq // block + 2
-    kv = new_pool(total_blocks, block, n_slots, capacities)
+    kv = new_pool(total_blocks, block, n_slots, seq // block + 2)
     cfg_arr = np.zeros(sc_nb.N_CFG, np.int64)
     cfg_arr[sc_nb.CFG_BUDGET] = cfg.max_num_scheduled_tokens
     cfg_arr[sc_nb.CFG_MAX_RUN] = cfg.max_num_running_reqs
@@ -142,17 +145,20 @@ def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
     cfg_arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
     cfg_arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
     cfg_arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
-    out = sc_nb.Outputs(ttft_us=np.empty(n, np.int64), e2e_us=np.empty(n, np.int64),
-                        sched_delay_us=np.empty(n, np.int64), done_us=np.empty(n, np.int64),
-                        state=np.empty(n, np.int8), n_preempt=np.empty(n, np.int32),
-                        n_tokens=np.empty(n, np.int64))
+    out = np.empty((n, sc_nb.N_O), np.int64)
     scal = np.zeros(sc_nb.N_SC, np.int64)
     log = np.zeros((max(int(log_steps), 0), sc_nb.N_LOG), np.int64)
     itl_cap = int(wl.output_tok.sum()) + n + 16
-    if cfg.semantics == "blis":
-        itl = simulate_blis_nb(rq, cfg_arr, cost.tables, kv, out, scal, log, itl_cap)
-    else:
-        itl = simulate_vllm_nb(rq, cfg_arr, cost.tables, kv, out, scal, log, itl_cap)
-    return RawRun(workload=wl, semantics=cfg.semantics, outputs=out, scalars=scal, itl_us=itl,
+    kernel = simulate_blis_nb if cfg.semantics == "blis" else simulate_vllm_nb
+    while True:
+        itl = kernel(rq, gbase, cfg_arr, cost.ctf, cost.cti, kv.st, kv.blk, kv.slot_block,
+                     kv.rb, kv.rinfo, out, scal, log, itl_cap)
+        if scal[sc_nb.SC_STATUS] != sc_nb.STATUS_ITL_FULL:
+            break
+        # preemptions recomputed many tokens: run again, deterministically, with more room
+        itl_cap *= 4
+        kv = new_pool(total_blocks, block, n_slots, seq // block + 2)
+        scal[:] = 0
+    return RawRun(workload=wl, semantics=cfg.semantics, out=out, scalars=scal, itl_us=itl,
                   step_log=log[: scal[sc_nb.SC_LOG_N]], kv_blocks_total=total_blocks,
                   kv_blocks_note=note)

@@ -42,28 +42,29 @@ class SimResult:
     def request_id(self) -> np.ndarray:
         return request_ids(self.raw)
 
+    def _ms(self, col: int) -> np.ndarray:
+        v = self.raw.out[:, col]
+        return np.where(v >= 0, v / 1000.0, np.nan)
+
     @property
     def ttft_ms(self) -> np.ndarray:
-        t = self.raw.outputs.ttft_us
-        return np.where(t >= 0, t / 1000.0, np.nan)
+        return self._ms(sc_nb.O_TTFT)
 
     @property
     def e2e_ms(self) -> np.ndarray:
-        e = self.raw.outputs.e2e_us
-        return np.where(e >= 0, e / 1000.0, np.nan)
+        return self._ms(sc_nb.O_E2E)
 
     @property
     def scheduling_delay_ms(self) -> np.ndarray:
-        d = self.raw.outputs.sched_delay_us
-        return np.where(d >= 0, d / 1000.0, np.nan)
+        return self._ms(sc_nb.O_SCHED)
 
     @property
     def completed(self) -> np.ndarray:
-        return self.raw.outputs.state == sc_nb.STATE_DONE
+        return self.raw.out[:, sc_nb.O_STATE] == sc_nb.STATE_DONE
 
     @property
     def dropped(self) -> np.ndarray:
-        return self.raw.outputs.state == sc_nb.STATE_DROPPED
+        return self.raw.out[:, sc_nb.O_STATE] == sc_nb.STATE_DROPPED
 
     def records(self) -> list[dict]:
         """The per-request records of ``--results-path``."""
@@ -72,7 +73,6 @@ class SimResult:
     def requests_table(self) -> dict[str, np.ndarray]:
         """Per-request columns (arrival order), ready for pandas/pyarrow."""
         wl = self.workload
-        o = self.raw.outputs
         return {
             "request_id": self.request_id.astype(np.int64),
             "arrival_s": wl.arrival_us / 1e6,
@@ -83,7 +83,7 @@ class SimResult:
             "ttft_ms": self.ttft_ms,
             "e2e_ms": self.e2e_ms,
             "scheduling_delay_ms": self.scheduling_delay_ms,
-            "preemptions": o.n_preempt.astype(np.int64),
+            "preemptions": self.raw.out[:, sc_nb.O_PREEMPT].copy(),
             "completed": self.completed,
             "dropped": self.dropped,
         }
@@ -95,7 +95,7 @@ def cost_model_for(model: ModelConfig, hardware: Hardware, tp: int, *,
     """Build (or reuse) the cost tables for one (model, hardware, TP, step model)."""
     key = (model, hardware, int(tp), str(bench_data) if bench_data else None, step_model)
     cm = _COST_CACHE.get(key)
-    if cm is None or cm.tables.gemm_prefill.shape[0] <= max_tokens:
+    if cm is None or cm.gemm_table_size <= max_tokens:
         cm = build_cost_model(model, hardware, tp, bench_data=bench_data,
                               step_model=step_model, max_tokens=max(max_tokens, 8192))
         if len(_COST_CACHE) > 256:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .config import load_hardware, load_model
 from .errors import ConfigError
-from .stepcost import CostModel, build_cost_model
+from .stepcost import MAX_ENTRY_TOKENS, CostModel, build_cost_model
 
 DEFAULT_GPU = "H100"
 
@@ -42,13 +42,16 @@ class CaseRunner:
             raise ConfigError("must be a hardware config name or path", field="hw_config",
                               value=hw_cfg)
         bench = case.get("bench_data", self.bench_data)
+        if bench is not None and not isinstance(bench, str):
+            raise ConfigError("must be a folder path", field="bench_data", value=bench)
         step_model = case.get("step_model", self.step_model)
-        key = (model_name, tp if isinstance(tp, int) else repr(tp), gpu.lower(), hw_cfg,
-               bench, step_model)
+        if not isinstance(step_model, str):
+            raise ConfigError("must be auto, v2 or v1", field="step_model", value=step_model)
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+            raise ConfigError("must be an integer >= 1", field="tp", value=tp)
+        key = (model_name, tp, gpu.lower(), hw_cfg, bench, step_model)
         cm = self._models.get(key)
         if cm is None:
-            if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
-                raise ConfigError("must be an integer >= 1", field="tp", value=tp)
             model = load_model(model_name)
             cm = build_cost_model(model, load_hardware(gpu, hw_cfg), tp, bench_data=bench,
                                   step_model=step_model)
@@ -96,13 +99,14 @@ def _entries(value: object, name: str, *, pairs: bool) -> list:
         if pairs:
             ok = (isinstance(item, list) and len(item) == 2
                   and all(isinstance(x, int) and not isinstance(x, bool) for x in item)
-                  and item[0] >= 0 and item[1] >= 1)
+                  and 0 <= item[0] < MAX_ENTRY_TOKENS and 1 <= item[1] < MAX_ENTRY_TOKENS)
             if not ok:
                 raise ConfigError("each entry must be [progress_index >= 0, new_tokens >= 1]",
                                   field=name, value=item)
             out.append((item[0], item[1]))
         else:
-            if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            if isinstance(item, bool) or not isinstance(item, int) or not (
+                    0 <= item < MAX_ENTRY_TOKENS):
                 raise ConfigError("each entry must be a context length >= 0", field=name,
                                   value=item)
             out.append(item)

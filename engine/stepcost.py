@@ -20,6 +20,8 @@ from .mfu import (BenchTables, choose_attention_key, choose_decode_table, choose
                   load_bench_tables)
 
 STEP_MODELS = ("auto", "v2", "v1")
+MAX_ENTRY_TOKENS = 1 << 32  # a bound on one entry's context or chunk (keeps int64 math exact)
+MAX_STEP_US = 1 << 62  # step times at or above this are reported as an overflow
 SHAPE_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BUCKETS = tuple(512 * 2 ** i for i in range(nb.N_BUCKETS))
 DEFAULT_GEMM_TABLE = 8192
@@ -33,23 +35,31 @@ class CostModel:
     hardware: Hardware
     tp: int
     step_model: str  # "v2" or "v1"
-    tables: tuple  # nb.CostTables
+    ctf: np.ndarray  # float64 tables (layout: stepcost_nb I_* / P_* constants)
+    cti: np.ndarray  # int64 tables and header
     attention_key: str | None = None  # the MFU table key used (possibly substituted)
     decode_table: str | None = None
     gemm_groups: tuple[tuple[int, int], ...] = ()
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def gemm_table_size(self) -> int:
+        return int(self.cti[nb.I_GEMM_TAB_N])
 
     # -- evaluation -----------------------------------------------------------------------
     def step_time(self, prefills=(), decodes=()) -> tuple[int, dict[str, float]]:
         """Step time in µs and its components for one step.
 
         ``prefills``: (progress_index, new_tokens) pairs; ``decodes``: progress indices."""
-        pf = np.asarray(list(prefills), dtype=np.int64).reshape(-1, 2)
-        dc = np.ascontiguousarray(np.asarray(list(decodes), dtype=np.int64).reshape(-1))
+        pf = _as_entries(prefills, "prefills", 2)
+        dc = np.ascontiguousarray(_as_entries(decodes, "decodes", 1))
         _check_entries(pf, dc)
         comp = np.zeros(nb.N_COMPONENTS)
+        memo_k, memo_v = new_memo(1)
         us = nb.step_time_nb(np.ascontiguousarray(pf[:, 0]), np.ascontiguousarray(pf[:, 1]),
-                             pf.shape[0], dc, dc.shape[0], self.tables, comp)
+                             pf.shape[0], dc, dc.shape[0], self.ctf, self.cti, memo_k, memo_v,
+                             comp)
+        _check_overflow(int(us), comp)
         return int(us), components_dict(comp)
 
     def step_times(self, steps) -> tuple[np.ndarray, np.ndarray]:
@@ -63,29 +73,34 @@ class CostModel:
             dc_rows.extend(int(c) for c in decodes)
             pf_off.append(len(pf_rows))
             dc_off.append(len(dc_rows))
-        pf = np.asarray(pf_rows, dtype=np.int64).reshape(-1, 2)
-        dc = np.asarray(dc_rows, dtype=np.int64)
+        pf = _as_entries(pf_rows, "prefills", 2)
+        dc = _as_entries(dc_rows, "decodes", 1)
         _check_entries(pf, dc)
         n = len(pf_off) - 1
         out_us = np.zeros(n, np.int64)
         out_comp = np.zeros((n, nb.N_COMPONENTS))
         nb.step_times_nb(np.asarray(pf_off, np.int64), np.ascontiguousarray(pf[:, 0]),
                          np.ascontiguousarray(pf[:, 1]), np.asarray(dc_off, np.int64), dc,
-                         self.tables, out_us, out_comp)
+                         self.ctf, self.cti, out_us, out_comp)
+        if out_us.size and out_us.max() >= MAX_STEP_US:
+            _check_overflow(int(out_us.max()), None)
         return out_us, out_comp
 
     # -- explanation (for `step-time` and users) --------------------------------------------
     def gemm_mfus(self, m: int) -> dict[str, float]:
         if self.step_model == "v1":
             return {}
-        return {name: float(nb.gemm_mfu_nb(int(m), j, self.tables))
+        return {name: float(nb.gemm_mfu_nb(int(m), j, self.ctf, self.cti))
                 for j, name in enumerate(SHAPE_NAMES)}
 
     def decode_mfu(self, batch_size: int, kv_len: int) -> float:
         if self.step_model == "v1":
             return self.hardware.mfu_decode
-        b0, b1 = nb.bracket_nb(self.tables.decode_bs, int(batch_size))
-        return float(nb.decode_mfu_nb(int(batch_size), int(kv_len), b0, b1, self.tables))
+        b0, b1 = nb.bracket_nb(self.cti, int(self.cti[nb.I_BS]), int(self.cti[nb.I_N_BS]),
+                               int(batch_size))
+        memo_k, memo_v = new_memo(1)
+        return float(nb.decode_mfu_nb(int(batch_size), int(kv_len), b0, b1, self.ctf, self.cti,
+                                      memo_k, memo_v))
 
     def prefill_mfu(self, seq_len: int) -> float:
         if self.step_model == "v1":
@@ -95,16 +110,15 @@ class CostModel:
         while b < seq_len and b < 65536:
             b *= 2
             i += 1
-        return float(self.tables.prefill_bucket_mfu[i])
+        return float(self.ctf[self.cti[nb.I_PF_BUCKET] + i])
 
     def gemm_time_us(self, m: int, prefill: bool = True) -> float:
-        tab = self.tables.gemm_prefill if prefill else self.tables.gemm_decode
-        if m < tab.shape[0]:
-            return float(tab[m]) * 1e6
-        const = 0.0
-        if self.step_model == "v1":
-            const = self.hardware.mfu_prefill if prefill else self.hardware.mfu_decode
-        return float(nb.gemm_block_nb(int(m), const, self.tables)) * 1e6
+        return float(nb.gemm_time_nb(int(m), prefill, self.ctf, self.cti)) * 1e6
+
+
+def new_memo(size: int = nb.MEMO_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """An empty decode-MFU fallback memo (size must be a power of two)."""
+    return np.full(size, -1, np.int64), np.zeros(size)
 
 
 def components_dict(comp: np.ndarray) -> dict[str, float]:
@@ -118,12 +132,33 @@ def components_dict(comp: np.ndarray) -> dict[str, float]:
     }
 
 
+def _as_entries(values, name: str, width: int) -> np.ndarray:
+    """Integer entries as int64, with one clear error for anything else or out of range."""
+    try:
+        arr = np.asarray(list(values), dtype=object).reshape(-1, width) if width > 1 else \
+            np.asarray(list(values), dtype=object).reshape(-1)
+    except (TypeError, ValueError):
+        raise ConfigError("malformed entries", field=name, value=list(values)) from None
+    for v in arr.ravel().tolist():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (
+                0 <= v < MAX_ENTRY_TOKENS):
+            raise ConfigError(f"entries must be integers in [0, {MAX_ENTRY_TOKENS})",
+                              field=name, value=v)
+    return arr.astype(np.int64)
+
+
 def _check_entries(pf: np.ndarray, dc: np.ndarray) -> None:
     if pf.size and (pf[:, 0].min() < 0 or pf[:, 1].min() < 1):
         raise ConfigError("prefill entries need progress_index >= 0 and new_tokens >= 1",
                           field="prefills")
     if dc.size and dc.min() < 0:
         raise ConfigError("decode entries need a context length >= 0", field="decodes")
+
+
+def _check_overflow(us: int, comp) -> None:
+    if us >= MAX_STEP_US:
+        raise ConfigError("the step time overflows (more than 2**62 µs): the step is "
+                          "unrealistically large", field="prefills/decodes")
 
 
 def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
@@ -169,14 +204,6 @@ def _shapes(model: ModelConfig) -> tuple[list[int], list[int]]:
     return ks, ns
 
 
-def _empty_i() -> np.ndarray:
-    return np.zeros(0, np.int64)
-
-
-def _empty_f() -> np.ndarray:
-    return np.zeros(0, np.float64)
-
-
 def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
                      bench_data: str | Path | None = None, step_model: str = "auto",
                      max_tokens: int = DEFAULT_GEMM_TABLE) -> CostModel:
@@ -209,16 +236,42 @@ def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
                  "and mfuDecode (and optionally BwEffConstant) in the hardware entry")
     ks, ns = _shapes(model)
     notes: list[str] = []
+    fparts: list[np.ndarray] = []
+    iparts: list[np.ndarray] = []
+    head = np.zeros(nb.N_HEAD, np.int64)
+    sizes = {"f": nb.N_PAR, "i": nb.N_HEAD}
+
+    def put_f(slot: int, arr) -> None:
+        a = np.ascontiguousarray(arr, dtype=np.float64).ravel()
+        head[slot] = sizes["f"]
+        sizes["f"] += len(a)
+        fparts.append(a)
+
+    def put_i(slot: int, arr) -> None:
+        a = np.ascontiguousarray(arr, dtype=np.int64).ravel()
+        head[slot] = sizes["i"]
+        sizes["i"] += len(a)
+        iparts.append(a)
+
+    table_n = max(int(max_tokens), 1) + 1
+    head[nb.I_GEMM_TAB_N] = table_n
+    put_f(nb.I_GEMM_P, np.zeros(table_n))
+    put_f(nb.I_GEMM_D, np.zeros(table_n))
+    put_i(nb.I_SHAPE_K, ks)
+    put_i(nb.I_SHAPE_N, ns)
+    attn_key = dec_name = None
+    groups: list[tuple[int, int]] = []
     if v1:
-        empty = dict(group_off=np.zeros(8, np.int64), group_m=_empty_i(), group_mfu=_empty_f(),
-                     gemm_m=_empty_i(), gemm_k=_empty_i(), gemm_n=_empty_i(),
-                     gemm_mfu=_empty_f(), prefill_bucket_mfu=np.full(nb.N_BUCKETS,
-                                                                     hardware.mfu_prefill),
-                     decode_bs=_empty_i(), decode_kv=_empty_i(),
-                     decode_grid=np.zeros((0, 0)), row_bs=_empty_i(), row_kv=_empty_i(),
-                     row_mfu=_empty_f())
-        attn_key = dec_name = None
-        groups: list[tuple[int, int]] = []
+        put_i(nb.I_GROUP_OFF, np.zeros(8))
+        put_i(nb.I_GROUP_M, [])
+        put_f(nb.I_GROUP_MFU, [])
+        head[nb.I_GEMM_ROWS] = 0
+        for slot in (nb.I_GEMM_M, nb.I_GEMM_K, nb.I_GEMM_N, nb.I_BS, nb.I_KV, nb.I_ROW_BS,
+                     nb.I_ROW_KV):
+            put_i(slot, [])
+        for slot in (nb.I_GEMM_MFU, nb.I_GRID, nb.I_ROW_MFU):
+            put_f(slot, [])
+        put_f(nb.I_PF_BUCKET, np.full(nb.N_BUCKETS, hardware.mfu_prefill))
     else:
         assert tables is not None
         attn_key = choose_attention_key(tables, model.n_heads, model.n_kv_heads, model.head_dim)
@@ -241,12 +294,20 @@ def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
             gm.append(ms[order])
             gf.append(mf[order])
             off.append(off[-1] + len(ms))
+        put_i(nb.I_GROUP_OFF, off)
+        put_i(nb.I_GROUP_M, np.concatenate(gm))
+        put_f(nb.I_GROUP_MFU, np.concatenate(gf))
+        head[nb.I_GEMM_ROWS] = len(tables.gemm_m)
+        put_i(nb.I_GEMM_M, tables.gemm_m)
+        put_i(nb.I_GEMM_K, tables.gemm_k)
+        put_i(nb.I_GEMM_N, tables.gemm_n)
+        put_f(nb.I_GEMM_MFU, tables.gemm_mfu)
         pre = tables.prefill[attn_key]
         order = np.argsort(pre.seq_len, kind="stable")
         seq_sorted = np.ascontiguousarray(pre.seq_len[order])
         mfu_sorted = np.ascontiguousarray(pre.mfu[order])
-        bucket_mfu = np.array([nb.prefill_mfu_nb(seq_sorted, mfu_sorted, pre.seq_len, pre.mfu, b)
-                               for b in BUCKETS], np.float64)
+        put_f(nb.I_PF_BUCKET, [nb.prefill_mfu_nb(seq_sorted, mfu_sorted, pre.seq_len, pre.mfu, b)
+                               for b in BUCKETS])
         axb = np.unique(dec.batch_size)
         axk = np.unique(dec.kv_len)
         grid = np.zeros((len(axb), len(axk)))
@@ -254,30 +315,23 @@ def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
         ki = np.searchsorted(axk, dec.kv_len)
         for r in range(len(dec.mfu)):  # file order: a repeated cell keeps the last value
             grid[bi[r], ki[r]] = dec.mfu[r]
-        empty = dict(group_off=np.asarray(off, np.int64), group_m=np.concatenate(gm),
-                     group_mfu=np.concatenate(gf), gemm_m=tables.gemm_m, gemm_k=tables.gemm_k,
-                     gemm_n=tables.gemm_n, gemm_mfu=tables.gemm_mfu,
-                     prefill_bucket_mfu=bucket_mfu, decode_bs=axb.astype(np.int64),
-                     decode_kv=axk.astype(np.int64), decode_grid=grid,
-                     row_bs=dec.batch_size, row_kv=dec.kv_len, row_mfu=dec.mfu)
+        head[nb.I_N_BS] = len(axb)
+        put_i(nb.I_BS, axb)
+        head[nb.I_N_KV] = len(axk)
+        put_i(nb.I_KV, axk)
+        put_f(nb.I_GRID, grid)
+        head[nb.I_N_ROWS] = len(dec.mfu)
+        put_i(nb.I_ROW_BS, dec.batch_size)
+        put_i(nb.I_ROW_KV, dec.kv_len)
+        put_f(nb.I_ROW_MFU, dec.mfu)
     if not model.tp_divides_heads(tp):
         notes.append(f"TP {tp} does not divide the attention heads ({model.n_heads}) and KV "
                      f"heads ({model.n_kv_heads}) of {model.name}")
-    par = _par(model, hardware, tp, v1)
-    size = max(int(max_tokens), 1) + 1
-    g_pre = np.zeros(size)
-    proto = nb.CostTables(par=par, gemm_prefill=g_pre, gemm_decode=g_pre,
-                          shape_k=np.asarray(ks, np.int64), shape_n=np.asarray(ns, np.int64),
-                          **{k: np.ascontiguousarray(v) for k, v in empty.items()})
-    if v1:
-        g_dec = np.zeros(size)
-        nb.fill_gemm_table_nb(g_pre, hardware.mfu_prefill, proto)
-        nb.fill_gemm_table_nb(g_dec, hardware.mfu_decode, proto)
-        proto = proto._replace(gemm_decode=g_dec)
-    else:
-        nb.fill_gemm_table_nb(g_pre, 0.0, proto)
+    ctf = np.concatenate([_par(model, hardware, tp, v1)] + fparts)
+    cti = np.concatenate([head] + iparts)
+    nb.fill_gemm_tables_nb(ctf, cti)
     return CostModel(model=model, hardware=hardware, tp=tp, step_model="v1" if v1 else "v2",
-                     tables=proto, attention_key=attn_key, decode_table=dec_name,
+                     ctf=ctf, cti=cti, attention_key=attn_key, decode_table=dec_name,
                      gemm_groups=tuple(groups), notes=tuple(notes))
 
 

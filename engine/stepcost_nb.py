@@ -1,20 +1,22 @@
 """Roofline step-cost kernels (SPEC §1, REFERENCE §4–§5).
 
-Everything that depends only on (model, GPU, TP) is packed once into a ``CostTables`` tuple by
-``engine.stepcost.build_cost_model``; the kernels here evaluate one step in O(entries).
+Everything that depends only on (model, GPU, TP) is packed once by
+``engine.stepcost.build_cost_model`` into two flat arrays, ``ctf`` (float64) and ``cti``
+(int64), laid out as described by the ``I_*`` header slots of ``cti``; the kernels here
+evaluate one step in O(entries).  (Flat arrays rather than a tuple of arrays: numba reference-
+counts every member of a tuple argument on each call, which would dominate a step's cost.)
+
 Floating-point expressions follow the reference's evaluation order exactly, so that the
 rounded step time matches it to the microsecond.
 """
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 
-from ._jit import jit
+from ._jit import hjit, jit
 
-# Indices into CostTables.par ---------------------------------------------------------------
+# ctf[0:N_PAR] -------------------------------------------------------------------------------
 P_PEAK = 0  # peak FLOP/s = TFlopsPeak * 1e12
 P_BW = 1  # effective bandwidth B/s (BwPeakTBs * 1e12 * efficiency)
 P_TAU = 2  # 1 / TP
@@ -36,10 +38,37 @@ P_MFU_PREFILL = 17
 P_MFU_DECODE = 18
 N_PAR = 19
 
+# cti[0:N_HEAD]: sizes and offsets (offsets into ctf for float data, into cti for ints) -------
+I_GEMM_TAB_N = 0  # length of each G(M) table (M = 0 .. n-1)
+I_GEMM_P = 1  # ctf: G(M) of prefill GEMMs
+I_GEMM_D = 2  # ctf: G(M) of decode GEMMs
+I_SHAPE_K = 3  # cti[7]: inner size of Q, K, V, O, gate, up, down
+I_SHAPE_N = 4  # cti[7]: output size
+I_GROUP_OFF = 5  # cti[8]: points of shape j are group entries group_off[j]..group_off[j+1]
+I_GROUP_M = 6  # cti: m of each group entry (sorted within a shape)
+I_GROUP_MFU = 7  # ctf: mfu of each group entry
+I_GEMM_ROWS = 8  # number of GEMM rows (fallback search)
+I_GEMM_M = 9  # cti
+I_GEMM_K = 10  # cti
+I_GEMM_N = 11  # cti
+I_GEMM_MFU = 12  # ctf
+I_PF_BUCKET = 13  # ctf[8]: mfu_p at each prefill bucket length
+I_N_BS = 14  # decode grid: batch-size axis length
+I_BS = 15  # cti
+I_N_KV = 16  # decode grid: kv axis length
+I_KV = 17  # cti
+I_GRID = 18  # ctf[n_bs * n_kv]: MFU, 0.0 where the grid has no row
+I_N_ROWS = 19  # decode rows (fallback search)
+I_ROW_BS = 20  # cti
+I_ROW_KV = 21  # cti
+I_ROW_MFU = 22  # ctf
+N_HEAD = 23
+
 EPS = 1e-4
 N_BUCKETS = 8  # prefill buckets 512, 1024, ..., 65536
+MEMO_SIZE = 8192  # decode-MFU fallback memo of a simulation (power of two)
 
-# Indices into the components array written by step_time_nb (all µs)
+# Components written by step_time_nb (all µs)
 C_PREFILL_COMPUTE = 0
 C_PREFILL_MEMORY = 1
 C_DECODE_COMPUTE = 2
@@ -48,139 +77,143 @@ C_OVERHEAD = 4
 C_HARDWARE = 5
 N_COMPONENTS = 6
 
-CostTables = namedtuple("CostTables", [
-    "par",  # float64[N_PAR]
-    "gemm_prefill",  # float64[M+1]: G(M) for prefill GEMMs, M = 0..M_max
-    "gemm_decode",  # float64[M+1]: G(M) for decode GEMMs (same array as prefill in v2)
-    "shape_k", "shape_n",  # int64[7]: Q, K, V, O, gate, up, down
-    "group_off",  # int64[8]: points of shape j are group_m[group_off[j]:group_off[j+1]]
-    "group_m", "group_mfu",  # sorted by m
-    "gemm_m", "gemm_k", "gemm_n", "gemm_mfu",  # every GEMM row, file order (fallback)
-    "prefill_bucket_mfu",  # float64[8]: mfu_p at each bucket length
-    "decode_bs", "decode_kv",  # int64: sorted unique axes of the decode grid
-    "decode_grid",  # float64[n_bs, n_kv]: MFU, 0.0 where the grid has no row
-    "row_bs", "row_kv", "row_mfu",  # decode rows in file order (fallback)
-])
 
-
-@jit
+@hjit
 def round_half_away_nb(x):
-    """Go's math.Round for x >= 0: trunc, plus one when the fraction is >= 0.5."""
+    """Go's math.Round for x >= 0: trunc, plus one when the fraction is >= 0.5.  Values beyond
+    2**62 saturate there (the callers report that as an overflow) instead of wrapping."""
+    if not x < 4.611686018427388e18:
+        return np.int64(4611686018427387904)
     t = np.floor(x)
     if x - t >= 0.5:
         t += 1.0
     return np.int64(t)
 
 
-@jit
-def bracket_nb(axis, x):
-    """(lo, hi) indices bracketing x in a sorted axis, clamped at both ends (REFERENCE §4.2)."""
-    n = axis.shape[0]
-    if n == 0 or x <= axis[0]:
+@hjit
+def bracket_nb(axis, off, n, x):
+    """(lo, hi) indices bracketing x in the sorted axis[off:off+n], clamped at both ends
+    (REFERENCE §4.2); indices are relative to ``off``."""
+    if n == 0 or x <= axis[off]:
         return 0, 0
-    if x >= axis[n - 1]:
+    if x >= axis[off + n - 1]:
         return n - 1, n - 1
     lo = 0
     hi = n - 1
-    while lo < hi:  # first index with axis[i] >= x
+    while lo < hi:  # first index with axis >= x
         mid = (lo + hi) // 2
-        if axis[mid] < x:
+        if axis[off + mid] < x:
             lo = mid + 1
         else:
             hi = mid
-    if axis[lo] == x:
+    if axis[off + lo] == x:
         return lo, lo
     return lo - 1, lo
 
 
-@jit
+@hjit
 def lerp_nb(a, b, t):
     return a + (b - a) * t
 
 
-@jit
-def gemm_mfu_nb(m, j, ct):
+@hjit
+def gemm_mfu_nb(m, j, ctf, cti):
     """mfu_g(m, k_j, n_j): linear in m within the shape's (K, N) group, then the fallback."""
-    o0 = ct.group_off[j]
-    o1 = ct.group_off[j + 1]
-    ms = ct.group_m
-    mf = ct.group_mfu
+    goff = cti[I_GROUP_OFF]
+    o0 = cti[goff + j]
+    o1 = cti[goff + j + 1]
+    gm = cti[I_GROUP_M]
+    gf = cti[I_GROUP_MFU]
     if o1 <= o0:
         mfu = 0.0
-    elif m <= ms[o0]:
-        mfu = mf[o0]
-    elif m >= ms[o1 - 1]:
-        mfu = mf[o1 - 1]
+    elif m <= cti[gm + o0]:
+        mfu = ctf[gf + o0]
+    elif m >= cti[gm + o1 - 1]:
+        mfu = ctf[gf + o1 - 1]
     else:
         mfu = 0.0
         for i in range(o0, o1 - 1):
-            if ms[i] <= m and m < ms[i + 1]:
-                t = float(m - ms[i]) / float(ms[i + 1] - ms[i])
-                mfu = lerp_nb(mf[i], mf[i + 1], t)
+            if cti[gm + i] <= m and m < cti[gm + i + 1]:
+                t = float(m - cti[gm + i]) / float(cti[gm + i + 1] - cti[gm + i])
+                mfu = lerp_nb(ctf[gf + i], ctf[gf + i + 1], t)
                 break
     if mfu < EPS:
-        k = ct.shape_k[j]
-        n = ct.shape_n[j]
+        k = cti[cti[I_SHAPE_K] + j]
+        n = cti[cti[I_SHAPE_N] + j]
+        rm = cti[I_GEMM_M]
+        rk = cti[I_GEMM_K]
+        rn = cti[I_GEMM_N]
+        rf = cti[I_GEMM_MFU]
         best = -1.0
         found = False
-        for r in range(ct.gemm_mfu.shape[0]):
-            if ct.gemm_mfu[r] >= EPS:
-                dm = float(ct.gemm_m[r] - m)
-                dk = float(ct.gemm_k[r] - k)
-                dn = float(ct.gemm_n[r] - n)
+        for r in range(cti[I_GEMM_ROWS]):
+            if ctf[rf + r] >= EPS:
+                dm = float(cti[rm + r] - m)
+                dk = float(cti[rk + r] - k)
+                dn = float(cti[rn + r] - n)
                 d = dm * dm + dk * dk + dn * dn
                 if not found or d < best:
                     best = d
-                    mfu = ct.gemm_mfu[r]
+                    mfu = ctf[rf + r]
                     found = True
         if not found:
             mfu = EPS
     return mfu
 
 
-@jit
-def gemm_block_nb(m, mfu_const, ct):
+@hjit
+def gemm_block_nb(m, mfu_const, ctf, cti):
     """G(M): the seven projection GEMMs of one layer, times 1/TP, times L (REFERENCE §5.2).
 
     ``mfu_const`` > 0 replaces the table lookup (roofline v1)."""
-    par = ct.par
-    peak = par[P_PEAK]
-    bw = par[P_BW]
-    bpp = par[P_BPP]
+    peak = ctf[P_PEAK]
+    bw = ctf[P_BW]
+    bpp = ctf[P_BPP]
+    sk = cti[I_SHAPE_K]
+    sn = cti[I_SHAPE_N]
     s = 0.0
     for j in range(7):
-        k = ct.shape_k[j]
-        n = ct.shape_n[j]
+        k = cti[sk + j]
+        n = cti[sn + j]
         flops = 2.0 * float(m) * float(k) * float(n)
-        mfu = mfu_const if mfu_const > 0.0 else gemm_mfu_nb(m, j, ct)
+        mfu = mfu_const if mfu_const > 0.0 else gemm_mfu_nb(m, j, ctf, cti)
         eff = peak * mfu
         if eff <= 0.0:
             eff = 1.0
         compute = flops / eff
         floor = float(k) * float(n) * bpp / bw
         s += compute if compute > floor else floor
-    return s * par[P_TAU] * par[P_L]
+    return s * ctf[P_TAU] * ctf[P_L]
 
 
-@jit
-def fill_gemm_table_nb(out, mfu_const, ct):
-    """out[M] = G(M) for every M of the table (M = 0 is unused and left 0)."""
-    for m in range(1, out.shape[0]):
-        out[m] = gemm_block_nb(m, mfu_const, ct)
+@hjit
+def fill_gemm_tables_nb(ctf, cti):
+    """Tabulate G(M) for M = 1 .. n-1 (prefill and decode tables)."""
+    v1 = ctf[P_V1] > 0.0
+    gp = cti[I_GEMM_P]
+    gd = cti[I_GEMM_D]
+    for m in range(1, cti[I_GEMM_TAB_N]):
+        if v1:
+            ctf[gp + m] = gemm_block_nb(m, ctf[P_MFU_PREFILL], ctf, cti)
+            ctf[gd + m] = gemm_block_nb(m, ctf[P_MFU_DECODE], ctf, cti)
+        else:
+            g = gemm_block_nb(m, 0.0, ctf, cti)
+            ctf[gp + m] = g
+            ctf[gd + m] = g
 
 
-@jit
-def _gemm(m, prefill, ct):
-    tab = ct.gemm_prefill if prefill else ct.gemm_decode
-    if m < tab.shape[0]:
-        return tab[m]
+@hjit
+def gemm_time_nb(m, prefill, ctf, cti):
+    """G(M) in seconds: from the table, or computed when M is beyond it."""
+    if m < cti[I_GEMM_TAB_N]:
+        return ctf[(cti[I_GEMM_P] if prefill else cti[I_GEMM_D]) + m]
     mfu_const = 0.0
-    if ct.par[P_V1] > 0.0:
-        mfu_const = ct.par[P_MFU_PREFILL] if prefill else ct.par[P_MFU_DECODE]
-    return gemm_block_nb(m, mfu_const, ct)
+    if ctf[P_V1] > 0.0:
+        mfu_const = ctf[P_MFU_PREFILL] if prefill else ctf[P_MFU_DECODE]
+    return gemm_block_nb(m, mfu_const, ctf, cti)
 
 
-@jit
+@hjit
 def prefill_mfu_nb(seq_sorted, mfu_sorted, seq_file, mfu_file, s):
     """mfu_p(S) (REFERENCE §4.3): linear in seq_len, then the nearest non-zero row."""
     n = seq_sorted.shape[0]
@@ -212,112 +245,164 @@ def prefill_mfu_nb(seq_sorted, mfu_sorted, seq_file, mfu_file, s):
     return mfu
 
 
-@jit
-def decode_mfu_nb(bs, kv, b0, b1, ct):
-    """mfu_d(bs, kv) for a batch whose bs bracket (b0, b1) is already known (REFERENCE §4.4)."""
-    axb = ct.decode_bs
-    axk = ct.decode_kv
-    if axb.shape[0] == 0 or axk.shape[0] == 0:
-        return EPS
-    k0, k1 = bracket_nb(axk, kv)
-    bs0 = axb[b0]
-    bs1 = axb[b1]
-    kv0 = axk[k0]
-    kv1 = axk[k1]
-    g = ct.decode_grid
-    q00 = g[b0, k0]
-    if bs0 == bs1 and kv0 == kv1:
-        mfu = q00
-    elif bs0 == bs1:
-        mfu = lerp_nb(q00, g[b0, k1], float(kv - kv0) / float(kv1 - kv0))
-    elif kv0 == kv1:
-        mfu = lerp_nb(q00, g[b1, k0], float(bs - bs0) / float(bs1 - bs0))
-    else:
-        tb = float(bs - bs0) / float(bs1 - bs0)
-        tk = float(kv - kv0) / float(kv1 - kv0)
-        top = lerp_nb(q00, g[b1, k0], tb)
-        bot = lerp_nb(g[b0, k1], g[b1, k1], tb)
-        mfu = lerp_nb(top, bot, tk)
-    if mfu < EPS:
-        found = False
-        best = 0.0
-        for r in range(ct.row_mfu.shape[0]):
-            if ct.row_mfu[r] >= EPS:
-                dbs = float(ct.row_bs[r] - bs)
-                dkv = float(ct.row_kv[r] - kv)
-                d = np.sqrt(dbs * dbs + dkv * dkv)
-                if not found or d < best:
-                    best = d
-                    mfu = ct.row_mfu[r]
-                    found = True
-        if not found:
-            mfu = EPS
+@hjit
+def decode_fallback_nb(bs, kv, ctf, cti):
+    """The MFU of the decode row nearest to (bs, kv) in raw units among rows with MFU >= ε
+    (file order, strict <); ε when there is none."""
+    rb = cti[I_ROW_BS]
+    rk = cti[I_ROW_KV]
+    rf = cti[I_ROW_MFU]
+    mfu = EPS
+    found = False
+    best = 0.0
+    for r in range(cti[I_N_ROWS]):
+        if ctf[rf + r] >= EPS:
+            dbs = float(cti[rb + r] - bs)
+            dkv = float(cti[rk + r] - kv)
+            d = np.sqrt(dbs * dbs + dkv * dkv)
+            if not found or d < best:
+                best = d
+                mfu = ctf[rf + r]
+                found = True
     return mfu
 
 
-@jit
-def dyn_bytes_nb(seq, t, par):
+@hjit
+def bilerp_nb(bs, kv, bs0, bs1, kv0, kv1, q00, q10, q01, q11):
+    """The bilinear interpolation of REFERENCE §4.4 step 3 (scalars only)."""
+    if bs0 == bs1 and kv0 == kv1:
+        return q00
+    if bs0 == bs1:
+        return lerp_nb(q00, q01, float(kv - kv0) / float(kv1 - kv0))
+    if kv0 == kv1:
+        return lerp_nb(q00, q10, float(bs - bs0) / float(bs1 - bs0))
+    tb = float(bs - bs0) / float(bs1 - bs0)
+    tk = float(kv - kv0) / float(kv1 - kv0)
+    return lerp_nb(lerp_nb(q00, q10, tb), lerp_nb(q01, q11, tb), tk)
+
+
+@hjit
+def memo_slot_nb(bs, kv, size):
+    return ((kv * 40503) ^ (bs * 2654435761)) & (size - 1)
+
+
+@hjit
+def decode_mfu_nb(bs, kv, b0, b1, ctf, cti, memo_k, memo_v):
+    """mfu_d(bs, kv) for a batch whose bs bracket (b0, b1) is already known (REFERENCE §4.4).
+    Fallback results are memoised in (memo_k, memo_v), a direct-mapped table."""
+    n_kv = cti[I_N_KV]
+    if cti[I_N_BS] == 0 or n_kv == 0:
+        return EPS
+    ab = cti[I_BS]
+    ak = cti[I_KV]
+    g = cti[I_GRID]
+    k0, k1 = bracket_nb(cti, ak, n_kv, kv)
+    mfu = bilerp_nb(bs, kv, cti[ab + b0], cti[ab + b1], cti[ak + k0], cti[ak + k1],
+                    ctf[g + b0 * n_kv + k0], ctf[g + b1 * n_kv + k0],
+                    ctf[g + b0 * n_kv + k1], ctf[g + b1 * n_kv + k1])
+    if mfu < EPS:
+        key = (bs << 32) | kv
+        h = memo_slot_nb(bs, kv, memo_k.shape[0])
+        if memo_k[h] == key:
+            return memo_v[h]
+        mfu = decode_fallback_nb(bs, kv, ctf, cti)
+        memo_k[h] = key
+        memo_v[h] = mfu
+    return mfu
+
+
+@hjit
+def dyn_bytes_nb(seq, t, ctf):
     """Dyn(seq, t) = total - W_b of calculateMemoryAccessBytes (REFERENCE §5.5)."""
     tf = float(t)
     if t == 1:
-        act = par[P_ACTTOK] * tf * 0.75
-        kv_access = par[P_KVTOK] * float(seq) * 0.80
+        act = ctf[P_ACTTOK] * tf * 0.75
+        kv_access = ctf[P_KVTOK] * float(seq) * 0.80
     else:
-        act = par[P_ACTTOK] * tf * 0.85
-        kv_access = par[P_KVTOK] * float(seq) * 0.92
-    kv_growth = par[P_KVTOK] * tf
-    wb = par[P_WB]
+        act = ctf[P_ACTTOK] * tf * 0.85
+        kv_access = ctf[P_KVTOK] * float(seq) * 0.92
+    kv_growth = ctf[P_KVTOK] * tf
+    wb = ctf[P_WB]
     total = act + kv_access + kv_growth + wb
     return total - wb
 
 
-@jit
-def attn_flops_nb(q, ctx, par):
+@hjit
+def attn_flops_nb(q, ctx, ctf):
     """A(q, c) * L: QK^T plus AV, no softmax (REFERENCE §5.3)."""
-    x = 2.0 * par[P_H] * float(q) * float(ctx) * par[P_HD]
-    return (x + x) * par[P_L]
+    x = 2.0 * ctf[P_H] * float(q) * float(ctx) * ctf[P_HD]
+    return (x + x) * ctf[P_L]
 
 
-@jit
-def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ct, out):
+@hjit
+def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
     """Step time in µs (int64) of a step with n_pf prefill entries (progress index, new
     tokens) and n_dc decode entries (progress index); writes the components (µs) to ``out``."""
-    par = ct.par
-    peak = par[P_PEAK]
-    bw = par[P_BW]
-    tau = par[P_TAU]
-    v1 = par[P_V1] > 0.0
+    peak = ctf[P_PEAK]
+    bw = ctf[P_BW]
+    tau = ctf[P_TAU]
+    v1 = ctf[P_V1] > 0.0
     pc = 0.0
     pm = 0.0
     dcomp = 0.0
     dmem = 0.0
     if n_dc > 0:
-        g = _gemm(n_dc, False, ct)
+        if n_dc < cti[I_GEMM_TAB_N]:
+            g = ctf[cti[I_GEMM_D] + n_dc]
+        else:
+            g = gemm_time_nb(n_dc, False, ctf, cti)
         flops = 0.0
         wsum = 0.0
+        dyn = 0.0
+        n_kv = cti[I_N_KV]
+        have_grid = not v1 and cti[I_N_BS] > 0 and n_kv > 0
         b0 = 0
         b1 = 0
-        if not v1:
-            b0, b1 = bracket_nb(ct.decode_bs, n_dc)
+        bs0 = 0
+        bs1 = 0
+        ab = cti[I_BS]
+        ak = cti[I_KV]
+        gr = cti[I_GRID]
+        if have_grid:
+            b0, b1 = bracket_nb(cti, ab, cti[I_N_BS], n_dc)
+            bs0 = cti[ab + b0]
+            bs1 = cti[ab + b1]
+        msize = memo_k.shape[0]
         for i in range(n_dc):
-            f = attn_flops_nb(1, dc_pi[i], par)
+            c = dc_pi[i]
+            f = attn_flops_nb(1, c, ctf)
             flops += f
-            if not v1:
-                wsum += f * decode_mfu_nb(n_dc, dc_pi[i], b0, b1, ct)
+            if have_grid:
+                k0, k1 = bracket_nb(cti, ak, n_kv, c)
+                r0 = gr + b0 * n_kv
+                r1 = gr + b1 * n_kv
+                mfu = bilerp_nb(n_dc, c, bs0, bs1, cti[ak + k0], cti[ak + k1], ctf[r0 + k0],
+                                ctf[r1 + k0], ctf[r0 + k1], ctf[r1 + k1])
+                if mfu < EPS:
+                    key = (n_dc << 32) | c
+                    h = memo_slot_nb(n_dc, c, msize)
+                    if memo_k[h] == key:
+                        mfu = memo_v[h]
+                    else:
+                        mfu = decode_fallback_nb(n_dc, c, ctf, cti)
+                        memo_k[h] = key
+                        memo_v[h] = mfu
+                wsum += f * mfu
+            elif not v1:
+                wsum += f * EPS
+            dyn += dyn_bytes_nb(c, 1, ctf) * tau
         attn = 0.0
         if flops > 0.0:
-            eff = par[P_MFU_DECODE] if v1 else wsum / flops
+            eff = ctf[P_MFU_DECODE] if v1 else wsum / flops
             if eff > 0.0:
                 attn = flops / (peak * eff) * tau
         dcomp = g + attn
-        dyn = 0.0
-        for i in range(n_dc):
-            dyn += dyn_bytes_nb(dc_pi[i], 1, par) * tau
-        dmem = (par[P_WB] * tau + dyn) / bw
+        dmem = (ctf[P_WB] * tau + dyn) / bw
     if n_pf > 0:
-        tok = np.zeros(N_BUCKETS, np.int64)
-        fl = np.zeros(N_BUCKETS)
-        used = np.zeros(N_BUCKETS, np.bool_)
+        tok0 = tok1 = tok2 = tok3 = tok4 = tok5 = tok6 = tok7 = 0
+        fl0 = fl1 = fl2 = fl3 = fl4 = fl5 = fl6 = fl7 = 0.0
+        used = 0
+        dyn = 0.0
         for i in range(n_pf):
             s = pf_pi[i] + pf_n[i]
             b = 512
@@ -325,17 +410,59 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ct, out):
             while b < s and b < 65536:
                 b *= 2
                 bi += 1
-            tok[bi] += pf_n[i]
-            fl[bi] += attn_flops_nb(pf_n[i], s, par)
-            used[bi] = True
+            f = attn_flops_nb(pf_n[i], s, ctf)
+            used |= 1 << bi
+            if bi == 0:
+                tok0 += pf_n[i]
+                fl0 += f
+            elif bi == 1:
+                tok1 += pf_n[i]
+                fl1 += f
+            elif bi == 2:
+                tok2 += pf_n[i]
+                fl2 += f
+            elif bi == 3:
+                tok3 += pf_n[i]
+                fl3 += f
+            elif bi == 4:
+                tok4 += pf_n[i]
+                fl4 += f
+            elif bi == 5:
+                tok5 += pf_n[i]
+                fl5 += f
+            elif bi == 6:
+                tok6 += pf_n[i]
+                fl6 += f
+            else:
+                tok7 += pf_n[i]
+                fl7 += f
+            dyn += dyn_bytes_nb(pf_pi[i], pf_n[i], ctf) * tau
+        pb = cti[I_PF_BUCKET]
         for bi in range(N_BUCKETS):
-            if used[bi]:
-                mfu = par[P_MFU_PREFILL] if v1 else ct.prefill_bucket_mfu[bi]
-                pc += _gemm(tok[bi], True, ct) + fl[bi] / 1.8 / (peak * mfu) * tau
-        dyn = 0.0
-        for i in range(n_pf):
-            dyn += dyn_bytes_nb(pf_pi[i], pf_n[i], par) * tau
-        pm = (par[P_WB] * tau + dyn) / bw
+            if used & (1 << bi):
+                if bi == 0:
+                    tok, fl = tok0, fl0
+                elif bi == 1:
+                    tok, fl = tok1, fl1
+                elif bi == 2:
+                    tok, fl = tok2, fl2
+                elif bi == 3:
+                    tok, fl = tok3, fl3
+                elif bi == 4:
+                    tok, fl = tok4, fl4
+                elif bi == 5:
+                    tok, fl = tok5, fl5
+                elif bi == 6:
+                    tok, fl = tok6, fl6
+                else:
+                    tok, fl = tok7, fl7
+                mfu = ctf[P_MFU_PREFILL] if v1 else ctf[pb + bi]
+                if tok < cti[I_GEMM_TAB_N]:
+                    gp = ctf[cti[I_GEMM_P] + tok]
+                else:
+                    gp = gemm_time_nb(tok, True, ctf, cti)
+                pc += gp + fl / 1.8 / (peak * mfu) * tau
+        pm = (ctf[P_WB] * tau + dyn) / bw
     pt = pc if pc > pm else pm
     dt = dcomp if dcomp > dmem else dmem
     if n_pf > 0 and n_dc > 0:
@@ -346,14 +473,14 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ct, out):
         hw = dt
     else:
         hw = 0.0
-    ovh = par[P_OVH_LAYER]
+    ovh = ctf[P_OVH_LAYER]
     if n_pf + n_dc > 0:
-        ovh += par[P_OVH_STEP]
-        ovh += par[P_OVH_ALLREDUCE]
+        ovh += ctf[P_OVH_STEP]
+        ovh += ctf[P_OVH_ALLREDUCE]
         if n_pf > 0 and n_dc == 0:
-            ovh += par[P_OVH_PREFILL] * n_pf
+            ovh += ctf[P_OVH_PREFILL] * n_pf
         elif n_pf > 0:
-            ovh += par[P_OVH_MIXED] * n_pf
+            ovh += ctf[P_OVH_MIXED] * n_pf
     total_us = (hw + ovh / 1e6) * 1e6
     if total_us < 1.0:
         total_us = 1.0
@@ -367,12 +494,18 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ct, out):
 
 
 @jit
-def step_times_nb(pf_off, pf_pi, pf_n, dc_off, dc_pi, ct, out_us, out_comp):
+def step_times_nb(pf_off, pf_pi, pf_n, dc_off, dc_pi, ctf, cti, out_us, out_comp):
     """Many independent steps: step i has prefill entries pf_*[pf_off[i]:pf_off[i+1]] and
     decode entries dc_pi[dc_off[i]:dc_off[i+1]]."""
+    memo_k = np.full(MEMO_SIZE, -1, np.int64)
+    memo_v = np.zeros(MEMO_SIZE)
+    comp = np.zeros(N_COMPONENTS)
     for i in range(out_us.shape[0]):
         a = pf_off[i]
         b = pf_off[i + 1]
         c = dc_off[i]
         d = dc_off[i + 1]
-        out_us[i] = step_time_nb(pf_pi[a:b], pf_n[a:b], b - a, dc_pi[c:d], d - c, ct, out_comp[i])
+        out_us[i] = step_time_nb(pf_pi[a:b], pf_n[a:b], b - a, dc_pi[c:d], d - c, ctf, cti,
+                                 memo_k, memo_v, comp)
+        for j in range(N_COMPONENTS):
+            out_comp[i, j] = comp[j]

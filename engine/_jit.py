@@ -17,6 +17,23 @@ from pathlib import Path
 
 import numba
 
+
+def _skip_scipy_blas_probe() -> None:
+    """Numba's lazily imported ``numba.np.arraymath`` probes for BLAS at import by importing
+    scipy.linalg (about 0.4 s).  No kernel of ours uses BLAS, so import arraymath once with the
+    probe failing fast; BLAS stays usable later (the stub is removed again), only numba's
+    np.cov/np.corrcoef support is off in this process."""
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
+        return
+    sys.modules["scipy.linalg.cython_blas"] = None  # type: ignore[assignment]
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg.cython_blas"]
+
+
+_skip_scipy_blas_probe()
+
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 

@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -176,6 +177,148 @@ def step_time(
         typer.echo(json.dumps(info, indent=2))
     else:
         render_step_breakdown(info)
+
+
+# ------------------------------------------------------------------------------------------
+# run
+# ------------------------------------------------------------------------------------------
+
+LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
+
+
+def _parse_kv_blocks(text: str | None) -> int | None:
+    from engine.errors import ConfigError
+
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        raise ConfigError("must be a positive integer or 'auto'", field="--total-kv-blocks",
+                          value=text) from None
+    if v < 1:
+        raise ConfigError("must be a positive integer or 'auto'", field="--total-kv-blocks",
+                          value=text)
+    return v
+
+
+@app.command("run")
+@handles_errors
+def run_cmd(
+    model: OptModel = None,
+    model_config_folder: OptModelFolder = None,
+    hardware_config: OptHwConfig = None,
+    bench_data_path: OptBench = None,
+    hardware: OptHardware = "H100",
+    tp: OptTp = 1,
+    workload: Annotated[str, typer.Option(
+        "--workload", help="chatbot, contentgen, summarization, multidoc, distribution or "
+                           "traces.")] = "distribution",
+    workload_traces_filepath: Annotated[Optional[Path], typer.Option(
+        "--workload-traces-filepath", help="Trace CSV for --workload traces "
+                                           "(arrival_time_s,prompt_tokens,output_tokens).")] = None,
+    rate: Annotated[float, typer.Option("--rate", help="Requests per second.")] = 1.0,
+    num_requests: Annotated[int, typer.Option("--num-requests", help="Requests.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
+    arrival: Annotated[str, typer.Option(
+        "--arrival", help="constant (the reference's even spacing), poisson or gamma.")
+    ] = "constant",
+    arrival_cv: Annotated[float, typer.Option(
+        "--arrival-cv", help="Coefficient of variation of gamma inter-arrival gaps.")] = 2.0,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens")] = 512,
+    prompt_tokens_stdev: Annotated[int, typer.Option("--prompt-tokens-stdev")] = 256,
+    prompt_tokens_min: Annotated[int, typer.Option("--prompt-tokens-min")] = 2,
+    prompt_tokens_max: Annotated[int, typer.Option("--prompt-tokens-max")] = 7000,
+    output_tokens: Annotated[int, typer.Option("--output-tokens")] = 512,
+    output_tokens_stdev: Annotated[int, typer.Option("--output-tokens-stdev")] = 256,
+    output_tokens_min: Annotated[int, typer.Option("--output-tokens-min")] = 2,
+    output_tokens_max: Annotated[int, typer.Option("--output-tokens-max")] = 7000,
+    prefix_tokens: Annotated[int, typer.Option(
+        "--prefix-tokens", help="Tokens of a prefix shared by every generated request.")] = 0,
+    max_num_scheduled_tokens: Annotated[int, typer.Option(
+        "--max-num-scheduled-tokens", help="Token budget per step.")] = 2048,
+    max_num_running_reqs: Annotated[int, typer.Option(
+        "--max-num-running-reqs", help="Cap on running requests.")] = 256,
+    long_prefill_token_threshold: Annotated[int, typer.Option(
+        "--long-prefill-token-threshold", help="Chunk size cap for long prefills (0 = off).")
+    ] = 0,
+    block_size_in_tokens: Annotated[int, typer.Option(
+        "--block-size-in-tokens", help="KV-cache block size.")] = 16,
+    total_kv_blocks: Annotated[Optional[str], typer.Option(
+        "--total-kv-blocks", help="KV blocks, or auto (vllm: from MemoryGiB; blis: "
+                                  "1,000,000).")] = None,
+    gpu_memory_utilization: Annotated[float, typer.Option(
+        "--gpu-memory-utilization", help="Memory fraction for weights + KV cache (auto "
+                                         "sizing).")] = 0.9,
+    no_prefix_caching: Annotated[bool, typer.Option(
+        "--no-prefix-caching", help="Disable prefix caching (vllm semantics).")] = False,
+    horizon: Annotated[float, typer.Option(
+        "--horizon", help="Stop after this many simulated seconds (0 = run to the end).")] = 0.0,
+    semantics: Annotated[str, typer.Option(
+        "--semantics", help="vllm (a real continuous-batching engine) or blis (the reference "
+                            "simulator, quirks included).")] = "vllm",
+    step_model: OptStepModel = "auto",
+    results_path: Annotated[Optional[Path], typer.Option(
+        "--results-path", help="Write the metrics and per-request records (.json), or the "
+                               "per-request table (.parquet).")] = None,
+    log: Annotated[str, typer.Option(
+        "--log", help="Log level for stderr notes: error hides warnings.")] = "warn",
+    alpha_coeffs: Annotated[Optional[str], typer.Option(
+        "--alpha-coeffs", hidden=True, help="Accepted for compatibility; unused.")] = None,
+    beta_coeffs: Annotated[Optional[str], typer.Option(
+        "--beta-coeffs", hidden=True, help="Accepted for compatibility; unused.")] = None,
+    defaults_filepath: Annotated[Optional[str], typer.Option(
+        "--defaults-filepath", hidden=True, help="Accepted for compatibility; unused.")] = None,
+    vllm_version: Annotated[Optional[str], typer.Option(
+        "--vllm-version", hidden=True, help="Accepted for compatibility; unused.")] = None,
+    roofline: Annotated[bool, typer.Option(
+        "--roofline", hidden=True, help="Accepted for compatibility (always roofline).")] = False,
+    max_model_len: Annotated[Optional[int], typer.Option(
+        "--max-model-len", hidden=True, help="Accepted for compatibility; not enforced.")] = None,
+    verbose: OptVerbose = False,
+    quiet: OptQuiet = False,
+) -> None:
+    """Simulate one deployment (model, GPU, TP) under one workload and print the metrics."""
+    from engine.errors import ConfigError
+    from engine.scheduler import SchedulerConfig
+    from engine.simulate import simulate
+    from engine.workload import LengthSpec, WorkloadSpec
+    from sweeps.output import metrics_text, write_results
+
+    if log.lower() not in LOG_LEVELS:
+        raise ConfigError("unknown log level", field="--log", value=log,
+                          hint="one of: " + ", ".join(LOG_LEVELS))
+    show_notes = not quiet and log.lower() in ("trace", "debug", "info", "warn", "warning")
+    spec = WorkloadSpec(
+        workload=workload, rate=rate, num_requests=num_requests, seed=seed, arrival=arrival,
+        arrival_cv=arrival_cv, prefix_tokens=prefix_tokens,
+        prompt=LengthSpec(mean=prompt_tokens, std=prompt_tokens_stdev, min=prompt_tokens_min,
+                          max=prompt_tokens_max),
+        output=LengthSpec(mean=output_tokens, std=output_tokens_stdev, min=output_tokens_min,
+                          max=output_tokens_max),
+        trace=str(workload_traces_filepath) if workload_traces_filepath else None)
+    sched = SchedulerConfig(
+        semantics=semantics, max_num_scheduled_tokens=max_num_scheduled_tokens,
+        max_num_running_reqs=max_num_running_reqs,
+        long_prefill_token_threshold=long_prefill_token_threshold,
+        block_size=block_size_in_tokens, total_kv_blocks=_parse_kv_blocks(total_kv_blocks),
+        gpu_memory_utilization=gpu_memory_utilization, prefix_caching=not no_prefix_caching,
+        horizon_s=horizon)
+    res = simulate(model=model, model_config_folder=model_config_folder, hardware=hardware,
+                   hardware_config=hardware_config, tp=tp, bench_data=bench_data_path,
+                   step_model=step_model, workload=spec, scheduler=sched)
+    if show_notes:
+        for note in res.notes:
+            _warn(note)
+        if res.summary["status"] != "ok":
+            _warn(f"the run stopped early: status {res.summary['status']}")
+    if res.summary["completed_requests"] > 0:
+        sys.stdout.write(metrics_text(res.summary))
+    elif show_notes:
+        _warn("no request completed")
+    if results_path is not None:
+        table = res.requests_table() if results_path.suffix.lower() == ".parquet" else None
+        write_results(results_path, res.summary, res.records(), table)
 
 
 # ------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import hashlib
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numba
@@ -94,10 +95,18 @@ pjit = _decorate(dict(_OPTS, parallel=True))
 prange = numba.prange
 
 
-def set_threads(n: int) -> None:
-    """Limit the threads used by parallel kernels."""
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
-
-
 def max_threads() -> int:
     return int(numba.config.NUMBA_NUM_THREADS)
+
+
+@contextmanager
+def parallel_settings(threads: int | None = None, chunksize: int = 1):
+    """Threads and ``prange`` chunk size for the parallel kernels called inside the block."""
+    old = numba.get_num_threads()
+    if threads:
+        numba.set_num_threads(max(1, min(int(threads), max_threads())))
+    try:
+        with numba.parallel_chunksize(chunksize):
+            yield
+    finally:
+        numba.set_num_threads(old)

@@ -7,13 +7,12 @@ statistics (numpy's "linear" method), all from integer microseconds.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import sched_common_nb as sc_nb
-from .stats_nb import order_stats_nb
+from . import summary_nb as snb
 
 #: The reference simulator's keys, in its order.
 REFERENCE_KEYS = (
@@ -113,146 +112,79 @@ STATUS_NAMES = {sc_nb.STATUS_OK: "ok", sc_nb.STATUS_STALLED: "stalled",
 
 
 # --------------------------------------------------------------------------------------------
-# statistics with the reference's formulas
-# --------------------------------------------------------------------------------------------
-
-
-def mean_ms(x: np.ndarray) -> float:
-    n = len(x)
-    if n == 0:
-        return 0.0
-    return (float(np.sum(x, dtype=np.float64)) / n) / 1000
-
-
-def _plan(n: int, ps: tuple[float, ...]) -> list[tuple[float, float, int, int]]:
-    plan = []
-    for p in ps:
-        rank = p / 100.0 * float(n - 1)
-        lo = int(math.floor(rank))
-        hi = min(int(math.ceil(rank)), n - 1)
-        plan.append((p, rank, lo, hi))
-    return plan
-
-
-def _interp(plan, st: dict) -> dict[float, float]:
-    out = {}
-    for p, rank, lo, hi in plan:
-        a = st[lo]
-        b = st[hi]
-        if lo == hi:
-            out[p] = float(a) / 1000
-        else:
-            out[p] = float(a) / 1000 + float(b - a) * (rank - float(lo)) / 1000
-    return out
-
-
-def percentiles_ms(x: np.ndarray, ps: tuple[float, ...]) -> dict[float, float]:
-    """The reference's CalculatePercentile for each p (x in µs, unsorted)."""
-    return mean_and_percentiles_ms(x, ps)[1]
-
-
-def mean_and_percentiles_ms(x: np.ndarray, ps: tuple[float, ...]) -> tuple[float, dict]:
-    """Mean (ms) and the reference's CalculatePercentile for each p (x in µs, unsorted)."""
-    n = len(x)
-    if n == 0:
-        return 0.0, {p: 0.0 for p in ps}
-    plan = _plan(n, ps)
-    ranks = sorted({r for _, _, lo, hi in plan for r in (lo, hi)})
-    if x.dtype.kind in "iu":
-        vals = np.zeros(len(ranks), np.int64)
-        total = order_stats_nb(np.ascontiguousarray(x, np.int64), np.asarray(ranks, np.int64),
-                               vals)
-        st = dict(zip(ranks, vals.tolist()))
-        return (total / n) / 1000, _interp(plan, st)
-    part = np.partition(x, ranks)
-    st = {k: part[k].item() for k in ranks}
-    return mean_ms(x), _interp(plan, st)
-
-
-# --------------------------------------------------------------------------------------------
 # summary
 # --------------------------------------------------------------------------------------------
 
+#: summary key -> (index in summary_nb's vector, is an integer count)
+SUMMARY_INDEX: dict[str, tuple[int, bool]] = {
+    "completed_requests": (snb.M_COMPLETED, True),
+    "still_queued": (snb.M_QUEUED, True),
+    "still_running": (snb.M_RUNNING, True),
+    "injected_requests": (snb.M_INJECTED, True),
+    "total_input_tokens": (snb.M_INPUT_TOK, True),
+    "total_output_tokens": (snb.M_OUTPUT_TOK, True),
+    "vllm_estimated_duration_s": (snb.M_DURATION_S, False),
+    "responses_per_sec": (snb.M_RESP_PER_S, False),
+    "tokens_per_sec": (snb.M_TOK_PER_S, False),
+    "e2e_mean_ms": (snb.M_E2E_MEAN, False),
+    "e2e_p90_ms": (snb.M_E2E_P90, False),
+    "e2e_p95_ms": (snb.M_E2E_P95, False),
+    "e2e_p99_ms": (snb.M_E2E_P99, False),
+    "ttft_mean_ms": (snb.M_TTFT_MEAN, False),
+    "ttft_p90_ms": (snb.M_TTFT_P90, False),
+    "ttft_p95_ms": (snb.M_TTFT_P95, False),
+    "ttft_p99_ms": (snb.M_TTFT_P99, False),
+    "itl_mean_ms": (snb.M_ITL_MEAN, False),
+    "itl_p90_ms": (snb.M_ITL_P90, False),
+    "itl_p95_ms": (snb.M_ITL_P95, False),
+    "itl_p99_ms": (snb.M_ITL_P99, False),
+    "scheduling_delay_p99_ms": (snb.M_SCHED_P99, False),
+    "kv_allocation_failures": (snb.M_KV_FAIL, True),
+    "preemption_count": (snb.M_PREEMPT, True),
+    "dropped_unservable": (snb.M_DROPPED, True),
+    "ttft_p50_ms": (snb.M_TTFT_P50, False),
+    "e2e_p50_ms": (snb.M_E2E_P50, False),
+    "itl_p50_ms": (snb.M_ITL_P50, False),
+    "tpot_mean_ms": (snb.M_TPOT_MEAN, False),
+    "tpot_p50_ms": (snb.M_TPOT_P50, False),
+    "tpot_p90_ms": (snb.M_TPOT_P90, False),
+    "tpot_p99_ms": (snb.M_TPOT_P99, False),
+    "scheduling_delay_mean_ms": (snb.M_SCHED_MEAN, False),
+    "scheduling_delay_p50_ms": (snb.M_SCHED_P50, False),
+    "kv_blocks_total": (snb.M_KV_TOTAL, True),
+    "kv_peak_blocks": (snb.M_KV_PEAK, True),
+    "kv_peak_fraction": (snb.M_KV_PEAK_FRAC, False),
+    "cache_hit_rate": (snb.M_HIT_RATE, False),
+    "preemption_rate": (snb.M_PREEMPT_RATE, False),
+    "steps": (snb.M_STEPS, True),
+    "utilization": (snb.M_UTIL, False),
+}
 
-def tpot_us(raw) -> np.ndarray:
-    """Per completed request: (E2E - TTFT) / (outputs - 1) in µs (float)."""
-    o = raw.out
-    done = o[:, sc_nb.O_STATE] == sc_nb.STATE_DONE
-    out_tok = raw.workload.output_tok
-    span = (o[:, sc_nb.O_E2E] - o[:, sc_nb.O_TTFT]).astype(np.float64)
-    if raw.semantics == "blis":
-        den = np.maximum(out_tok - 1, 1).astype(np.float64)
-        val = np.where(out_tok > 0, span / den, 0.0)
-        return val[done]
-    keep = done & (out_tok > 1)
-    return span[keep] / (out_tok[keep] - 1)
+#: metric keys of a sweep result, in output order
+SWEEP_METRICS = tuple(k for k in SUMMARY_INDEX)
+
+
+def summary_vector(raw) -> np.ndarray:
+    res = np.zeros(snb.N_M)
+    snb.summarize_nb(raw.out, raw.scalars, np.ascontiguousarray(raw.itl_us, np.int64),
+                     raw.workload.output_tok, raw.semantics == "blis", raw.kv_blocks_total, res)
+    return res
+
+
+def summary_dict(vec: np.ndarray, semantics: str) -> dict:
+    """The metrics object printed by ``run`` (reference keys in order, then ours)."""
+    m: dict = {"instance_id": "cluster"}
+    for key, (i, is_int) in SUMMARY_INDEX.items():
+        if key == "kv_allocation_failures" and vec[i] == 0:
+            continue  # the reference omits it when 0
+        m[key] = int(vec[i]) if is_int else float(vec[i])
+    m["semantics"] = semantics
+    m["status"] = STATUS_NAMES.get(int(vec[snb.M_STATUS]), "unknown")
+    return m
 
 
 def summarize(raw) -> dict:
-    """The metrics object printed by ``run`` (reference keys in order, then ours)."""
-    o = raw.out
-    s = raw.scalars
-    done = o[:, sc_nb.O_STATE] == sc_nb.STATE_DONE
-    completed = int(s[sc_nb.SC_COMPLETED])
-    queued = int(s[sc_nb.SC_QUEUED])
-    running = int(s[sc_nb.SC_RUNNING])
-    dropped = int(s[sc_nb.SC_DROPPED])
-    duration = float(s[sc_nb.SC_CLOCK]) / 1e6
-    out_tok = int(s[sc_nb.SC_OUTPUT_TOK])
-    e2e = o[done, sc_nb.O_E2E]
-    ttft = o[done, sc_nb.O_TTFT]
-    itl = raw.itl_us
-    sched = o[o[:, sc_nb.O_SCHED] >= 0, sc_nb.O_SCHED]
-    tp = tpot_us(raw)
-    qs = (50.0, 90.0, 95.0, 99.0)
-    me, pe = mean_and_percentiles_ms(e2e, qs)
-    mt, pt = mean_and_percentiles_ms(ttft, qs)
-    mi, pi = mean_and_percentiles_ms(itl, qs)
-    msd, ps = mean_and_percentiles_ms(sched, (50.0, 99.0))
-    m: dict = {
-        "instance_id": "cluster",
-        "completed_requests": completed,
-        "still_queued": queued,
-        "still_running": running,
-        "injected_requests": completed + queued + running + dropped,
-        "total_input_tokens": int(s[sc_nb.SC_INPUT_TOK]),
-        "total_output_tokens": out_tok,
-        "vllm_estimated_duration_s": duration,
-        "responses_per_sec": completed / duration if duration > 0 else 0.0,
-        "tokens_per_sec": out_tok / duration if duration > 0 else 0.0,
-        "e2e_mean_ms": me, "e2e_p90_ms": pe[90.0], "e2e_p95_ms": pe[95.0],
-        "e2e_p99_ms": pe[99.0],
-        "ttft_mean_ms": mt, "ttft_p90_ms": pt[90.0], "ttft_p95_ms": pt[95.0],
-        "ttft_p99_ms": pt[99.0],
-        "itl_mean_ms": mi, "itl_p90_ms": pi[90.0], "itl_p95_ms": pi[95.0],
-        "itl_p99_ms": pi[99.0],
-        "scheduling_delay_p99_ms": ps[99.0],
-    }
-    if s[sc_nb.SC_KV_FAIL] > 0:
-        m["kv_allocation_failures"] = int(s[sc_nb.SC_KV_FAIL])
-    m["preemption_count"] = int(s[sc_nb.SC_PREEMPT])
-    m["dropped_unservable"] = dropped
-    hits = int(s[sc_nb.SC_HITS])
-    misses = int(s[sc_nb.SC_MISSES])
-    tpp = percentiles_ms(tp, (50.0, 90.0, 99.0)) if len(tp) else {50.0: 0.0, 90.0: 0.0,
-                                                                         99.0: 0.0}
-    m.update({
-        "ttft_p50_ms": pt[50.0], "e2e_p50_ms": pe[50.0], "itl_p50_ms": pi[50.0],
-        "tpot_mean_ms": float(np.mean(tp)) / 1000 if len(tp) else 0.0,
-        "tpot_p50_ms": tpp[50.0], "tpot_p90_ms": tpp[90.0], "tpot_p99_ms": tpp[99.0],
-        "scheduling_delay_mean_ms": msd, "scheduling_delay_p50_ms": ps[50.0],
-        "kv_blocks_total": int(raw.kv_blocks_total),
-        "kv_peak_blocks": int(s[sc_nb.SC_KV_PEAK]),
-        "kv_peak_fraction": float(s[sc_nb.SC_KV_PEAK]) / raw.kv_blocks_total,
-        "cache_hit_rate": hits / (hits + misses) if hits + misses else 0.0,
-        "preemption_rate": int(s[sc_nb.SC_PREEMPT]) / completed if completed else 0.0,
-        "steps": int(s[sc_nb.SC_STEPS]),
-        "utilization": float(s[sc_nb.SC_BUSY_US]) / float(s[sc_nb.SC_CLOCK])
-        if s[sc_nb.SC_CLOCK] > 0 else 0.0,
-        "semantics": raw.semantics,
-        "status": STATUS_NAMES.get(int(s[sc_nb.SC_STATUS]), "unknown"),
-    })
-    return m
+    return summary_dict(summary_vector(raw), raw.semantics)
 
 
 def request_ids(raw) -> np.ndarray:

@@ -322,6 +322,142 @@ def run_cmd(
 
 
 # ------------------------------------------------------------------------------------------
+# sweep, show
+# ------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A rich progress bar on stderr: points done, points/s, ETA."""
+
+    def __init__(self) -> None:
+        self._p = None
+        self._task = None
+
+    def start(self, total: int, done: int) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self._p = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[rate]} points/s"), TimeElapsedColumn(),
+                           TextColumn("ETA"), TimeRemainingColumn(),
+                           console=Console(stderr=True), transient=False)
+        self._p.start()
+        self._task = self._p.add_task("sweep", total=total, completed=done, rate="-")
+        self._t0 = __import__("time").perf_counter()
+        self._done0 = done
+
+    def advance(self, n: int) -> None:
+        if self._p is None:
+            return
+        self._p.advance(self._task, n)
+        done = self._p.tasks[0].completed - self._done0
+        dt = __import__("time").perf_counter() - self._t0
+        self._p.update(self._task, rate=f"{done / dt:,.0f}" if dt > 0 else "-")
+
+    def stop(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+@app.command("sweep")
+@handles_errors
+def sweep_cmd(
+    spec_file: Annotated[Optional[Path], typer.Argument(
+        help="Sweep spec (TOML, [sweep] fixed settings and [grid] axes).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Output folder (result.parquet, resumable).")] = None,
+    example: Annotated[bool, typer.Option(
+        "--example", help="Run the embedded example spec.")] = False,
+    hardware: Annotated[list[str], typer.Option("--hardware", help="Axis values (repeatable, "
+                                                                   "comma lists).")] = [],  # noqa: B006
+    model: Annotated[list[str], typer.Option("--model", help="Axis values.")] = [],  # noqa: B006
+    tp: Annotated[list[str], typer.Option("--tp", help="Axis values.")] = [],  # noqa: B006
+    workload: Annotated[list[str], typer.Option("--workload", help="Axis values.")] = [],  # noqa: B006
+    rate: Annotated[list[str], typer.Option("--rate", help="Axis values.")] = [],  # noqa: B006
+    num_requests: Annotated[list[str], typer.Option("--num-requests",
+                                                    help="Axis values.")] = [],  # noqa: B006
+    seed: Annotated[list[str], typer.Option("--seed", help="Axis values.")] = [],  # noqa: B006
+    semantics: Annotated[list[str], typer.Option("--semantics",
+                                                 help="Axis values.")] = [],  # noqa: B006
+    axis: Annotated[list[str], typer.Option(
+        "--axis", help="Any setting as an axis: KEY=V1,V2,...")] = [],  # noqa: B006
+    set_: Annotated[list[str], typer.Option(
+        "--set", help="A fixed setting: KEY=VALUE.")] = [],  # noqa: B006
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="Worker threads (default: all cores).")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(
+        "--chunk-size", help="Points per chunk file.")] = None,
+    per_request: Annotated[bool, typer.Option(
+        "--per-request", help="Also write per-request Parquet, partitioned by point.")] = False,
+    dask_local: Annotated[bool, typer.Option(
+        "--dask-local", help="Run the chunks on a local Dask cluster.")] = False,
+    dask: Annotated[Optional[str], typer.Option(
+        "--dask", help="'local' for a LocalCluster, or a scheduler address.")] = None,
+    dask_scheduler: Annotated[Optional[str], typer.Option(
+        "--dask-scheduler", help="Address of a Dask scheduler (tcp://host:8786).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a result of a different sweep in --out.")] = False,
+    show: Annotated[bool, typer.Option("--show/--no-show",
+                                       help="Print the summary table at the end.")] = True,
+    verbose: OptVerbose = False,
+    quiet: OptQuiet = False,
+) -> None:
+    """Simulate every point of a grid (hardware x model x TP x workload x rate ...) and write a
+    tidy Parquet result (an xarray Dataset on read)."""
+    from engine.catalog import data_dir
+    from engine.errors import ConfigError
+    from sweeps.grid import load_spec, parse_cli_axes
+    from sweeps.runner import run_sweep
+
+    if example and spec_file is not None:
+        raise ConfigError("give a spec file or --example, not both", field="--example")
+    spec = load_spec(data_dir() / "sweeps" / "example.toml" if example else spec_file)
+    spec = parse_cli_axes(spec, {"hardware": hardware, "model": model, "tp": tp,
+                                 "workload": workload, "rate": rate,
+                                 "num_requests": num_requests, "seed": seed,
+                                 "semantics": semantics}, set_, axis)
+    if not spec.axes and not spec.fixed:
+        raise ConfigError("nothing to sweep: give a spec file, --example, or axes such as "
+                          "--model ... --rate 1,2,4", field="spec")
+    if out is None:
+        out = Path("results") / spec.name
+    addr = dask_scheduler or dask or ("local" if dask_local else None)
+    if threads is not None and threads < 1:
+        raise ConfigError("must be >= 1", field="--threads", value=threads)
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError("must be >= 1", field="--chunk-size", value=chunk_size)
+    outcome = run_sweep(spec, out, threads=threads, chunk_size=chunk_size,
+                        per_request=per_request, force=force, dask=addr,
+                        progress=None if quiet else _Progress())
+    if not quiet:
+        _err(f"{outcome.n_points} points ({outcome.computed} simulated, {outcome.skipped} "
+             f"reused) in {outcome.seconds:.1f} s -> {outcome.path}")
+    if show:
+        from sweeps.show import render_show
+
+        render_show(outcome.path)
+
+
+@app.command("show")
+@handles_errors
+def show_cmd(
+    result: Annotated[Path, typer.Argument(help="A sweep result (result.parquet or its "
+                                                "folder).")],
+    by: Annotated[str, typer.Option("--by", help="Metric to rank points by.")] = "ttft_p99_ms",
+    top: Annotated[int, typer.Option("--top", help="How many points to list.")] = 10,
+    descending: Annotated[Optional[bool], typer.Option(
+        "--desc/--asc", help="Sort order (default: descending for throughput metrics).")
+    ] = None,
+    verbose: OptVerbose = False,
+) -> None:
+    """A short table of a sweep result: counts by status and the best points by a metric."""
+    from sweeps.show import render_show
+
+    render_show(result, by=by, top=top, descending=descending)
+
+
+# ------------------------------------------------------------------------------------------
 # entry point
 # ------------------------------------------------------------------------------------------
 

@@ -1,0 +1,104 @@
+"""Many simulations at once: pack the points' requests, configs and cost tables into flat
+arrays and run them in parallel (``batch_nb.simulate_points_nb``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import sched_common_nb as sc_nb
+from ._jit import parallel_settings
+from .batch_nb import SEM_BLIS, SEM_VLLM, simulate_points_nb
+from .scheduler import SchedulerConfig, _slot_layout, resolve_kv_blocks
+from .stepcost import CostModel
+from .summary_nb import N_M
+from .workload import Workload
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Job:
+    """One point: a workload on a cost model with scheduler settings."""
+
+    workload: Workload
+    cost: CostModel
+    scheduler: SchedulerConfig
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BatchResult:
+    metrics: np.ndarray  # float64[n_points, N_M] (summary_nb M_* columns)
+    req_off: np.ndarray  # int64[n_points + 1]: rows of out_req of each point
+    out_req: np.ndarray | None  # int64[total_requests, N_O] when per-request output was kept
+    kv_blocks: np.ndarray  # int64[n_points]
+
+
+def config_array(cfg: SchedulerConfig, total_blocks: int) -> np.ndarray:
+    arr = np.zeros(sc_nb.N_CFG, np.int64)
+    arr[sc_nb.CFG_BUDGET] = cfg.max_num_scheduled_tokens
+    arr[sc_nb.CFG_MAX_RUN] = cfg.max_num_running_reqs
+    arr[sc_nb.CFG_THRESHOLD] = cfg.long_prefill_token_threshold
+    arr[sc_nb.CFG_BLOCK] = cfg.block_size
+    arr[sc_nb.CFG_BLOCKS] = total_blocks
+    arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
+    arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
+    arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
+    return arr
+
+
+def request_array(wl: Workload, slot_base: np.ndarray) -> np.ndarray:
+    rq = np.empty((len(wl), sc_nb.N_Q), np.int64)
+    rq[:, sc_nb.Q_ARRIVAL] = wl.arrival_us
+    rq[:, sc_nb.Q_PROMPT] = wl.prompt_tok
+    rq[:, sc_nb.Q_OUTPUT] = wl.output_tok
+    rq[:, sc_nb.Q_GROUP] = wl.group
+    rq[:, sc_nb.Q_PREFIX] = wl.prefix_tok
+    rq[:, sc_nb.Q_SLOT] = slot_base
+    return rq
+
+
+def run_jobs(jobs: list[Job], *, keep_requests: bool = False,
+             threads: int | None = None) -> BatchResult:
+    """Simulate every job (in parallel over ``threads``); summary rows in job order."""
+    n = len(jobs)
+    cms: dict[int, int] = {}
+    cm_list: list[CostModel] = []
+    cm_idx = np.empty(n, np.int64)
+    rqs, gbs, cfgs = [], [], []
+    sem = np.empty(n, np.int64)
+    n_slots = np.empty(n, np.int64)
+    kv_blocks = np.empty(n, np.int64)
+    for i, job in enumerate(jobs):
+        key = id(job.cost)
+        if key not in cms:
+            cms[key] = len(cm_list)
+            cm_list.append(job.cost)
+        cm_idx[i] = cms[key]
+        total, _ = resolve_kv_blocks(job.cost, job.scheduler)
+        kv_blocks[i] = total
+        base, gbase, ns = _slot_layout(job.workload, job.scheduler.block_size,
+                                       job.scheduler.semantics)
+        rqs.append(request_array(job.workload, base))
+        gbs.append(gbase)
+        n_slots[i] = ns
+        cfgs.append(config_array(job.scheduler, total))
+        sem[i] = SEM_BLIS if job.scheduler.semantics == "blis" else SEM_VLLM
+    req_off = np.zeros(n + 1, np.int64)
+    np.cumsum([len(r) for r in rqs], out=req_off[1:])
+    gb_off = np.zeros(n + 1, np.int64)
+    np.cumsum([len(g) for g in gbs], out=gb_off[1:])
+    ctf_off = np.zeros(len(cm_list) + 1, np.int64)
+    np.cumsum([len(c.ctf) for c in cm_list], out=ctf_off[1:])
+    cti_off = np.zeros(len(cm_list) + 1, np.int64)
+    np.cumsum([len(c.cti) for c in cm_list], out=cti_off[1:])
+    rq_all = np.concatenate(rqs) if rqs else np.zeros((0, sc_nb.N_Q), np.int64)
+    out_req = np.zeros((int(req_off[-1]) if keep_requests else 0, sc_nb.N_O), np.int64)
+    metrics = np.zeros((n, N_M))
+    if n:
+        with parallel_settings(threads, chunksize=1):  # points differ a lot in cost
+            simulate_points_nb(rq_all, req_off, np.concatenate(gbs), gb_off, np.stack(cfgs),
+                               sem, n_slots, cm_idx, np.concatenate([c.ctf for c in cm_list]),
+                               ctf_off, np.concatenate([c.cti for c in cm_list]), cti_off,
+                               keep_requests, out_req, metrics)
+    return BatchResult(metrics=metrics, req_off=req_off,
+                       out_req=out_req if keep_requests else None, kv_blocks=kv_blocks)

@@ -1,0 +1,70 @@
+"""``infersweep show``: counts by status and the best points of a sweep result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+HIGHER_IS_BETTER = {"responses_per_sec", "tokens_per_sec", "completed_requests", "utilization",
+                    "cache_hit_rate"}
+
+
+def render_show(result: str | Path, *, by: str = "ttft_p99_ms", top: int = 10,
+                descending: bool | None = None) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from rich.console import Console
+    from rich.table import Table
+
+    from .results import META_KEY
+
+    p = Path(result)
+    if p.is_dir():
+        p = p / "result.parquet"
+    if not p.is_file():
+        raise ConfigError("sweep result not found", file=p)
+    try:
+        tbl = pq.read_table(p)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"not a readable Parquet file ({exc})", file=p) from None
+    meta = json.loads((tbl.schema.metadata or {}).get(META_KEY, b"{}") or b"{}")
+    dims = meta.get("dims", [])
+    if by not in tbl.column_names or by in dims or by in ("status", "reason"):
+        metrics = [c for c in tbl.column_names if c.endswith(("_ms", "_s", "_sec", "_rate"))]
+        raise ConfigError("unknown metric", field="--by", value=by,
+                          hint="e.g. " + ", ".join(metrics[:12]))
+    if top < 1:
+        raise ConfigError("must be >= 1", field="--top", value=top)
+    console = Console()
+    name = meta.get("attrs", {}).get("sweep_name", p.parent.name)
+    console.print(f"[bold]{name}[/]: {tbl.num_rows} points, axes: "
+                  + ", ".join(f"{d} ({len(meta['axes'][d])})" for d in dims))
+    counts = pc.value_counts(tbl.column("status")).to_pylist()
+    console.print("status: " + ", ".join(f"{c['values']} {c['counts']}" for c in counts))
+    ok = tbl.filter(pc.equal(tbl.column("status"), "ok"))
+    if ok.num_rows == 0:
+        reasons = pc.value_counts(tbl.column("reason")).to_pylist()
+        for r in reasons[:5]:
+            console.print(f"  invalid: {r['values']} ({r['counts']})")
+        return
+    desc = by in HIGHER_IS_BETTER if descending is None else descending
+    order = pc.sort_indices(ok, sort_keys=[(by, "descending" if desc else "ascending")])
+    best = ok.take(order[:top])
+    cols = dims + [c for c in (by, "ttft_p99_ms", "e2e_p99_ms", "itl_p99_ms",
+                               "tokens_per_sec") if c not in dims]
+    cols = list(dict.fromkeys(cols))
+    t = Table(title=f"best {min(top, ok.num_rows)} by {by} ({'desc' if desc else 'asc'})")
+    for c in cols:
+        t.add_column(c, justify="right" if c not in dims else "left")
+    for row in best.select(cols).to_pylist():
+        t.add_row(*[f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row.values()])
+    console.print(t)
+    invalid = tbl.num_rows - ok.num_rows
+    if invalid:
+        bad = tbl.filter(pc.not_equal(tbl.column("status"), "ok"))
+        reasons = pc.value_counts(bad.column("reason")).to_pylist()
+        for r in reasons[:5]:
+            if r["values"]:
+                console.print(f"invalid ({r['counts']}): {r['values']}")

@@ -363,21 +363,50 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
         ab = cti[I_BS]
         ak = cti[I_KV]
         gr = cti[I_GRID]
+        tb = 0.0
+        kv_first = 0
+        kv_last = 0
         if have_grid:
             b0, b1 = bracket_nb(cti, ab, cti[I_N_BS], n_dc)
             bs0 = cti[ab + b0]
             bs1 = cti[ab + b1]
+            if bs0 != bs1:  # the same for every request of the step
+                tb = float(n_dc - bs0) / float(bs1 - bs0)
+            kv_first = cti[ak]
+            kv_last = cti[ak + n_kv - 1]
+        r0 = gr + b0 * n_kv
+        r1 = gr + b1 * n_kv
         msize = memo_k.shape[0]
         for i in range(n_dc):
             c = dc_pi[i]
             f = attn_flops_nb(1, c, ctf)
             flops += f
             if have_grid:
-                k0, k1 = bracket_nb(cti, ak, n_kv, c)
-                r0 = gr + b0 * n_kv
-                r1 = gr + b1 * n_kv
-                mfu = bilerp_nb(n_dc, c, bs0, bs1, cti[ak + k0], cti[ak + k1], ctf[r0 + k0],
-                                ctf[r1 + k0], ctf[r0 + k1], ctf[r1 + k1])
+                # bracket(kv axis, c), scanning up from the short contexts that dominate
+                if c <= kv_first:
+                    k0 = 0
+                    k1 = 0
+                elif c >= kv_last:
+                    k0 = n_kv - 1
+                    k1 = n_kv - 1
+                else:
+                    k1 = 1
+                    while cti[ak + k1] < c:
+                        k1 += 1
+                    k0 = k1 if cti[ak + k1] == c else k1 - 1
+                kv0 = cti[ak + k0]
+                kv1 = cti[ak + k1]
+                q00 = ctf[r0 + k0]
+                if bs0 == bs1 and kv0 == kv1:
+                    mfu = q00
+                elif bs0 == bs1:
+                    mfu = lerp_nb(q00, ctf[r0 + k1], float(c - kv0) / float(kv1 - kv0))
+                elif kv0 == kv1:
+                    mfu = lerp_nb(q00, ctf[r1 + k0], tb)
+                else:
+                    tk = float(c - kv0) / float(kv1 - kv0)
+                    mfu = lerp_nb(lerp_nb(q00, ctf[r1 + k0], tb),
+                                  lerp_nb(ctf[r0 + k1], ctf[r1 + k1], tb), tk)
                 if mfu < EPS:
                     key = (n_dc << 32) | c
                     h = memo_slot_nb(n_dc, c, msize)

@@ -59,9 +59,14 @@ class Preparer:
     def __init__(self) -> None:
         self._workloads: dict = {}
         self._hw: dict = {}
+        self._models: dict = {}
 
     def model(self, s: dict) -> ModelConfig:
-        return load_model(s["model"], s["model_config_folder"])
+        key = (s["model"], s["model_config_folder"])
+        m = self._models.get(key)
+        if m is None:
+            m = self._models[key] = load_model(*key)
+        return m
 
     def hardware(self, s: dict) -> Hardware:
         overrides = tuple(sorted((k, s[k]) for k in HARDWARE_FIELDS if k in s))

@@ -203,6 +203,46 @@ def fill_gemm_tables_nb(ctf, cti):
 
 
 @hjit
+def gemm_compute_terms_nb(mfu_const, ctf, cti, out):
+    """out[j, M]: the compute time of GEMM shape j at M tokens (the part of G(M) that does not
+    depend on the bandwidth), for M = 1 .. out.shape[1]-1."""
+    peak = ctf[P_PEAK]
+    sk = cti[I_SHAPE_K]
+    sn = cti[I_SHAPE_N]
+    for m in range(1, out.shape[1]):
+        for j in range(7):
+            flops = 2.0 * float(m) * float(cti[sk + j]) * float(cti[sn + j])
+            mfu = mfu_const if mfu_const > 0.0 else gemm_mfu_nb(m, j, ctf, cti)
+            eff = peak * mfu
+            if eff <= 0.0:
+                eff = 1.0
+            out[j, m] = flops / eff
+
+
+@hjit
+def fill_from_terms_nb(ctf, cti, terms_p, terms_d):
+    """Refill both G(M) tables from precomputed compute terms and the current bandwidth
+    (exactly gemm_block_nb's arithmetic)."""
+    bw = ctf[P_BW]
+    bpp = ctf[P_BPP]
+    sk = cti[I_SHAPE_K]
+    sn = cti[I_SHAPE_N]
+    gp = cti[I_GEMM_P]
+    gd = cti[I_GEMM_D]
+    for m in range(1, cti[I_GEMM_TAB_N]):
+        sp = 0.0
+        sd = 0.0
+        for j in range(7):
+            floor = float(cti[sk + j]) * float(cti[sn + j]) * bpp / bw
+            cp = terms_p[j, m]
+            cd = terms_d[j, m]
+            sp += cp if cp > floor else floor
+            sd += cd if cd > floor else floor
+        ctf[gp + m] = sp * ctf[P_TAU] * ctf[P_L]
+        ctf[gd + m] = sd * ctf[P_TAU] * ctf[P_L]
+
+
+@hjit
 def gemm_time_nb(m, prefill, ctf, cti):
     """G(M) in seconds: from the table, or computed when M is beyond it."""
     if m < cti[I_GEMM_TAB_N]:

@@ -458,6 +458,250 @@ def show_cmd(
 
 
 # ------------------------------------------------------------------------------------------
+# measured traces: import-otlp, validate, calibrate
+# ------------------------------------------------------------------------------------------
+
+OptManifest = Annotated[Optional[Path], typer.Option(
+    "--manifest", help="A vLLM run's manifest.json: takes max_num_batched_tokens, max_num_seqs, "
+                       "num_gpu_blocks, block_size, prefix caching and the model from it "
+                       "(explicit flags win).")]
+OptSemanticsV = Annotated[str, typer.Option("--semantics", help="vllm or blis.")]
+OptBudget = Annotated[Optional[int], typer.Option(
+    "--max-num-scheduled-tokens", help="Token budget per step (default 2048).")]
+OptMaxRun = Annotated[Optional[int], typer.Option(
+    "--max-num-running-reqs", help="Cap on running requests (default 256).")]
+OptThr = Annotated[int, typer.Option("--long-prefill-token-threshold",
+                                     help="Chunk size cap for long prefills (0 = off).")]
+OptBlock = Annotated[Optional[int], typer.Option("--block-size-in-tokens",
+                                                 help="KV block size (default 16).")]
+OptKV = Annotated[Optional[str], typer.Option("--total-kv-blocks",
+                                              help="KV blocks, or auto.")]
+OptUtil = Annotated[float, typer.Option("--gpu-memory-utilization")]
+OptNoPrefix = Annotated[bool, typer.Option("--no-prefix-caching")]
+
+
+def _manifest_settings(path: Path | None) -> dict:
+    from engine.config import read_json
+    from engine.errors import ConfigError
+
+    if path is None:
+        return {}
+    m = read_json(path)
+    if not isinstance(m, dict):
+        raise ConfigError("must be a JSON object", file=path)
+    out = {}
+    for src, dst in (("max_num_batched_tokens", "budget"), ("max_num_seqs", "max_run"),
+                     ("num_gpu_blocks", "blocks"), ("block_size", "block")):
+        v = m.get(src)
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError("must be a positive integer", file=path, field=src, value=v)
+            out[dst] = v
+    if "prefix_caching" in m:
+        out["prefix_caching"] = bool(m["prefix_caching"])
+    for key in ("model_config", "model"):
+        if isinstance(m.get(key), str):
+            out.setdefault("model", m[key])
+    if isinstance(m.get("tp"), int):
+        out["tp"] = m["tp"]
+    if isinstance(m.get("gpu"), str):
+        out["gpu"] = m["gpu"]
+    return out
+
+
+def _deployment(model, model_config_folder, hardware_config, bench_data_path, hardware, tp,
+                step_model, semantics, budget, max_run, thr, block, kv, util, no_prefix,
+                manifest):
+    """Model, hardware entry and scheduler settings from the shared flags (and a manifest)."""
+    from engine.config import load_hardware, load_model
+    from engine.scheduler import SchedulerConfig
+
+    man = _manifest_settings(manifest)
+    m = load_model(model or man.get("model"), model_config_folder)
+    hw = load_hardware(hardware or man.get("gpu") or "H100", hardware_config)
+    tp = tp if tp is not None else man.get("tp", 1)
+    kv_blocks = _parse_kv_blocks(kv) if kv is not None else man.get("blocks")
+    sched = SchedulerConfig(
+        semantics=semantics,
+        max_num_scheduled_tokens=budget if budget is not None else man.get("budget", 2048),
+        max_num_running_reqs=max_run if max_run is not None else man.get("max_run", 256),
+        long_prefill_token_threshold=thr,
+        block_size=block if block is not None else man.get("block", 16),
+        total_kv_blocks=kv_blocks, gpu_memory_utilization=util,
+        prefix_caching=(not no_prefix) and man.get("prefix_caching", True))
+    return m, hw, tp, sched
+
+
+@app.command("import-otlp")
+@handles_errors
+def import_otlp_cmd(
+    spans: Annotated[Path, typer.Argument(help="vLLM OpenTelemetry spans (JSON lines).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The measured-trace CSV to write.")],
+    verbose: OptVerbose = False,
+    quiet: OptQuiet = False,
+) -> None:
+    """Convert vLLM's OTLP spans to a measured trace (arrival, tokens, measured TTFT/E2E,
+    phase); malformed or partial spans are reported and skipped."""
+    from engine.otlp import import_otlp, write_measured_csv
+
+    rows, report = import_otlp(spans)
+    if not quiet:
+        for line in report.lines_text():
+            _err(line)
+    write_measured_csv(rows, out)
+    if not quiet:
+        _err(f"wrote {len(rows)} requests to {out}")
+
+
+@app.command("validate")
+@handles_errors
+def validate_cmd(
+    measured: Annotated[Path, typer.Argument(help="Measured trace CSV (import-otlp's format).")],
+    model: OptModel = None,
+    model_config_folder: OptModelFolder = None,
+    hardware_config: OptHwConfig = None,
+    bench_data_path: OptBench = None,
+    hardware: Annotated[Optional[str], typer.Option("--hardware")] = None,
+    tp: Annotated[Optional[int], typer.Option("--tp")] = None,
+    step_model: OptStepModel = "auto",
+    semantics: OptSemanticsV = "vllm",
+    max_num_scheduled_tokens: OptBudget = None,
+    max_num_running_reqs: OptMaxRun = None,
+    long_prefill_token_threshold: OptThr = 0,
+    block_size_in_tokens: OptBlock = None,
+    total_kv_blocks: OptKV = None,
+    gpu_memory_utilization: OptUtil = 0.9,
+    no_prefix_caching: OptNoPrefix = False,
+    manifest: OptManifest = None,
+    skip_first: Annotated[int, typer.Option(
+        "--skip-first", help="Leave out the first N requests (warm-up).")] = 1,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", help="Write the errors (and per-request values) as JSON.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", help="Draw predicted vs measured to a PNG.")] = None,
+    verbose: OptVerbose = False,
+    quiet: OptQuiet = False,
+) -> None:
+    """Replay a measured trace and report the prediction error: MAPE and mean signed error of
+    TTFT, E2E and TPOT, overall and by phase."""
+    import json
+
+    from engine.otlp import read_measured
+    from engine.simulate import simulate
+    from engine.validate import compare
+
+    wl = read_measured(measured)
+    m, hw, tp_, sched = _deployment(model, model_config_folder, hardware_config,
+                                    bench_data_path, hardware, tp, step_model, semantics,
+                                    max_num_scheduled_tokens, max_num_running_reqs,
+                                    long_prefill_token_threshold, block_size_in_tokens,
+                                    total_kv_blocks, gpu_memory_utilization, no_prefix_caching,
+                                    manifest)
+    res = simulate(model=m, hardware=hw, tp=tp_, bench_data=bench_data_path,
+                   step_model=step_model, workload=wl, scheduler=sched)
+    if not quiet:
+        for note in res.notes:
+            _warn(note)
+    rep = compare(wl, res, skip_first=skip_first)
+    rep.render()
+    if json_out is not None:
+        from sweeps.io import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(rep.to_dict(), indent=2, allow_nan=False))
+    if plot is not None:
+        from sweeps.plot import plot_validation
+
+        plot_validation(rep, plot)
+
+
+@app.command("calibrate")
+@handles_errors
+def calibrate_cmd(
+    measured: Annotated[Path, typer.Argument(help="Measured trace CSV (import-otlp's format).")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Hardware-config JSON to write (accepted by run, sweep, validate).")],
+    fit: Annotated[list[str], typer.Option(
+        "--fit", help="Fields to fit (repeatable or comma list): TOverheadMicros, "
+                      "PrefillOverheadMicros, MixedPrefillOverheadMicros, AllReduceLatency, "
+                      "bwEfficiencyFactor, perLayerOverhead.")] = [],  # noqa: B006
+    fit_phase: Annotated[Optional[str], typer.Option(
+        "--fit-phase", help="Fit on the requests of this phase only (default: all).")] = None,
+    model: OptModel = None,
+    model_config_folder: OptModelFolder = None,
+    hardware_config: OptHwConfig = None,
+    bench_data_path: OptBench = None,
+    hardware: Annotated[Optional[str], typer.Option("--hardware")] = None,
+    tp: Annotated[Optional[int], typer.Option("--tp")] = None,
+    step_model: OptStepModel = "auto",
+    semantics: OptSemanticsV = "vllm",
+    max_num_scheduled_tokens: OptBudget = None,
+    max_num_running_reqs: OptMaxRun = None,
+    long_prefill_token_threshold: OptThr = 0,
+    block_size_in_tokens: OptBlock = None,
+    total_kv_blocks: OptKV = None,
+    gpu_memory_utilization: OptUtil = 0.9,
+    no_prefix_caching: OptNoPrefix = False,
+    manifest: OptManifest = None,
+    skip_first: Annotated[int, typer.Option("--skip-first")] = 1,
+    candidates: Annotated[int, typer.Option(
+        "--candidates", help="Sobol candidates of the batch search (rounded to a power of "
+                             "two).")] = 512,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    verbose: OptVerbose = False,
+    quiet: OptQuiet = False,
+) -> None:
+    """Fit the hardware entry's overhead fields to a measured trace and write the calibrated
+    hardware config; prints the error before and after on the fitted requests and the rest."""
+    import json
+
+    from engine.calibrate import DEFAULT_FIT, calibrate, fit_mask
+    from engine.errors import ConfigError
+    from engine.otlp import read_measured
+    from engine.simulate import simulate
+    from engine.validate import compare
+    from sweeps.io import atomic_write_text
+
+    fields = [f.strip() for item in fit for f in item.split(",") if f.strip()] or DEFAULT_FIT
+    if candidates < 2:
+        raise ConfigError("must be >= 2", field="--candidates", value=candidates)
+    wl = read_measured(measured)
+    m, hw, tp_, sched = _deployment(model, model_config_folder, hardware_config,
+                                    bench_data_path, hardware, tp, step_model, semantics,
+                                    max_num_scheduled_tokens, max_num_running_reqs,
+                                    long_prefill_token_threshold, block_size_in_tokens,
+                                    total_kv_blocks, gpu_memory_utilization, no_prefix_caching,
+                                    manifest)
+    res = calibrate(wl, model=m, hardware=hw, tp=tp_, scheduler=sched, fields=fields,
+                    fit_phase=fit_phase, skip_first=skip_first, bench_data=bench_data_path,
+                    step_model=step_model, n_candidates=candidates, seed=seed)
+    atomic_write_text(out, json.dumps({res.hardware.name: res.hardware.to_entry()}, indent=2)
+                      + "\n")
+    if quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    mask = fit_mask(wl, fit_phase, skip_first)
+    console = Console()
+    t = Table(title=f"calibration of {hw.name} ({', '.join(res.best.params)}) on "
+                    f"{int(mask.sum())} requests{' of phase ' + fit_phase if fit_phase else ''}")
+    for c in ("requests", "", "TTFT MAPE %", "E2E MAPE %", "TPOT MAPE %"):
+        t.add_column(c, justify="right" if "%" in c else "left")
+    for label, h in (("before", hw), ("after", res.hardware)):
+        sim = simulate(model=m, hardware=h, tp=tp_, bench_data=bench_data_path,
+                       step_model=step_model, workload=wl, scheduler=sched)
+        rep = compare(wl, sim, skip_first=skip_first)
+        for group, sel in (("fitted", mask), ("rest", ~mask)):
+            stats = rep.stats_for(sel)
+            t.add_row(group, label, *(f"{stats[k]:.1f}" for k in ("ttft", "e2e", "tpot")))
+    console.print(t)
+    console.print("fitted: " + ", ".join(f"{k} = {v:.4g}" for k, v in res.best.params.items())
+                  + f"  ({res.n_candidates} candidates in {res.seconds:.1f} s, "
+                  f"{res.candidates_per_s:,.0f}/s)")
+    console.print(f"wrote {out}")
+
+
+# ------------------------------------------------------------------------------------------
 # entry point
 # ------------------------------------------------------------------------------------------
 

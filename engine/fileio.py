@@ -22,6 +22,12 @@ def _prepare(path: Path) -> Path:
     return parent
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
@@ -32,6 +38,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise ConfigError(f"cannot write to the output folder ({exc.strerror})",
                           file=parent) from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

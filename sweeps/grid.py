@@ -81,7 +81,7 @@ HW_FIELDS = {k.lower(): k for k in HARDWARE_FIELDS}
 SECTION_KEYS = {"name", "description", "threads", "chunk_size", "per_request"}
 
 
-def canonical(name: str) -> str:
+def canonical(name: str, where: str | None = None) -> str:
     """The canonical setting name of an axis or fixed setting (error when unknown)."""
     key = str(name).strip()
     low = key.lower().replace("-", "_")
@@ -92,7 +92,7 @@ def canonical(name: str) -> str:
     if key.lower() in HW_FIELDS:
         return HW_FIELDS[key.lower()]
     known = sorted(SETTINGS) + sorted(HARDWARE_FIELDS)
-    raise ConfigError("unknown setting", field=str(name),
+    raise ConfigError("unknown setting", file=where, field=str(name),
                       hint="known: " + ", ".join(known))
 
 
@@ -152,7 +152,7 @@ class SweepSpec:
     source: str = ""
 
     def add_axis(self, name: str, values: list, where: str | None = None) -> None:
-        key = canonical(name)
+        key = canonical(name, where)
         if not isinstance(values, list):
             values = [values]
         if len(values) == 0:
@@ -165,7 +165,7 @@ class SweepSpec:
         self.axes[key] = vals
 
     def set_fixed(self, name: str, value: Any, where: str | None = None) -> None:
-        key = canonical(name)
+        key = canonical(name, where)
         if isinstance(value, list):
             raise ConfigError("a fixed setting takes one value (put lists under [grid])",
                               file=where, field=key, value=value)

@@ -1,7 +1,7 @@
 """Sweep results: a tidy table (one row per point) <-> an ``xarray.Dataset`` <-> Parquet.
 
 The Parquet file is long and tidy: the axis columns first in spec order, then one column per
-metric (float64, NaN where a point is invalid), then ``status`` and ``reason``, then the
+metric (float64, null where a point is invalid; NaN in the Dataset), then ``status`` and ``reason``, then the
 per-label facts of the axes (``hardware_tflops_peak``, ``model_weight_gib``, ...).  The schema
 metadata (key ``infersweep``) holds the dataset attributes, the variable attributes and the
 exact axis labels, so that Dataset -> Parquet -> Dataset is lossless.
@@ -136,7 +136,9 @@ def dataset_to_table(ds):
         idx = np.unravel_index(np.arange(n), shape)[dims.index(dim)] if dims else np.zeros(1,
                                                                                            int)
         cols[name] = ds[name].values[idx]
-    arrays = {k: pa.array(v.tolist() if v.dtype.kind == "U" else v) for k, v in cols.items()}
+    arrays = {k: pa.array(v.tolist()) if v.dtype.kind == "U"
+              else pa.array(v, from_pandas=(k in ds.data_vars and v.dtype.kind == "f"))
+              for k, v in cols.items()}  # metric NaN -> null, as the sweep writes them
     tbl = pa.table(arrays)
     return tbl.replace_schema_metadata({META_KEY: json.dumps(_meta(ds)).encode()})
 

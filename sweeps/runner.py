@@ -208,7 +208,7 @@ def chunk_table(spec: SweepSpec, points: list[Prepared], metrics: np.ndarray, fa
                            else pa.string())
     for m in SWEEP_METRICS:
         i, _ = SUMMARY_INDEX[m]
-        cols[m] = pa.array(metrics[:, i], pa.float64())
+        cols[m] = pa.array(metrics[:, i], pa.float64(), from_pandas=True)  # NaN -> null
     status = []
     reason = []
     for k, p in enumerate(points):
@@ -300,32 +300,44 @@ def spec_to_dict(spec: SweepSpec) -> dict:
 
 
 def check_spec(spec: SweepSpec) -> Preparer:
-    """Fail early on unknown models, GPUs, hardware files, workloads or bad values."""
+    """Fail early on unknown models, GPUs, hardware files, workloads or bad values; the error
+    names the spec file and its key."""
     prep = Preparer()
     base = spec.point(0)
+
+    def check(key: str, table: str, s: dict) -> None:
+        try:
+            if key in ("model", "model_config_folder"):
+                prep.model(s)
+            elif key in ("hardware", "hardware_config") or key in HARDWARE_FIELDS:
+                prep.hardware(s)
+            elif key in ("workload", "trace", "rate", "num_requests", "seed", "arrival",
+                         "arrival_cv") or key.startswith(("prompt_", "output_", "prefix_")):
+                prep.workload(s)
+            elif key == "tp":
+                if s["tp"] < 1:
+                    raise ConfigError("must be an integer >= 1", field="tp", value=s["tp"])
+            elif key == "step_model":
+                if s["step_model"] not in ("auto", "v1", "v2"):
+                    raise ConfigError("unknown step model", field="step_model",
+                                      value=s["step_model"], hint="one of: auto, v2, v1")
+            elif key in SETTINGS and key != "bench_data":
+                prep.scheduler(s)
+        except ConfigError as exc:
+            if spec.source or table == "grid":
+                raise ConfigError(exc.message, file=exc.file or spec.source or None,
+                                  field=f"{table}.{key}" + (f" ({exc.field})" if exc.field
+                                                            and exc.field != key else ""),
+                                  value=exc.value, hint=exc.hint) from None
+            raise
+
     for k, vals in spec.axes.items():
         for v in vals:
-            s = {**base, k: v}
-            if k in ("model", "model_config_folder"):
-                prep.model(s)
-            elif k in ("hardware", "hardware_config") or k in HARDWARE_FIELDS:
-                prep.hardware(s)
-            elif k in ("workload", "trace", "rate", "num_requests", "seed", "arrival",
-                       "arrival_cv") or k.startswith(("prompt_", "output_", "prefix_")):
-                prep.workload(s)
-            elif k in SETTINGS and k not in ("tp", "bench_data", "step_model"):
-                prep.scheduler(s)
-    prep.model(base)
-    prep.hardware(base)
-    prep.scheduler(base)
-    prep.workload(base)
-    for v in spec.axes.get("tp", [base["tp"]]):
-        if v < 1:
-            raise ConfigError("must be an integer >= 1", field="tp", value=v)
-    for v in spec.axes.get("step_model", [base["step_model"]]):
-        if v not in ("auto", "v1", "v2"):
-            raise ConfigError("unknown step model", field="step_model", value=v,
-                              hint="one of: auto, v2, v1")
+            check(k, "grid", {**base, k: v})
+    for k in spec.fixed:
+        check(k, "sweep", base)
+    for k in ("model", "hardware", "tp", "workload", "semantics"):
+        check(k, "sweep", base)
     return prep
 
 
@@ -338,9 +350,54 @@ class SweepOutcome:
     seconds: float
 
 
-def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool) -> dict:
+def _result_digest(path: Path) -> str | None:
+    """The spec digest stored in a result file's metadata (None when unreadable)."""
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta[META_KEY])["attrs"]["spec_digest"]
+    except Exception:  # noqa: BLE001 - any unreadable or foreign file
+        return None
+
+
+def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool,
+                 per_request: bool) -> dict:
     manifest = {"infersweep_version": __version__, "spec_digest": spec.digest(),
-                "spec": spec_to_dict(spec), "n_points": spec.n_points, "chunk_size": chunk}
+                "spec": spec_to_dict(spec), "n_points": spec.n_points, "chunk_size": chunk,
+                "per_request": per_request}
+    if out.exists() and not out.is_dir():
+        raise ConfigError("cannot write to the output folder: it is a file", file=out,
+                          hint="--out takes a folder")
+    mpath = out / MANIFEST
+    if out.is_dir() and not force:
+        old = None
+        if mpath.exists():
+            try:
+                old = json.loads(mpath.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = {}
+        elif (out / RESULT).exists() or (out / CHUNK_DIR).is_dir():
+            # no manifest but results: only the result's own metadata can say what it is
+            digest = _result_digest(out / RESULT) if (out / RESULT).exists() else None
+            old = {"spec_digest": digest, "per_request": (out / "per_request").is_dir(),
+                   "chunk_size": chunk}
+        if old is not None:
+            if old.get("spec_digest") != manifest["spec_digest"]:
+                raise ConfigError("the output folder holds the result of a different sweep",
+                                  file=out, hint="use another --out, or --force to replace it")
+            if per_request and not old.get("per_request", False):
+                raise ConfigError("the output folder's sweep was run without --per-request",
+                                  file=out, field="--per-request",
+                                  hint="use --force to recompute it with per-request data")
+            # a folder run with --per-request keeps producing it when resumed
+            manifest["per_request"] = bool(old.get("per_request", False))
+            manifest["chunk_size"] = old.get("chunk_size", chunk)
+            if not mpath.exists():
+                from .io import atomic_write_text
+
+                atomic_write_text(mpath, json.dumps(manifest, indent=2, default=str))
+            return manifest
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -349,17 +406,6 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool) -> dict:
     except OSError as exc:
         raise ConfigError(f"cannot write to the output folder ({exc.strerror})",
                           file=out) from None
-    mpath = out / MANIFEST
-    if mpath.exists() and not force:
-        try:
-            old = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = {}
-        if old.get("spec_digest") != manifest["spec_digest"]:
-            raise ConfigError("the output folder holds the result of a different sweep", file=out,
-                              hint="use another --out, or --force to replace it")
-        manifest["chunk_size"] = old.get("chunk_size", chunk)
-        return manifest
     if force:
         for name in (CHUNK_DIR, "per_request"):
             shutil.rmtree(out / name, ignore_errors=True)
@@ -433,8 +479,9 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, threads: int | None = 
     if spec.n_points < 1:
         raise ConfigError("the sweep has no points")
     prep = check_spec(spec)
-    manifest = _prepare_out(out, spec, int(chunk_size or DEFAULT_CHUNK), force)
+    manifest = _prepare_out(out, spec, int(chunk_size or DEFAULT_CHUNK), force, per_request)
     chunk = int(manifest["chunk_size"])
+    per_request = bool(manifest["per_request"])
     n_points = spec.n_points
     n_chunks = (n_points + chunk - 1) // chunk
     result = out / RESULT

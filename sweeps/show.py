@@ -31,7 +31,9 @@ def render_show(result: str | Path, *, by: str = "ttft_p99_ms", top: int = 10,
         raise ConfigError(f"not a readable Parquet file ({exc})", file=p) from None
     meta = json.loads((tbl.schema.metadata or {}).get(META_KEY, b"{}") or b"{}")
     dims = meta.get("dims", [])
-    if by not in tbl.column_names or by in dims or by in ("status", "reason"):
+    metric_cols = [v for v in meta.get("variables", {}) if v not in ("status", "reason")]
+    if by not in tbl.column_names or by not in (metric_cols or tbl.column_names) \
+            or by in dims or by in ("status", "reason"):
         metrics = [c for c in tbl.column_names if c.endswith(("_ms", "_s", "_sec", "_rate"))]
         raise ConfigError("unknown metric", field="--by", value=by,
                           hint="e.g. " + ", ".join(metrics[:12]))
@@ -39,8 +41,8 @@ def render_show(result: str | Path, *, by: str = "ttft_p99_ms", top: int = 10,
         raise ConfigError("must be >= 1", field="--top", value=top)
     console = Console()
     name = meta.get("attrs", {}).get("sweep_name", p.parent.name)
-    console.print(f"[bold]{name}[/]: {tbl.num_rows} points, axes: "
-                  + ", ".join(f"{d} ({len(meta['axes'][d])})" for d in dims))
+    axes_text = ", ".join(f"{d} ({len(meta['axes'][d])})" for d in dims) or "none"
+    console.print(f"[bold]{name}[/]: {tbl.num_rows} points, axes: {axes_text}")
     counts = pc.value_counts(tbl.column("status")).to_pylist()
     console.print("status: " + ", ".join(f"{c['values']} {c['counts']}" for c in counts))
     ok = tbl.filter(pc.equal(tbl.column("status"), "ok"))

@@ -353,7 +353,8 @@ class _Progress:
         self._p.advance(self._task, n)
         done = self._p.tasks[0].completed - self._done0
         dt = __import__("time").perf_counter() - self._t0
-        self._p.update(self._task, rate=f"{done / dt:,.0f}" if dt > 0 else "-")
+        r = done / dt if dt > 0 else 0.0
+        self._p.update(self._task, rate=f"{r:,.0f}" if r >= 10 else f"{r:.2f}")
 
     def stop(self) -> None:
         if self._p is not None:

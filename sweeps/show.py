@@ -40,6 +40,8 @@ def render_show(result: str | Path, *, by: str = "ttft_p99_ms", top: int = 10,
     if top < 1:
         raise ConfigError("must be >= 1", field="--top", value=top)
     console = Console()
+    if not console.is_terminal:  # files and pipes: wide enough for the whole table
+        console = Console(width=max(console.width, 160))
     name = meta.get("attrs", {}).get("sweep_name", p.parent.name)
     axes_text = ", ".join(f"{d} ({len(meta['axes'][d])})" for d in dims) or "none"
     console.print(f"[bold]{name}[/]: {tbl.num_rows} points, axes: {axes_text}")

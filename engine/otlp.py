@@ -578,3 +578,31 @@ def read_measured(path: str | os.PathLike):
                           file=path, field=f"line {row + 2} measured_e2e_ms",
                           value=float(e2e[i]))
     return wl
+
+
+def read_manifest(path) -> dict:
+    """The settings of a vLLM run's manifest.json that a simulation needs: budget, max_run,
+    blocks, block (block size), prefix_caching, model, tp, gpu (keys present only when set)."""
+    from .config import read_json
+
+    m = read_json(path)
+    if not isinstance(m, dict):
+        raise ConfigError("must be a JSON object", file=path)
+    out = {}
+    for src, dst in (("max_num_batched_tokens", "budget"), ("max_num_seqs", "max_run"),
+                     ("num_gpu_blocks", "blocks"), ("block_size", "block")):
+        v = m.get(src)
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError("must be a positive integer", file=path, field=src, value=v)
+            out[dst] = v
+    if "prefix_caching" in m:
+        out["prefix_caching"] = bool(m["prefix_caching"])
+    for key in ("model_config", "model"):
+        if isinstance(m.get(key), str):
+            out.setdefault("model", m[key])
+    if isinstance(m.get("tp"), int):
+        out["tp"] = m["tp"]
+    if isinstance(m.get("gpu"), str):
+        out["gpu"] = m["gpu"]
+    return out

@@ -481,35 +481,6 @@ OptUtil = Annotated[float, typer.Option("--gpu-memory-utilization")]
 OptNoPrefix = Annotated[bool, typer.Option("--no-prefix-caching")]
 
 
-def _manifest_settings(path: Path | None) -> dict:
-    from engine.config import read_json
-    from engine.errors import ConfigError
-
-    if path is None:
-        return {}
-    m = read_json(path)
-    if not isinstance(m, dict):
-        raise ConfigError("must be a JSON object", file=path)
-    out = {}
-    for src, dst in (("max_num_batched_tokens", "budget"), ("max_num_seqs", "max_run"),
-                     ("num_gpu_blocks", "blocks"), ("block_size", "block")):
-        v = m.get(src)
-        if v is not None:
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError("must be a positive integer", file=path, field=src, value=v)
-            out[dst] = v
-    if "prefix_caching" in m:
-        out["prefix_caching"] = bool(m["prefix_caching"])
-    for key in ("model_config", "model"):
-        if isinstance(m.get(key), str):
-            out.setdefault("model", m[key])
-    if isinstance(m.get("tp"), int):
-        out["tp"] = m["tp"]
-    if isinstance(m.get("gpu"), str):
-        out["gpu"] = m["gpu"]
-    return out
-
-
 def _deployment(model, model_config_folder, hardware_config, bench_data_path, hardware, tp,
                 step_model, semantics, budget, max_run, thr, block, kv, util, no_prefix,
                 manifest):
@@ -517,7 +488,9 @@ def _deployment(model, model_config_folder, hardware_config, bench_data_path, ha
     from engine.config import load_hardware, load_model
     from engine.scheduler import SchedulerConfig
 
-    man = _manifest_settings(manifest)
+    from engine.otlp import read_manifest
+
+    man = read_manifest(manifest) if manifest is not None else {}
     m = load_model(model or man.get("model"), model_config_folder)
     hw = load_hardware(hardware or man.get("gpu") or "H100", hardware_config)
     tp = tp if tp is not None else man.get("tp", 1)

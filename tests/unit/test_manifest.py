@@ -56,4 +56,4 @@ def test_manifest_flags_feed_validate(tmp_path, cli):
                "--skip-first", "0", "--max-num-scheduled-tokens", "4096", "--json", out)
     assert res2.code == 0, res2.err
     ttft2 = [r["predicted_ttft_ms"] for r in json.loads(out.read_text())["requests"]]
-    assert ttft[1] > 5 * ttft2[1]
+    assert ttft[1] > 3 * ttft2[1]  # 47 weight-bound steps against one compute-bound step

@@ -29,7 +29,8 @@ from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE,
                               STATE_DONE, STATE_DROPPED, STATE_QUEUED, STATE_RUNNING,
                               STATUS_HORIZON, STATUS_ITL_FULL, STATUS_OK, STATUS_STALLED, deq_front,
                               deq_pop_front, deq_push_back, deq_push_front,
-                              init_outputs, key_slot, log_step)
+                              init_outputs, key_slot, leading_hits_nb,
+                              log_step)
 from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 
 EV_ARRIVAL = 0
@@ -86,16 +87,8 @@ def heap_pop(ht, hk, hr, n):
 @hjit
 def cached_blocks_nb(st, slot_block, rq, gbase, r, out):
     """GetCachedBlocks: leading full blocks of r's prompt whose key is in the table."""
-    bs = st[ST_BS]
-    n = rq[r, Q_PROMPT] // bs
-    c = 0
-    for i in range(n):
-        b = slot_block[key_slot(rq, gbase, r, (i + 1) * bs, bs)]
-        if b < 0:
-            break
-        out[c] = b
-        c += 1
-    return c
+    return leading_hits_nb(slot_block, rq, gbase, r, rq[r, Q_PROMPT] // st[ST_BS], st[ST_BS],
+                           out)
 
 
 @hjit
@@ -189,6 +182,26 @@ def _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicte
     out[v, O_PREEMPT] += 1
     evicted_at[v] = step_count
     return v
+
+
+@hjit
+def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, prefill, cached,
+                      scr_b, scr_s, scr_was, run, n_run, pi, comp, wq, wmeta, out, evicted_at,
+                      step_count, pre_list, n_pre):
+    """preemptForTokens: allocate [start, end) for q, evicting the batch tail until it fits.
+    Returns (allocated, n_run, n_pre); fails when the batch is empty or q itself was evicted."""
+    while not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, prefill,
+                            cached, 0, scr_b, scr_s, scr_was):
+        if n_run == 0:
+            return False, n_run, n_pre
+        v = _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at,
+                        step_count)
+        n_run -= 1
+        pre_list[n_pre] = v
+        n_pre += 1
+        if v == q:
+            return False, n_run, n_pre
+    return True, n_run, n_pre
 
 
 @jit
@@ -318,28 +331,18 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                     break
                 p_len = rq[q, Q_PROMPT]
                 num_new = p_len - pi[q]
-                stop = False
                 if num_new > 0:
                     if 0 < thr < num_new:
                         num_new = thr
                     if budget < num_new:
                         num_new = budget
-                    while not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
-                                            pi[q], pi[q] + num_new, True, cached, 0, scr_b,
-                                            scr_s, scr_was):
-                        if n_run == 0:
-                            stop = True
-                            break
-                        v = _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta,
-                                        out, evicted_at, step_count)
-                        n_run -= 1
-                        preempted = True
-                        pre_list[n_pre] = v
-                        n_pre += 1
-                        if v == q:
-                            stop = True
-                            break
-                    if stop:
+                    ok, n_run, n_pre2 = _alloc_preempting(
+                        st, blk, slot_block, rb, rinfo, rq, gbase, q, pi[q], pi[q] + num_new,
+                        True, cached, scr_b, scr_s, scr_was, run, n_run, pi, comp, wq, wmeta,
+                        out, evicted_at, step_count, pre_list, n_pre)
+                    preempted = preempted or n_pre2 > n_pre
+                    n_pre = n_pre2
+                    if not ok:
                         break
                     budget -= num_new
                     nnew[q] = num_new
@@ -357,22 +360,13 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                             rinfo[q, R_TOK] += 1
                             fast = True
                     if not fast:
-                        while not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
-                                                pi[q], pi[q] + 1, False, cached, 0, scr_b,
-                                                scr_s, scr_was):
-                            if n_run == 0:
-                                stop = True
-                                break
-                            v = _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq,
-                                            wmeta, out, evicted_at, step_count)
-                            n_run -= 1
-                            preempted = True
-                            pre_list[n_pre] = v
-                            n_pre += 1
-                            if v == q:
-                                stop = True
-                                break
-                        if stop:
+                        ok, n_run, n_pre2 = _alloc_preempting(
+                            st, blk, slot_block, rb, rinfo, rq, gbase, q, pi[q], pi[q] + 1,
+                            False, cached, scr_b, scr_s, scr_was, run, n_run, pi, comp, wq,
+                            wmeta, out, evicted_at, step_count, pre_list, n_pre)
+                        preempted = preempted or n_pre2 > n_pre
+                        n_pre = n_pre2
+                        if not ok:
                             break
                     budget -= 1
                     nnew[q] = 1

@@ -122,6 +122,20 @@ def key_slot(rq, gbase, r, end_tok, block):
 
 
 @hjit
+def leading_hits_nb(slot_block, rq, gbase, r, n_blocks, block, out):
+    """The leading blocks of request r whose prefix key is in the table (the prefix-cache
+    hits): their ids go to out; returns how many."""
+    c = 0
+    for j in range(n_blocks):
+        b = slot_block[key_slot(rq, gbase, r, (j + 1) * block, block)]
+        if b < 0:
+            break
+        out[c] = b
+        c += 1
+    return c
+
+
+@hjit
 def init_outputs(out):
     for i in range(out.shape[0]):
         out[i, O_TTFT] = -1

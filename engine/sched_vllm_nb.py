@@ -28,7 +28,8 @@ from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE,
                               SC_STATUS, SC_STEPS, STATE_DONE, STATE_DROPPED, STATE_QUEUED,
                               STATE_RUNNING, STATUS_HORIZON, STATUS_OK, STATUS_STALLED,
                               deq_front, deq_pop_front, deq_push_back, deq_push_front,
-                              init_outputs, key_slot, log_step)
+                              init_outputs, key_slot, leading_hits_nb,
+                              log_step)
 from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 
 
@@ -36,16 +37,7 @@ from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 def _hits(st, slot_block, rq, gbase, r, n_tok, out):
     """Leading resident full blocks of r's first n_tok - 1 tokens (at least one token is
     always computed, as in vLLM)."""
-    bs = st[ST_BS]
-    n = (n_tok - 1) // bs
-    c = 0
-    for j in range(n):
-        b = slot_block[key_slot(rq, gbase, r, (j + 1) * bs, bs)]
-        if b < 0:
-            break
-        out[c] = b
-        c += 1
-    return c
+    return leading_hits_nb(slot_block, rq, gbase, r, (n_tok - 1) // st[ST_BS], st[ST_BS], out)
 
 
 @hjit

@@ -10,7 +10,8 @@ import numpy as np
 from . import sched_common_nb as sc_nb
 from ._jit import parallel_settings
 from .batch_nb import SEM_BLIS, SEM_VLLM, simulate_points_nb
-from .scheduler import SchedulerConfig, _slot_layout, resolve_kv_blocks
+from .scheduler import (SchedulerConfig, _slot_layout, config_array, request_array,
+                        resolve_kv_blocks)
 from .stepcost import CostModel
 from .summary_nb import N_M
 from .workload import Workload
@@ -31,30 +32,6 @@ class BatchResult:
     req_off: np.ndarray  # int64[n_points + 1]: rows of out_req of each point
     out_req: np.ndarray | None  # int64[total_requests, N_O] when per-request output was kept
     kv_blocks: np.ndarray  # int64[n_points]
-
-
-def config_array(cfg: SchedulerConfig, total_blocks: int) -> np.ndarray:
-    arr = np.zeros(sc_nb.N_CFG, np.int64)
-    arr[sc_nb.CFG_BUDGET] = cfg.max_num_scheduled_tokens
-    arr[sc_nb.CFG_MAX_RUN] = cfg.max_num_running_reqs
-    arr[sc_nb.CFG_THRESHOLD] = cfg.long_prefill_token_threshold
-    arr[sc_nb.CFG_BLOCK] = cfg.block_size
-    arr[sc_nb.CFG_BLOCKS] = total_blocks
-    arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
-    arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
-    arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
-    return arr
-
-
-def request_array(wl: Workload, slot_base: np.ndarray) -> np.ndarray:
-    rq = np.empty((len(wl), sc_nb.N_Q), np.int64)
-    rq[:, sc_nb.Q_ARRIVAL] = wl.arrival_us
-    rq[:, sc_nb.Q_PROMPT] = wl.prompt_tok
-    rq[:, sc_nb.Q_OUTPUT] = wl.output_tok
-    rq[:, sc_nb.Q_GROUP] = wl.group
-    rq[:, sc_nb.Q_PREFIX] = wl.prefix_tok
-    rq[:, sc_nb.Q_SLOT] = slot_base
-    return rq
 
 
 def run_jobs(jobs: list[Job], *, keep_requests: bool = False,

@@ -44,7 +44,8 @@ B_PREV = 1
 B_NXT = 2
 B_NTOK = 3  # tokens in the block
 B_SLOT = 4  # prefix-table slot of the block's key, -1 = none
-N_B = 5
+B_KNEXT = 5  # vllm: the next block registered under the same key (-1 = last)
+N_B = 6
 
 # rinfo[r, :]: per-request fields
 R_OFF = 0  # start of the request's block list in rb
@@ -133,11 +134,12 @@ def prepend_nb(st, blk, b):
 
 
 @hjit
-def pop_block_nb(st, blk, slot_block, only_own):
+def pop_block_nb(st, blk, slot_block, chained):
     """Pop the head of the free list and erase its prefix key (-1 when none is free).
 
-    ``only_own``: clear the table entry only if it points to this block (vllm semantics);
-    otherwise the entry is deleted unconditionally, as the reference does."""
+    ``chained`` (vllm semantics): the key maps to every resident block registered under it, in
+    registration order (``register_chained_nb``); the block leaves that chain.  Otherwise the
+    table entry is deleted unconditionally, as the reference does."""
     if st[ST_FRESH] < st[ST_TOTAL]:
         b = st[ST_FRESH]
         st[ST_FRESH] += 1
@@ -147,8 +149,16 @@ def pop_block_nb(st, blk, slot_block, only_own):
             return -1
         remove_nb(st, blk, b)
         s = blk[b, B_SLOT]
-        if s >= 0 and (not only_own or slot_block[s] == b):
-            slot_block[s] = -1
+        if s >= 0:
+            if not chained:
+                slot_block[s] = -1
+            elif slot_block[s] == b:
+                slot_block[s] = blk[b, B_KNEXT]
+            else:
+                p = slot_block[s]
+                while blk[p, B_KNEXT] != b:
+                    p = blk[p, B_KNEXT]
+                blk[p, B_KNEXT] = blk[b, B_KNEXT]
     blk[b, B_SLOT] = -1
     blk[b, B_NTOK] = 0
     blk[b, B_REF] = 0
@@ -185,6 +195,21 @@ def register_nb(blk, slot_block, b, s):
     if s >= 0:
         blk[b, B_SLOT] = s
         slot_block[s] = b
+
+
+@hjit
+def register_chained_nb(blk, slot_block, b, s):
+    """vllm: add block b (not yet keyed) to the blocks holding the content of slot s; a lookup
+    returns the earliest registered one still resident (vLLM's cached_block_hash_to_block)."""
+    blk[b, B_SLOT] = s
+    blk[b, B_KNEXT] = -1
+    p = slot_block[s]
+    if p < 0:
+        slot_block[s] = b
+    else:
+        while blk[p, B_KNEXT] >= 0:
+            p = blk[p, B_KNEXT]
+        blk[p, B_KNEXT] = b
 
 
 @hjit

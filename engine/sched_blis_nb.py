@@ -21,16 +21,12 @@ from .kvcache_nb import (B_NTOK, R_CNT, R_ORD, R_TOK, ST_BS, ST_HITS, ST_MISSES,
                          register_nb, release_nb, req_append_nb, req_last_nb, rollback_nb,
                          take_block_nb)
 from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE, CFG_MAX_RUN,
-                              CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT, O_SCHED, O_STATE,
-                              O_TOKENS, O_TTFT, Q_ARRIVAL, Q_OUTPUT, Q_PROMPT, SC_BUSY_US,
-                              SC_CLOCK, SC_COMPLETED, SC_DROPPED, SC_HITS, SC_INPUT_TOK,
-                              SC_KV_FAIL, SC_KV_PEAK, SC_MISSES, SC_N_ITL, SC_OUTPUT_TOK,
-                              SC_PREEMPT, SC_QUEUED, SC_RUNNING, SC_STATUS, SC_STEPS,
-                              STATE_DONE, STATE_DROPPED, STATE_QUEUED, STATE_RUNNING,
-                              STATUS_HORIZON, STATUS_ITL_FULL, STATUS_OK, STATUS_STALLED, deq_front,
-                              deq_pop_front, deq_push_back, deq_push_front,
-                              init_outputs, key_slot, leading_hits_nb,
-                              log_step)
+                              CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT, O_SCHED, O_STATE, O_TOKENS,
+                              O_TTFT, Q_ARRIVAL, Q_OUTPUT, Q_PROMPT, STATE_DONE, STATE_DROPPED,
+                              STATE_QUEUED, STATE_RUNNING, STATUS_HORIZON, STATUS_ITL_FULL,
+                              STATUS_OK, STATUS_STALLED, deq_front, deq_pop_front, deq_push_back,
+                              deq_push_front, init_outputs, key_slot, leading_hits_nb, log_step,
+                              store_scalars)
 from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 
 EV_ARRIVAL = 0
@@ -187,9 +183,14 @@ def _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicte
 @hjit
 def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, prefill, cached,
                       scr_b, scr_s, scr_was, run, n_run, pi, comp, wq, wmeta, out, evicted_at,
-                      step_count, pre_list, n_pre):
+                      step_count, pre_list, n_pre, lone_best):
     """preemptForTokens: allocate [start, end) for q, evicting the batch tail until it fits.
-    Returns (allocated, n_run, n_pre); fails when the batch is empty or q itself was evicted."""
+    Returns (allocated, n_run, n_pre); fails when the batch is empty or q itself was evicted.
+
+    Livelock guard (a deviation from the reference, which loops forever here): when q evicts
+    itself while it is the only running request, the whole cache cannot hold it up to ``end``;
+    if an earlier lone self-eviction already reached ``end``, the next cycle repeats this one,
+    so q is dropped (it leaves the wait queue and is marked STATE_DROPPED)."""
     while not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, prefill,
                             cached, 0, scr_b, scr_s, scr_was):
         if n_run == 0:
@@ -200,6 +201,12 @@ def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, 
         pre_list[n_pre] = v
         n_pre += 1
         if v == q:
+            if n_run == 0:
+                if end <= lone_best[q]:
+                    deq_pop_front(wq, wmeta)
+                    out[q, O_STATE] = STATE_DROPPED
+                else:
+                    lone_best[q] = end
             return False, n_run, n_pre
     return True, n_run, n_pre
 
@@ -224,6 +231,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
     nnew = np.zeros(n_req, np.int64)
     itl_sum = np.zeros(n_req, np.int64)
     evicted_at = np.full(n_req, -1, np.int64)
+    lone_best = np.full(n_req, -1, np.int64)  # livelock guard (_alloc_preempting)
 
     # queues
     wq = np.empty(max(n_req, 1), np.int64)
@@ -339,7 +347,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                     ok, n_run, n_pre2 = _alloc_preempting(
                         st, blk, slot_block, rb, rinfo, rq, gbase, q, pi[q], pi[q] + num_new,
                         True, cached, scr_b, scr_s, scr_was, run, n_run, pi, comp, wq, wmeta,
-                        out, evicted_at, step_count, pre_list, n_pre)
+                        out, evicted_at, step_count, pre_list, n_pre, lone_best)
                     preempted = preempted or n_pre2 > n_pre
                     n_pre = n_pre2
                     if not ok:
@@ -363,7 +371,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                         ok, n_run, n_pre2 = _alloc_preempting(
                             st, blk, slot_block, rb, rinfo, rq, gbase, q, pi[q], pi[q] + 1,
                             False, cached, scr_b, scr_s, scr_was, run, n_run, pi, comp, wq,
-                            wmeta, out, evicted_at, step_count, pre_list, n_pre)
+                            wmeta, out, evicted_at, step_count, pre_list, n_pre, lone_best)
                         preempted = preempted or n_pre2 > n_pre
                         n_pre = n_pre2
                         if not ok:
@@ -494,26 +502,19 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                     break
         # EV_SCHEDULED, EV_PREEMPTION, EV_LEFT: no-ops (they only set the clock)
 
+    for r in range(n_req):
+        if out[r, O_STATE] == STATE_DROPPED and lone_best[r] >= 0:
+            # dropped by the livelock guard: like an unservable request, it brought no tokens
+            dropped += 1
+            total_in -= rq[r, Q_PROMPT]
+            total_out -= out[r, O_TOKENS]
     # keep the ITL entries of completed requests only (REFERENCE §6.5)
     m = 0
     for i in range(n_itl):
         if out[itl_o[i], O_STATE] == STATE_DONE:
             itl_v[m] = itl_v[i]
             m += 1
-    sc[SC_CLOCK] = clock
-    sc[SC_COMPLETED] = completed
-    sc[SC_QUEUED] = wmeta[1]
-    sc[SC_RUNNING] = n_run
-    sc[SC_DROPPED] = dropped
-    sc[SC_INPUT_TOK] = total_in
-    sc[SC_OUTPUT_TOK] = total_out
-    sc[SC_PREEMPT] = preempts
-    sc[SC_KV_PEAK] = st[ST_PEAK]
-    sc[SC_HITS] = st[ST_HITS]
-    sc[SC_MISSES] = st[ST_MISSES]
-    sc[SC_KV_FAIL] = kv_fail
-    sc[SC_STEPS] = step_count
-    sc[SC_STATUS] = status
-    sc[SC_N_ITL] = m
-    sc[SC_BUSY_US] = busy
+    store_scalars(sc, clock, completed, wmeta[1], n_run, dropped, total_in, total_out,
+                  preempts, st[ST_PEAK], st[ST_HITS], st[ST_MISSES], kv_fail, step_count,
+                  status, m, busy)
     return itl_v[:m].copy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from ._jit import hjit
 
@@ -161,3 +160,25 @@ def log_step(log, sc, now, step_us, n_pf, n_dc, tokens, running, waiting, kv_use
         log[i, LOG_KV_USED] = kv_used
         log[i, LOG_PREFILL_TOK] = pf_tok
         sc[SC_LOG_N] = i + 1
+
+
+@hjit
+def store_scalars(sc, clock, completed, queued, running, dropped, total_in, total_out, preempts,
+                  kv_peak, hits, misses, kv_fail, steps, status, n_itl, busy):
+    """Fill a run's counters (``SC_*``) at its end."""
+    sc[SC_CLOCK] = clock
+    sc[SC_COMPLETED] = completed
+    sc[SC_QUEUED] = queued
+    sc[SC_RUNNING] = running
+    sc[SC_DROPPED] = dropped
+    sc[SC_INPUT_TOK] = total_in
+    sc[SC_OUTPUT_TOK] = total_out
+    sc[SC_PREEMPT] = preempts
+    sc[SC_KV_PEAK] = kv_peak
+    sc[SC_HITS] = hits
+    sc[SC_MISSES] = misses
+    sc[SC_KV_FAIL] = kv_fail
+    sc[SC_STEPS] = steps
+    sc[SC_STATUS] = status
+    sc[SC_N_ITL] = n_itl
+    sc[SC_BUSY_US] = busy

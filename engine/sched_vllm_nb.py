@@ -17,19 +17,15 @@ import numpy as np
 
 from ._jit import hjit, jit
 from .kvcache_nb import (B_REF, B_SLOT, R_CNT, R_OFF, R_TOK, ST_BS, ST_HITS, ST_MISSES,
-                         ST_PEAK, ST_USED, free_count_nb, pop_block_nb, release_nb,
-                         remove_nb, req_append_nb, take_block_nb)
+                         ST_PEAK, ST_USED, free_count_nb, pop_block_nb, register_chained_nb,
+                         release_nb, remove_nb, req_append_nb, take_block_nb)
 from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE, CFG_MAX_RUN,
-                              CFG_PREFIX_CACHE, CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT,
-                              O_SCHED, O_STATE, O_TOKENS, O_TTFT, Q_ARRIVAL, Q_OUTPUT,
-                              Q_PROMPT, SC_BUSY_US, SC_CLOCK, SC_COMPLETED, SC_DROPPED,
-                              SC_HITS, SC_INPUT_TOK, SC_KV_FAIL, SC_KV_PEAK, SC_MISSES,
-                              SC_N_ITL, SC_OUTPUT_TOK, SC_PREEMPT, SC_QUEUED, SC_RUNNING,
-                              SC_STATUS, SC_STEPS, STATE_DONE, STATE_DROPPED, STATE_QUEUED,
-                              STATE_RUNNING, STATUS_HORIZON, STATUS_OK, STATUS_STALLED,
-                              deq_front, deq_pop_front, deq_push_back, deq_push_front,
-                              init_outputs, key_slot, leading_hits_nb,
-                              log_step)
+                              CFG_PREFIX_CACHE, CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT, O_SCHED,
+                              O_STATE, O_TOKENS, O_TTFT, Q_ARRIVAL, Q_OUTPUT, Q_PROMPT, STATE_DONE,
+                              STATE_DROPPED, STATE_QUEUED, STATE_RUNNING, STATUS_HORIZON,
+                              STATUS_OK, STATUS_STALLED, deq_front, deq_pop_front, deq_push_back,
+                              deq_push_front, init_outputs, key_slot, leading_hits_nb, log_step,
+                              store_scalars)
 from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 
 
@@ -75,9 +71,8 @@ def _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total_tok, cached, n_ca
         for j in range(full_before, total_tok // bs):
             s = key_slot(rq, gbase, r, (j + 1) * bs, bs)
             b = rb[off + j]
-            if blk[b, B_SLOT] < 0 and slot_block[s] < 0:
-                blk[b, B_SLOT] = s
-                slot_block[s] = b
+            if blk[b, B_SLOT] < 0:
+                register_chained_nb(blk, slot_block, b, s)
     if total_tok > rinfo[r, R_TOK]:
         rinfo[r, R_TOK] = total_tok
     return True
@@ -329,20 +324,7 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
     for r in range(n_req):
         if out[r, O_STATE] == STATE_QUEUED:
             out[r, O_TOKENS] = gen[r]
-    sc[SC_CLOCK] = clock
-    sc[SC_COMPLETED] = completed
-    sc[SC_QUEUED] = wmeta[1]
-    sc[SC_RUNNING] = n_run
-    sc[SC_DROPPED] = dropped
-    sc[SC_INPUT_TOK] = total_in
-    sc[SC_OUTPUT_TOK] = total_out
-    sc[SC_PREEMPT] = preempts
-    sc[SC_KV_PEAK] = st[ST_PEAK]
-    sc[SC_HITS] = st[ST_HITS]
-    sc[SC_MISSES] = st[ST_MISSES]
-    sc[SC_KV_FAIL] = 0
-    sc[SC_STEPS] = steps
-    sc[SC_STATUS] = status
-    sc[SC_N_ITL] = n_itl
-    sc[SC_BUSY_US] = busy
+    store_scalars(sc, clock, completed, wmeta[1], n_run, dropped, total_in, total_out,
+                  preempts, st[ST_PEAK], st[ST_HITS], st[ST_MISSES], 0, steps, status,
+                  n_itl, busy)
     return itl[:n_itl].copy()

@@ -118,6 +118,32 @@ def _slot_layout(wl: Workload, block: int, semantics: str) -> tuple[np.ndarray, 
     return base, gbase, n_slots
 
 
+def config_array(cfg: SchedulerConfig, total_blocks: int) -> np.ndarray:
+    """The kernel's int64 settings vector (``CFG_*`` slots)."""
+    arr = np.zeros(sc_nb.N_CFG, np.int64)
+    arr[sc_nb.CFG_BUDGET] = cfg.max_num_scheduled_tokens
+    arr[sc_nb.CFG_MAX_RUN] = cfg.max_num_running_reqs
+    arr[sc_nb.CFG_THRESHOLD] = cfg.long_prefill_token_threshold
+    arr[sc_nb.CFG_BLOCK] = cfg.block_size
+    arr[sc_nb.CFG_BLOCKS] = total_blocks
+    arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
+    arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
+    arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
+    return arr
+
+
+def request_array(wl: Workload, slot_base: np.ndarray) -> np.ndarray:
+    """The kernel's request table ``rq[n, N_Q]`` (``Q_*`` columns)."""
+    rq = np.empty((len(wl), sc_nb.N_Q), np.int64)
+    rq[:, sc_nb.Q_ARRIVAL] = wl.arrival_us
+    rq[:, sc_nb.Q_PROMPT] = wl.prompt_tok
+    rq[:, sc_nb.Q_OUTPUT] = wl.output_tok
+    rq[:, sc_nb.Q_GROUP] = wl.group
+    rq[:, sc_nb.Q_PREFIX] = wl.prefix_tok
+    rq[:, sc_nb.Q_SLOT] = slot_base
+    return rq
+
+
 def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
                   log_steps: int = 0) -> RawRun:
     """Simulate ``wl`` on ``cost`` with scheduler settings ``cfg``."""
@@ -127,24 +153,10 @@ def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
     block = int(cfg.block_size)
     total_blocks, note = resolve_kv_blocks(cost, cfg)
     base, gbase, n_slots = _slot_layout(wl, block, cfg.semantics)
-    rq = np.empty((n, sc_nb.N_Q), np.int64)
-    rq[:, sc_nb.Q_ARRIVAL] = wl.arrival_us
-    rq[:, sc_nb.Q_PROMPT] = wl.prompt_tok
-    rq[:, sc_nb.Q_OUTPUT] = wl.output_tok
-    rq[:, sc_nb.Q_GROUP] = wl.group
-    rq[:, sc_nb.Q_PREFIX] = wl.prefix_tok
-    rq[:, sc_nb.Q_SLOT] = base
+    rq = request_array(wl, base)
     seq = wl.prompt_tok + np.maximum(wl.output_tok, 1)
     kv = new_pool(total_blocks, block, n_slots, seq // block + 2)
-    cfg_arr = np.zeros(sc_nb.N_CFG, np.int64)
-    cfg_arr[sc_nb.CFG_BUDGET] = cfg.max_num_scheduled_tokens
-    cfg_arr[sc_nb.CFG_MAX_RUN] = cfg.max_num_running_reqs
-    cfg_arr[sc_nb.CFG_THRESHOLD] = cfg.long_prefill_token_threshold
-    cfg_arr[sc_nb.CFG_BLOCK] = block
-    cfg_arr[sc_nb.CFG_BLOCKS] = total_blocks
-    cfg_arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
-    cfg_arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
-    cfg_arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
+    cfg_arr = config_array(cfg, total_blocks)
     out = np.empty((n, sc_nb.N_O), np.int64)
     scal = np.zeros(sc_nb.N_SC, np.int64)
     log = np.zeros((max(int(log_steps), 0), sc_nb.N_LOG), np.int64)

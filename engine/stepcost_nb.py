@@ -188,11 +188,12 @@ def gemm_block_nb(m, mfu_const, ctf, cti):
 
 @hjit
 def fill_gemm_tables_nb(ctf, cti):
-    """Tabulate G(M) for M = 1 .. n-1 (prefill and decode tables)."""
+    """Tabulate G(M) for M = 0 .. n-1 (prefill and decode tables); G(0) is the weight-read
+    floor, which a prefill bucket of wholly prefix-cached entries costs (REFERENCE §5.2)."""
     v1 = ctf[P_V1] > 0.0
     gp = cti[I_GEMM_P]
     gd = cti[I_GEMM_D]
-    for m in range(1, cti[I_GEMM_TAB_N]):
+    for m in range(cti[I_GEMM_TAB_N]):
         if v1:
             ctf[gp + m] = gemm_block_nb(m, ctf[P_MFU_PREFILL], ctf, cti)
             ctf[gd + m] = gemm_block_nb(m, ctf[P_MFU_DECODE], ctf, cti)
@@ -205,11 +206,11 @@ def fill_gemm_tables_nb(ctf, cti):
 @hjit
 def gemm_compute_terms_nb(mfu_const, ctf, cti, out):
     """out[j, M]: the compute time of GEMM shape j at M tokens (the part of G(M) that does not
-    depend on the bandwidth), for M = 1 .. out.shape[1]-1."""
+    depend on the bandwidth), for M = 0 .. out.shape[1]-1."""
     peak = ctf[P_PEAK]
     sk = cti[I_SHAPE_K]
     sn = cti[I_SHAPE_N]
-    for m in range(1, out.shape[1]):
+    for m in range(out.shape[1]):
         for j in range(7):
             flops = 2.0 * float(m) * float(cti[sk + j]) * float(cti[sn + j])
             mfu = mfu_const if mfu_const > 0.0 else gemm_mfu_nb(m, j, ctf, cti)
@@ -229,7 +230,7 @@ def fill_from_terms_nb(ctf, cti, terms_p, terms_d):
     sn = cti[I_SHAPE_N]
     gp = cti[I_GEMM_P]
     gd = cti[I_GEMM_D]
-    for m in range(1, cti[I_GEMM_TAB_N]):
+    for m in range(cti[I_GEMM_TAB_N]):
         sp = 0.0
         sd = 0.0
         for j in range(7):

@@ -434,7 +434,6 @@ def _write_chunk(out: Path, cid: int, table, per_req: dict) -> None:
 
 def _finalise(out: Path, spec: SweepSpec, n_chunks: int, facts: dict) -> Path:
     """Stream the chunks, in point order, into result.parquet (atomically); remove them."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     chunk_dir = out / CHUNK_DIR

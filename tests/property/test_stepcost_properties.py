@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import math
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings

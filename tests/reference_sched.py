@@ -8,19 +8,27 @@ the tests (no ``engine`` imports; plain lists, dicts and real token tuples).
   hashes (a block's hash is the tuple of token identities of the whole prefix; the reference used
   SHA-256 of the same string, only equality matters) and the metrics of §6.5, with quirks Q1, Q2,
   Q8 and Q9.  As SPEC §2 says, Q3 is *not* copied (a request evicted earlier in the same phase-1
-  pass is skipped for the rest of that pass), and a failed allocation rolls the requester's block
-  list back to exactly what it was.
+  pass is skipped for the rest of that pass), and a failed allocation rolls back exactly (§6.4):
+  the requester's block list, and the hash *and tokens* of every block it popped, which go back
+  to the head of the free list in their old order.  Cached blocks it had attached go back to the
+  *tail* (in reverse order of attachment), as the reference's ``rollbackAllocation`` does; §6.4
+  (vii)'s "exactly the previous free-list order" is only true of the popped blocks.  The
+  allocation loop runs while new tokens remain, so an admission with 0 new tokens (the whole
+  prompt cached) attaches nothing.
 * ``semantics="vllm"``: SPEC §2 and the module docstring of ``engine/sched_vllm_nb.py``: a step
   loop that sees every request that has arrived by the step's start, schedules running requests
   in admission order within the token budget, preempts the most recently admitted request when
   blocks run out, admits waiting requests (only in steps without a preemption) with chunked
   prefill and prefix-cache hits, and records one token whenever a request's computed tokens reach
-  its prompt plus the tokens it has generated.  The prefix cache maps a block's content to *every*
+  its prompt plus the tokens it has generated.  A request is dropped on arrival when its prompt
+  plus outputs - 1 tokens need more blocks than exist (it could never finish); its scheduling
+  delay is that of its first admission.  The prefix cache maps a block's content to *every*
   resident block holding that content (vLLM's ``cached_block_hash_to_block``), so a full block of
-  a shared prefix hits whenever any block with that content is resident (SPEC §2).
+  a shared prefix hits whenever any block with that content is resident (SPEC §2); a lookup
+  takes the earliest registered one.
 
-Token identities: position i of request r is ``("g", group, i)`` when i lies in its shared
-prefix, else ``("r", r, i)`` (output tokens included), so equal content means equal tuples.
+Token identities: position i of request r is ``"g<group>:<i>"`` when i lies in its shared
+prefix, else ``"r<r>:<i>"`` (output tokens included), so equal content means equal tuples.
 
 ``simulate_reference(requests, cfg, step_cost)`` returns a ``RefResult``; ``step_cost(prefills,
 decodes)`` gives the µs of one step (``prefills``: (progress index, new tokens) pairs, ``decodes``:
@@ -30,6 +38,7 @@ context lengths), e.g. ``lambda p, d: cost_model.step_time(p, d)[0]``.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -55,11 +64,6 @@ class RefConfig:
     block_size: int = 16
     total_kv_blocks: int = 1_000_000
     prefix_caching: bool = True  # vllm only; blis always has the reference's prefix cache
-    # vllm only: which full blocks enter the prefix table.  "all" (SPEC §2, vLLM): every block,
-    # the moment it becomes full, so content hits while any block holding it is resident.
-    # "first": a block enters only if, the moment it becomes full, no resident block holds the
-    # same content (it is never entered later) -- engine/sched_vllm_nb.py's current rule.
-    prefix_index: str = "all"
     horizon_us: int = 0  # 0 = none
     max_steps: int = 5_000_000  # safety net for the tests: a run longer than this raises
 
@@ -90,15 +94,16 @@ class RefResult:
     kv_allocation_failures: int = 0
     steps: int = 0
     busy_us: int = 0
-    status: str = "ok"  # "ok", "horizon", "stalled"
+    status: str = "ok"  # "ok" or "horizon"
     step_log: list = field(default_factory=list)  # (time, step_us, running, waiting, kv_used)
 
 
-def token(req: Req, r: int, i: int) -> tuple:
-    """The identity of token i of request r's sequence (prompt, then outputs)."""
+def token(req: Req, r: int, i: int) -> str:
+    """The identity of token i of request r's sequence (prompt, then outputs); interned
+    strings, so that the long prefix tuples hash quickly."""
     if req.group >= 0 and i < req.prefix:
-        return ("g", req.group, i)
-    return ("r", r, i)
+        return sys.intern(f"g{req.group}:{i}")
+    return sys.intern(f"r{r}:{i}")
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -171,10 +176,11 @@ class BlisKV:
         blk.tokens = []
         return blk
 
-    def get_cached_blocks(self, tokens: list) -> list[int]:
+    def get_cached_blocks(self, prefix_keys: list) -> list[int]:
+        """Leading full blocks of a prompt whose hash is in the table; prefix_keys[i] is the
+        tuple of the prompt's first (i + 1) * block_size tokens."""
         out = []
-        for i in range(len(tokens) // self.bs):
-            h = tuple(tokens[: (i + 1) * self.bs])
+        for h in prefix_keys:
             if h not in self.hash_to_block:
                 break
             out.append(self.hash_to_block[h])
@@ -195,7 +201,7 @@ class BlisKV:
             new_tokens = [seq[start]]
         before = list(self.request_map[r]) if r in self.request_map else None
         cached_mut = []  # (block, was in use)
-        new_alloc = []  # (block, hash it had before the pop)
+        new_alloc = []  # (block, (hash, tokens) it had before the pop)
         prog = 0
         while prog < len(new_tokens):
             latest = None
@@ -226,7 +232,8 @@ class BlisKV:
                 if remaining <= 0:
                     break
                 for _ in range(ceil_div(remaining, bs)):
-                    orig = self.blocks[next(iter(self.free))].hash if self.free else None
+                    head = self.blocks[next(iter(self.free))] if self.free else None
+                    orig = (head.hash, head.tokens) if head is not None else None
                     blk = self.pop_free()
                     if blk is None:
                         self._rollback(r, before, cached_mut, new_alloc)
@@ -248,15 +255,15 @@ class BlisKV:
         return True
 
     def _rollback(self, r, before, cached_mut, new_alloc) -> None:
-        for blk, orig in reversed(new_alloc):
+        for blk, (orig_hash, orig_tokens) in reversed(new_alloc):
             if blk.hash is not None:
                 self.hash_to_block.pop(blk.hash, None)
-            blk.hash = orig
-            if orig is not None:
-                self.hash_to_block[orig] = blk.id
+            blk.hash = orig_hash
+            if orig_hash is not None:
+                self.hash_to_block[orig_hash] = blk.id
             blk.in_use = False
             blk.ref = 0
-            blk.tokens = []
+            blk.tokens = orig_tokens  # "failures roll back exactly" (§6.4)
             self.used -= 1
             self.misses -= 1
             self.free[blk.id] = None
@@ -338,6 +345,7 @@ class _Blis:
         self.res = _new_result(n)
         self.seq = [[token(q, r, i) for i in range(q.prompt + max(q.output, 1))]
                     for r, q in enumerate(requests)]
+        self.prompt_keys: dict[int, list] = {}
         self.pi = [0] * n  # ProgressIndex
         self.num_new = [0] * n  # NumNewTokens
         self.computed: dict[int, int] = {}
@@ -469,7 +477,10 @@ class _Blis:
                and not preempted):
             q = self.wait[0]
             p_len = self.reqs[q].prompt
-            cached = kv.get_cached_blocks(self.seq[q][:p_len])
+            if q not in self.prompt_keys:
+                self.prompt_keys[q] = [tuple(self.seq[q][: (i + 1) * bs])
+                                       for i in range(p_len // bs)]
+            cached = kv.get_cached_blocks(self.prompt_keys[q])
             c = len(cached)
             n = p_len - bs * c
             if 0 < thr < n:
@@ -557,13 +568,10 @@ class _Blis:
 class VllmKV:
     """Paged blocks with a vLLM-style prefix cache: content key -> resident blocks."""
 
-    def __init__(self, total: int, bs: int, caching: bool, index_rule: str = "all"):
-        if index_rule not in ("all", "first"):
-            raise ValueError(index_rule)
+    def __init__(self, total: int, bs: int, caching: bool):
         self.total = total
         self.bs = bs
         self.caching = caching
-        self.index_rule = index_rule
         self.ref = [0] * total
         self.key: list = [None] * total
         self.free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(total))
@@ -621,8 +629,7 @@ class VllmKV:
         if self.caching:  # blocks that became full now
             for j in range(n_before // self.bs, n_tok // self.bs):
                 b = blocks[j]
-                if self.key[b] is None and (self.index_rule == "all"
-                                            or not self.index.get(keys[j])):
+                if self.key[b] is None:  # (blocks attached as hits already have a key)
                     self.key[b] = keys[j]
                     self.index.setdefault(keys[j], OrderedDict())[b] = None
         if not blocks:
@@ -657,8 +664,7 @@ class _Vllm:
         self.want = [max(q.output, 1) for q in requests]
         self.gen = [0] * n  # output tokens generated (kept over a preemption)
         self.last = [0] * n  # time of the latest token
-        self.kv = VllmKV(cfg.total_kv_blocks, cfg.block_size, cfg.prefix_caching,
-                         cfg.prefix_index)
+        self.kv = VllmKV(cfg.total_kv_blocks, cfg.block_size, cfg.prefix_caching)
         self._keys: dict[int, list] = {}
 
     def keys(self, r: int) -> list:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit
+from ._jit import hjit, jit
 from .sched_common_nb import (O_E2E, O_SCHED, O_STATE, O_TTFT, SC_BUSY_US, SC_CLOCK,
                               SC_COMPLETED, SC_DROPPED, SC_HITS, SC_INPUT_TOK, SC_KV_FAIL,
                               SC_KV_PEAK, SC_MISSES, SC_OUTPUT_TOK, SC_PREEMPT, SC_QUEUED,
@@ -64,6 +64,18 @@ N_M = 42
 _QS = (50.0, 90.0, 95.0, 99.0)
 
 
+@hjit
+def _rank(p, n):
+    """The reference's percentile rank p/100·(n−1) of n samples and the two order statistics
+    it falls between."""
+    rank = p / 100.0 * float(n - 1)
+    lo = int(np.floor(rank))
+    hi = int(np.ceil(rank))
+    if hi > n - 1:
+        hi = n - 1
+    return rank, lo, hi
+
+
 @jit
 def _percentiles(x, ps, out, o0):
     """Mean (returned, ms) and the reference's percentiles (written to out[o0:], ms) of the
@@ -76,11 +88,7 @@ def _percentiles(x, ps, out, o0):
     ranks = np.empty(2 * ps.shape[0], np.int64)
     rk = np.empty(ps.shape[0])
     for j in range(ps.shape[0]):
-        rank = ps[j] / 100.0 * float(n - 1)
-        lo = int(np.floor(rank))
-        hi = int(np.ceil(rank))
-        if hi > n - 1:
-            hi = n - 1
+        rank, lo, hi = _rank(ps[j], n)
         rk[j] = rank
         ranks[2 * j] = lo
         ranks[2 * j + 1] = hi
@@ -111,11 +119,7 @@ def _float_percentiles(x, ps, out, o0):
     for i in range(n):
         total += x[i]
     for j in range(ps.shape[0]):
-        rank = ps[j] / 100.0 * float(n - 1)
-        lo = int(np.floor(rank))
-        hi = int(np.ceil(rank))
-        if hi > n - 1:
-            hi = n - 1
+        rank, lo, hi = _rank(ps[j], n)
         if lo == hi:
             out[o0 + j] = s[lo] / 1000
         else:

@@ -155,8 +155,9 @@ def write_parquet(ds, path: str | Path) -> None:
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
-def read_dataset(path: str | Path):
-    """Read a sweep Parquet file back into the identical Dataset."""
+def read_result_table(path: str | Path):
+    """A sweep result (its folder or its ``result.parquet``) as (pyarrow table, metadata,
+    file path); a clear ConfigError for a missing, unreadable or foreign file."""
     import pyarrow.parquet as pq
 
     p = Path(path)
@@ -171,7 +172,12 @@ def read_dataset(path: str | Path):
     meta_raw = (tbl.schema.metadata or {}).get(META_KEY)
     if meta_raw is None:
         raise ConfigError("not an infersweep sweep result (no metadata)", file=p)
-    meta = json.loads(meta_raw)
+    return tbl, json.loads(meta_raw), p
+
+
+def read_dataset(path: str | Path):
+    """Read a sweep Parquet file back into the identical Dataset."""
+    tbl, meta, _ = read_result_table(path)
     return table_to_dataset(tbl, meta)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from engine.errors import ConfigError
@@ -14,22 +13,12 @@ HIGHER_IS_BETTER = {"responses_per_sec", "tokens_per_sec", "completed_requests",
 def render_show(result: str | Path, *, by: str = "ttft_p99_ms", top: int = 10,
                 descending: bool | None = None) -> None:
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
     from rich.console import Console
     from rich.table import Table
 
-    from .results import META_KEY
+    from .results import read_result_table
 
-    p = Path(result)
-    if p.is_dir():
-        p = p / "result.parquet"
-    if not p.is_file():
-        raise ConfigError("sweep result not found", file=p)
-    try:
-        tbl = pq.read_table(p)
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"not a readable Parquet file ({exc})", file=p) from None
-    meta = json.loads((tbl.schema.metadata or {}).get(META_KEY, b"{}") or b"{}")
+    tbl, meta, p = read_result_table(result)
     dims = meta.get("dims", [])
     metric_cols = [v for v in meta.get("variables", {}) if v not in ("status", "reason")]
     if by not in tbl.column_names or by not in (metric_cols or tbl.column_names) \

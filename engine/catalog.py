@@ -81,7 +81,9 @@ def resolve_hardware_file(spec: str | os.PathLike | None) -> Path:
 
 def known_models() -> list[str]:
     d = models_dir()
-    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file()) if d.is_dir() else []
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file())
 
 
 def resolve_model_folder(model: str | None, folder: str | os.PathLike | None) -> Path:

@@ -211,6 +211,26 @@ def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, 
     return True, n_run, n_pre
 
 
+@hjit
+def _lone_decode(run, n_run, n_waiting, rq, pi, rb, rinfo, blk, bs, itl_room, memo_len):
+    """The request of a step that is a lone request's plain decode step (its token fits the
+    partly filled last block, it does not complete, the ITL buffer has room), else -1."""
+    if n_run != 1 or n_waiting != 0 or itl_room < 4:
+        return -1
+    q = run[0]
+    p_len = rq[q, Q_PROMPT]
+    o = rq[q, Q_OUTPUT]
+    if o <= 0 or pi[q] < p_len or pi[q] + 1 == p_len + o - 1 or pi[q] >= memo_len:
+        return -1
+    last = req_last_nb(rb, rinfo, q)
+    if last < 0 or rinfo[q, R_TOK] + 1 <= p_len:
+        return -1
+    lt = blk[last, B_NTOK]
+    if lt <= 0 or lt >= bs - 1:
+        return -1
+    return q
+
+
 @jit
 def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log,
                      itl_cap):
@@ -321,6 +341,50 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
             if not step_pending:
                 hn = heap_push(ht, hk, hr, hn, now, EV_STEP, -1)
         elif kind == EV_STEP:
+            q = -1
+            if hn == 0 and log.shape[0] == 0:
+                q = _lone_decode(run, n_run, wmeta[1], rq, pi, rb, rinfo, blk, bs,
+                                 itl_v.shape[0] - n_itl, dec1.shape[0])
+            if q >= 0:
+                # steps of a lone decoding request with nothing else pending: the general
+                # step below reduces to this loop; it stops before a step that needs a new
+                # block or completes the request, when an arrival is due first, or past the
+                # horizon, and leaves the next step event in the heap as the general path does
+                while True:
+                    step_count += 1
+                    last = req_last_nb(rb, rinfo, q)
+                    if pi[q] != rinfo[q, R_TOK]:
+                        rinfo[q, R_ORD] = 0
+                    blk[last, B_NTOK] += 1
+                    rinfo[q, R_TOK] += 1
+                    nnew[q] = 1
+                    comp[q] += 1
+                    adv = dec1[pi[q]]
+                    if adv < 0:
+                        dc_pi[0] = pi[q]
+                        adv = step_time_nb(pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k, memo_v,
+                                           comps)
+                        dec1[pi[q]] = adv
+                    busy += adv
+                    pi[q] += 1
+                    total_out += 1
+                    out[q, O_TOKENS] += 1
+                    itl_v[n_itl] = adv
+                    itl_o[n_itl] = q
+                    n_itl += 1
+                    itl_sum[q] += adv
+                    idle_steps = 0
+                    nxt = now + adv
+                    if (na < n_req and rq[na, Q_ARRIVAL] <= nxt) \
+                            or (horizon > 0 and nxt > horizon) \
+                            or _lone_decode(run, n_run, wmeta[1], rq, pi, rb, rinfo, blk, bs,
+                                            itl_v.shape[0] - n_itl, dec1.shape[0]) < 0:
+                        hn = heap_push(ht, hk, hr, hn, nxt, EV_STEP, -1)
+                        step_pending = True
+                        break
+                    now = nxt
+                    clock = nxt
+                continue
             step_count += 1
             budget = budget_max
             n_pre = 0

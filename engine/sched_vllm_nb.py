@@ -166,6 +166,50 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
         if horizon > 0 and t > horizon:
             status = STATUS_HORIZON
             break
+        if n_run == 1 and wmeta[1] == 0 and not logging and s_gen[0] > 0 \
+                and s_nc[0] == s_p[0] + s_gen[0] - 1:
+            # a lone request decoding: the general step below reduces to this loop, which
+            # runs until a step needs a new block, an arrival is due, the request completes
+            # or the horizon passes (then the general path takes over)
+            fast = 0
+            while True:
+                nc = s_nc[0]
+                if nc + 1 > s_cap[0] or (use_cache and nc + 1 >= s_nf[0]) \
+                        or nc >= dec1.shape[0]:
+                    break
+                step_us = dec1[nc]
+                if step_us < 0:
+                    dc_pi[0] = nc
+                    step_us = step_time_nb(pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k, memo_v,
+                                           comps)
+                    dec1[nc] = step_us
+                fast += 1
+                steps += 1
+                idle = 0
+                busy += step_us
+                t += step_us
+                clock = t
+                s_nc[0] = nc + 1
+                g = s_gen[0] + 1
+                s_gen[0] = g
+                total_out += 1
+                itl[n_itl] = t - s_last[0]
+                n_itl += 1
+                s_last[0] = t
+                if g >= s_want[0]:
+                    r = s_r[0]
+                    release_nb(st, blk, rb, rinfo, r)
+                    out[r, O_TOKENS] = g
+                    out[r, O_E2E] = t - rq[r, Q_ARRIVAL]
+                    out[r, O_DONE] = t
+                    out[r, O_STATE] = STATE_DONE
+                    completed += 1
+                    n_run = 0
+                    break
+                if (na < n_req and rq[na, Q_ARRIVAL] <= t) or (horizon > 0 and t > horizon):
+                    break
+            if fast > 0:
+                continue
         steps += 1
         budget = budget_max
         preempted = False

@@ -1,8 +1,9 @@
 """Sweep results: a tidy table (one row per point) <-> an ``xarray.Dataset`` <-> Parquet.
 
 The Parquet file is long and tidy: the axis columns first in spec order, then one column per
-metric (float64, null where a point is invalid; NaN in the Dataset), then ``status`` and ``reason``, then the
-per-label facts of the axes (``hardware_tflops_peak``, ``model_weight_gib``, ...).  The schema
+metric (float64, null where a point is invalid; NaN in the Dataset), then ``status`` and
+``reason``, then the per-label facts of the axes (``hardware_tflops_peak``,
+``model_weight_gib``, ...).  The schema
 metadata (key ``infersweep``) holds the dataset attributes, the variable attributes and the
 exact axis labels, so that Dataset -> Parquet -> Dataset is lossless.
 """

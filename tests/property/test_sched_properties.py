@@ -151,6 +151,21 @@ def test_invariants(semantics, data):
 
 
 @pytest.mark.parametrize("semantics", SEMANTICS)
+@settings(PROPS, max_examples=30)
+@given(data=st.data())
+def test_step_log_does_not_change_the_run(semantics, data):
+    """The vllm kernel runs stretches of lone-request decode steps in a fast loop that a step
+    log turns off; with and without the log the run is the same, request by request."""
+    arrays, cfg = data.draw(scenarios(semantics, horizon=data.draw(st.booleans())))
+    wl, logged = run(arrays, cfg)
+    plain = run_scheduler(wl, cost(), SchedulerConfig(**cfg))
+    np.testing.assert_array_equal(plain.out, logged.out)
+    keep = [i for i in range(S.N_SC) if i != S.SC_LOG_N]
+    np.testing.assert_array_equal(plain.scalars[keep], logged.scalars[keep])
+    np.testing.assert_array_equal(np.sort(plain.itl_us), np.sort(logged.itl_us))
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
 @settings(PROPS, max_examples=25)
 @given(data=st.data())
 def test_invariants_with_horizon(semantics, data):

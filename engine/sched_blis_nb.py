@@ -212,23 +212,60 @@ def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, 
 
 
 @hjit
-def _lone_decode(run, n_run, n_waiting, rq, pi, rb, rinfo, blk, bs, itl_room, memo_len):
-    """The request of a step that is a lone request's plain decode step (its token fits the
-    partly filled last block, it does not complete, the ITL buffer has room), else -1."""
-    if n_run != 1 or n_waiting != 0 or itl_room < 4:
-        return -1
-    q = run[0]
-    p_len = rq[q, Q_PROMPT]
-    o = rq[q, Q_OUTPUT]
-    if o <= 0 or pi[q] < p_len or pi[q] + 1 == p_len + o - 1 or pi[q] >= memo_len:
-        return -1
-    last = req_last_nb(rb, rinfo, q)
-    if last < 0 or rinfo[q, R_TOK] + 1 <= p_len:
-        return -1
-    lt = blk[last, B_NTOK]
-    if lt <= 0 or lt >= bs - 1:
-        return -1
-    return q
+def _plain_entry(run, n_run, rq, pi, rb, rinfo, blk, f_pi, f_end, f_last, f_lt, f_d):
+    """Load the running batch into the decode loop's slot arrays; False when a request is not
+    decoding into a partly filled last block past its prompt (then the general step runs)."""
+    for i in range(n_run):
+        q = run[i]
+        p_len = rq[q, Q_PROMPT]
+        o = rq[q, Q_OUTPUT]
+        if o <= 0 or pi[q] < p_len or rinfo[q, R_TOK] + 1 <= p_len:
+            return False
+        last = req_last_nb(rb, rinfo, q)
+        if last < 0:
+            return False
+        lt = blk[last, B_NTOK]
+        if lt <= 0:
+            return False
+        f_pi[i] = pi[q]
+        f_end[i] = p_len + o - 1
+        f_last[i] = last
+        f_lt[i] = lt
+        f_d[i] = rinfo[q, R_TOK] - pi[q]
+    return True
+
+
+@hjit
+def _plain_next(n_run, f_pi, f_end, f_lt, bs, st, itl_room):
+    """Whether the next step of the loaded batch is a plain decode step: no request completes
+    in it, the blocks its requests need are free, and the ITL buffer has room."""
+    if n_run * 2 + 2 > itl_room:
+        return False
+    need = 0
+    for i in range(n_run):
+        if f_pi[i] + 1 >= f_end[i]:
+            return False
+        if f_lt[i] >= bs:
+            need += 1
+    return need <= free_count_nb(st)
+
+
+@hjit
+def _plain_store(run, n_run, pi, comp, nnew, rinfo, blk, out, itl_sum, f_pi, f_last, f_lt, f_d,
+                 seg_sum):
+    """Write the decode loop's slot state back to the request arrays; returns the steps run."""
+    k = 0
+    for i in range(n_run):
+        q = run[i]
+        k = f_pi[i] - pi[q]
+        rinfo[q, R_TOK] = f_pi[i] + f_d[i]
+        blk[f_last[i], B_NTOK] = f_lt[i]
+        pi[q] = f_pi[i]
+        comp[q] += k
+        nnew[q] = 1
+        out[q, O_TOKENS] += k
+        itl_sum[q] += seg_sum
+    return k
 
 
 @jit
@@ -276,6 +313,10 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
     pf_pi = np.empty(cap_run, np.int64)
     pf_n = np.empty(cap_run, np.int64)
     dc_pi = np.empty(cap_run, np.int64)
+    f_end = np.empty(cap_run, np.int64)  # slot arrays of the plain decode loop
+    f_last = np.empty(cap_run, np.int64)
+    f_lt = np.empty(cap_run, np.int64)
+    f_d = np.empty(cap_run, np.int64)
     comps = np.zeros(N_COMPONENTS)
     memo_k = np.full(MEMO_SIZE, -1, np.int64)
     memo_v = np.zeros(MEMO_SIZE)
@@ -341,49 +382,65 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
             if not step_pending:
                 hn = heap_push(ht, hk, hr, hn, now, EV_STEP, -1)
         elif kind == EV_STEP:
-            q = -1
-            if hn == 0 and log.shape[0] == 0:
-                q = _lone_decode(run, n_run, wmeta[1], rq, pi, rb, rinfo, blk, bs,
-                                 itl_v.shape[0] - n_itl, dec1.shape[0])
-            if q >= 0:
-                # steps of a lone decoding request with nothing else pending: the general
-                # step below reduces to this loop; it stops before a step that needs a new
-                # block or completes the request, when an arrival is due first, or past the
-                # horizon, and leaves the next step event in the heap as the general path does
+            if hn == 0 and log.shape[0] == 0 and wmeta[1] == 0 and 0 < n_run <= budget_max \
+                    and _plain_entry(run, n_run, rq, pi, rb, rinfo, blk, dc_pi, f_end, f_last,
+                                     f_lt, f_d) \
+                    and _plain_next(n_run, dc_pi, f_end, f_lt, bs, st, itl_v.shape[0] - n_itl):
+                # plain decode steps with nothing else pending: every running request decodes
+                # one token and none completes, so the general step below reduces to this loop
+                # over slot arrays (dc_pi holds the progress indices).  Its block appends and
+                # allocations are the general path's, in batch order; it stops before a step
+                # that is not plain, when an arrival is due first, or past the horizon, and
+                # leaves the next step event in the heap as the general path does.
+                for i in range(n_run):
+                    if dc_pi[i] != rinfo[run[i], R_TOK]:
+                        rinfo[run[i], R_ORD] = 0
+                seg_sum = 0
                 while True:
+                    if n_run == 1 and dc_pi[0] < dec1.shape[0]:
+                        adv = dec1[dc_pi[0]]
+                        if adv < 0:
+                            adv = step_time_nb(pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k,
+                                               memo_v, comps)
+                            dec1[dc_pi[0]] = adv
+                    else:
+                        adv = step_time_nb(pf_pi, pf_n, 0, dc_pi, n_run, ctf, cti, memo_k,
+                                           memo_v, comps)
                     step_count += 1
-                    last = req_last_nb(rb, rinfo, q)
-                    if pi[q] != rinfo[q, R_TOK]:
-                        rinfo[q, R_ORD] = 0
-                    blk[last, B_NTOK] += 1
-                    rinfo[q, R_TOK] += 1
-                    nnew[q] = 1
-                    comp[q] += 1
-                    adv = dec1[pi[q]]
-                    if adv < 0:
-                        dc_pi[0] = pi[q]
-                        adv = step_time_nb(pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k, memo_v,
-                                           comps)
-                        dec1[pi[q]] = adv
-                    busy += adv
-                    pi[q] += 1
-                    total_out += 1
-                    out[q, O_TOKENS] += 1
-                    itl_v[n_itl] = adv
-                    itl_o[n_itl] = q
-                    n_itl += 1
-                    itl_sum[q] += adv
-                    idle_steps = 0
+                    for i in range(n_run):
+                        q = run[i]
+                        if f_lt[i] >= bs:
+                            # the last block is full: the general path's allocation of a new
+                            # one (it cannot fail, _plain_next counted the free blocks)
+                            rinfo[q, R_TOK] = dc_pi[i] + f_d[i]
+                            blk[f_last[i], B_NTOK] = f_lt[i]
+                            blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
+                                          dc_pi[i], dc_pi[i] + 1, False, cached, 0, scr_b,
+                                          scr_s, scr_was)
+                            f_last[i] = req_last_nb(rb, rinfo, q)
+                            f_lt[i] = blk[f_last[i], B_NTOK]
+                        else:
+                            f_lt[i] += 1
+                        dc_pi[i] += 1
+                        itl_v[n_itl] = adv
+                        itl_o[n_itl] = q
+                        n_itl += 1
+                    seg_sum += adv
                     nxt = now + adv
                     if (na < n_req and rq[na, Q_ARRIVAL] <= nxt) \
                             or (horizon > 0 and nxt > horizon) \
-                            or _lone_decode(run, n_run, wmeta[1], rq, pi, rb, rinfo, blk, bs,
-                                            itl_v.shape[0] - n_itl, dec1.shape[0]) < 0:
-                        hn = heap_push(ht, hk, hr, hn, nxt, EV_STEP, -1)
-                        step_pending = True
+                            or not _plain_next(n_run, dc_pi, f_end, f_lt, bs, st,
+                                               itl_v.shape[0] - n_itl):
                         break
                     now = nxt
                     clock = nxt
+                k = _plain_store(run, n_run, pi, comp, nnew, rinfo, blk, out, itl_sum, dc_pi,
+                                 f_last, f_lt, f_d, seg_sum)
+                total_out += k * n_run
+                busy += seg_sum
+                idle_steps = 0
+                hn = heap_push(ht, hk, hr, hn, nxt, EV_STEP, -1)
+                step_pending = True
                 continue
             step_count += 1
             budget = budget_max

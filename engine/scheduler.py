@@ -30,7 +30,7 @@ class SchedulerConfig:
     max_num_running_reqs: int = 256
     long_prefill_token_threshold: int = 0
     block_size: int = 16
-    total_kv_blocks: int | None = None  # None = auto (vllm) / 1,000,000 (blis)
+    total_kv_blocks: int | str | None = None  # None or "auto": auto (vllm) / 1,000,000 (blis)
     gpu_memory_utilization: float = 0.9
     prefix_caching: bool = True
     max_idle_steps: int = 100_000
@@ -50,6 +50,9 @@ class SchedulerConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ConfigError(f"must be an integer >= {lo}", field=flag, value=v)
         tkb = self.total_kv_blocks
+        if isinstance(tkb, str) and tkb.strip().lower() == "auto":
+            object.__setattr__(self, "total_kv_blocks", None)
+            tkb = None
         if tkb is not None and (isinstance(tkb, bool) or not isinstance(tkb, (int, np.integer))
                                 or tkb < 1):
             raise ConfigError("must be an integer >= 1 or 'auto'", field="--total-kv-blocks",

@@ -154,8 +154,9 @@ def test_invariants(semantics, data):
 @settings(PROPS, max_examples=30)
 @given(data=st.data())
 def test_step_log_does_not_change_the_run(semantics, data):
-    """The vllm kernel runs stretches of lone-request decode steps in a fast loop that a step
-    log turns off; with and without the log the run is the same, request by request."""
+    """Both kernels run stretches of plain decode steps in fast loops (vllm: a lone request;
+    blis: the whole batch, new blocks included) that a step log turns off; with and without the
+    log the run is the same, request by request."""
     arrays, cfg = data.draw(scenarios(semantics, horizon=data.draw(st.booleans())))
     wl, logged = run(arrays, cfg)
     plain = run_scheduler(wl, cost(), SchedulerConfig(**cfg))
@@ -163,6 +164,25 @@ def test_step_log_does_not_change_the_run(semantics, data):
     keep = [i for i in range(S.N_SC) if i != S.SC_LOG_N]
     np.testing.assert_array_equal(plain.scalars[keep], logged.scalars[keep])
     np.testing.assert_array_equal(np.sort(plain.itl_us), np.sort(logged.itl_us))
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
+@pytest.mark.parametrize("blocks,block_size", [(300, 1), (300, 7), (300, 16), (800, 16)])
+def test_fast_loops_under_kv_pressure(semantics, blocks, block_size):
+    """Long decode stretches of large batches that fill blocks and preempt: the fast decode
+    loops (off with a step log) give the same run as the general step."""
+    from engine.simulate import simulate
+    kw = dict(model="llama-3.1-8b-instruct", hardware="H100", tp=1, semantics=semantics,
+              workload="chatbot", num_requests=400, rate=20.0, total_kv_blocks=blocks,
+              block_size=block_size, max_num_running_reqs=64)
+    fast = simulate(**kw).raw
+    logged = simulate(**kw, log_steps=2_000_000).raw
+    assert fast.scalars[S.SC_STATUS] == S.STATUS_OK
+    assert block_size == 16 and blocks == 800 or fast.scalars[S.SC_PREEMPT] > 0
+    np.testing.assert_array_equal(fast.out, logged.out)
+    keep = [i for i in range(S.N_SC) if i != S.SC_LOG_N]
+    np.testing.assert_array_equal(fast.scalars[keep], logged.scalars[keep])
+    np.testing.assert_array_equal(fast.itl_us, logged.itl_us)
 
 
 @pytest.mark.parametrize("semantics", SEMANTICS)

@@ -1,0 +1,23 @@
+"""SchedulerConfig validation (the Python API's counterpart of run's scheduler flags)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import ConfigError
+from engine.scheduler import SchedulerConfig
+
+
+@pytest.mark.parametrize("value", ["auto", "AUTO", " Auto ", None])
+def test_total_kv_blocks_auto(value):
+    assert SchedulerConfig(total_kv_blocks=value).total_kv_blocks is None
+
+
+@pytest.mark.parametrize("value", ["many", 0, -3, 2.5, True])
+def test_total_kv_blocks_rejects(value):
+    with pytest.raises(ConfigError, match="--total-kv-blocks"):
+        SchedulerConfig(total_kv_blocks=value)
+
+
+def test_total_kv_blocks_integer_kept():
+    assert SchedulerConfig(total_kv_blocks=7438).total_kv_blocks == 7438

@@ -9,19 +9,23 @@ from ._jit import jit, pjit, prange
 from .kvcache_nb import (N_B, N_R, N_ST, R_CNT, R_OFF, R_ORD, R_TOK, ST_BS, ST_HEAD, ST_TAIL,
                          ST_TOTAL)
 from .sched_blis_nb import simulate_blis_nb
-from .sched_common_nb import (CFG_BLOCK, CFG_BLOCKS, N_LOG, N_O, N_SC, Q_OUTPUT, Q_PROMPT,
-                              SC_STATUS, STATUS_ITL_FULL)
+from .sched_common_nb import (CFG_BLOCK, CFG_BLOCKS, CFG_LITERAL, N_LOG, N_O, N_SC, Q_OUTPUT,
+                              Q_PROMPT, SC_LIVELOCK, SC_STATUS, STATUS_ITL_FULL)
 from .sched_vllm_nb import simulate_vllm_nb
 from .summary_nb import summarize_nb
 
 SEM_VLLM = 0
 SEM_BLIS = 1
+ITL_LIVELOCK_FACTOR = 64  # as engine.scheduler: literal blis runs needing more ITL room loop
 
 
 @jit
 def simulate_one_nb(rq, gbase, cfg, blis, n_slots, ctf, cti, out, res):
-    """One simulation with its own KV pool; fills per-request ``out`` and summary ``res``."""
+    """One simulation with its own KV pool; fills per-request ``out`` and summary ``res``.
+    A literal blis run the reference would never finish is rerun in safe mode (as
+    ``engine.scheduler.run_scheduler`` does)."""
     n = rq.shape[0]
+    literal = blis and cfg[CFG_LITERAL] > 0
     total = cfg[CFG_BLOCKS]
     bs = cfg[CFG_BLOCK]
     st = np.zeros(N_ST, np.int64)
@@ -34,12 +38,16 @@ def simulate_one_nb(rq, gbase, cfg, blis, n_slots, ctf, cti, out, res):
         output_tok[r] = o
         itl_cap += o
         rinfo[r, R_OFF] = cap_sum
-        cap_sum += (rq[r, Q_PROMPT] + (o if o > 1 else 1)) // bs + 2
+        c = (rq[r, Q_PROMPT] + (o if o > 1 else 1)) // bs + 2
+        cap_sum += 2 * c + 2 if literal else c  # engine.scheduler.block_list_capacity
     blk = np.empty((total, N_B), np.int64)
     slot_block = np.empty(max(n_slots, 1), np.int64)
     rb = np.empty(max(cap_sum, 1), np.int64)
     sc = np.zeros(N_SC, np.int64)
     log = np.zeros((0, N_LOG), np.int64)
+    itl_cap0 = itl_cap
+    run_cfg = cfg.copy()
+    fallback = False
     while True:
         st[:] = 0
         st[ST_HEAD] = -1
@@ -53,14 +61,26 @@ def simulate_one_nb(rq, gbase, cfg, blis, n_slots, ctf, cti, out, res):
             rinfo[r, R_ORD] = 1
         sc[:] = 0
         if blis:
-            itl = simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out,
-                                   sc, log, itl_cap)
+            itl = simulate_blis_nb(rq, gbase, run_cfg, ctf, cti, st, blk, slot_block, rb, rinfo,
+                                   out, sc, log, itl_cap)
         else:
             itl = simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out,
                                    sc, log, itl_cap)
-        if sc[SC_STATUS] != STATUS_ITL_FULL:
+        if sc[SC_STATUS] == STATUS_ITL_FULL:
+            itl_cap *= 4
+            if literal and itl_cap > ITL_LIVELOCK_FACTOR * itl_cap0:
+                fallback = True
+        elif literal and sc[SC_LIVELOCK] > 0:
+            fallback = True
+        else:
             break
-        itl_cap *= 4
+        if fallback and literal:
+            literal = False
+            run_cfg[CFG_LITERAL] = 0
+            itl_cap = itl_cap0
+            # (the block lists keep their literal-mode room, which is only larger)
+    if fallback:
+        sc[SC_LIVELOCK] = 1
     summarize_nb(out, sc, itl, output_tok, blis, total, res)
 
 

@@ -6,9 +6,12 @@ chains), vLLM-like batch formation with Q8 (budget-skipped requests still execut
 block bookkeeping of REFERENCE §6.4, phantom ITL entries (Q1), the first token not counted
 (Q2) and preempted requests keeping their ITL history (Q9).
 
-Deliberate differences (SPEC §2): a request evicted earlier in the same phase-1 pass is skipped
-for the rest of that pass (Q3 is not copied), and a failed decode allocation leaves the
-requester's block list intact.  Runs without preemption are identical to the reference.
+Preemption (``CFG_LITERAL``): literal mode copies the reference's quirks too (Q3: a request
+evicted earlier in the same phase-1 pass is visited again; a failed allocation's rollback
+deletes the requester's block list) and reports a livelock in ``SC_LIVELOCK``, on which the
+wrappers rerun in safe mode (SPEC §2): evicted requests are skipped for the rest of the pass and
+a failed allocation leaves the requester's block list intact.  Runs without preemption are the
+same in both modes and identical to the reference.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from .kvcache_nb import (B_NTOK, R_CNT, R_ORD, R_TOK, ST_BS, ST_HITS, ST_MISSES,
                          ST_USED, attach_cached_nb, free_count_nb, head_slot_nb, pop_block_nb,
                          register_nb, release_nb, req_append_nb, req_last_nb, rollback_nb,
                          take_block_nb)
-from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE, CFG_MAX_RUN,
-                              CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT, O_SCHED, O_STATE, O_TOKENS,
-                              O_TTFT, Q_ARRIVAL, Q_OUTPUT, Q_PROMPT, STATE_DONE, STATE_DROPPED,
-                              STATE_QUEUED, STATE_RUNNING, STATUS_HORIZON, STATUS_ITL_FULL,
-                              STATUS_OK, STATUS_STALLED, deq_front, deq_pop_front, deq_push_back,
-                              deq_push_front, init_outputs, key_slot, leading_hits_nb, log_step,
-                              store_scalars)
+from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_LITERAL, CFG_MAX_IDLE,
+                              CFG_MAX_RUN, CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT, O_SCHED,
+                              O_STATE, O_TOKENS, O_TTFT, Q_ARRIVAL, Q_OUTPUT, Q_PROMPT,
+                              SC_LIVELOCK, STATE_DONE, STATE_DROPPED, STATE_QUEUED, STATE_RUNNING,
+                              STATUS_HORIZON, STATUS_ITL_FULL, STATUS_OK, STATUS_STALLED,
+                              deq_front, deq_pop_front, deq_push_back, deq_push_front,
+                              init_outputs, key_slot, leading_hits_nb, log_step, store_scalars)
 from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 
 EV_ARRIVAL = 0
@@ -89,9 +92,10 @@ def cached_blocks_nb(st, slot_block, rq, gbase, r, out):
 
 @hjit
 def blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, r, start, end, prefill, cached,
-                  n_cached, scr_b, scr_s, scr_was):
+                  n_cached, scr_b, scr_s, scr_was, drop):
     """AllocateKVBlocks(req, start, end, cachedBlocks) of REFERENCE §6.4; False on failure
-    (everything rolled back)."""
+    (everything rolled back).  ``drop``: the reference's rollback also deletes the request's
+    block list, so blocks it owned before the call stay in use and are never freed (leak)."""
     bs = st[ST_BS]
     if prefill:
         n_new = end - start
@@ -143,6 +147,10 @@ def blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, r, start, end, pref
                 if b < 0:
                     rollback_nb(st, blk, slot_block, rinfo, r, scr_b, scr_s, n_pop, cached,
                                 scr_was, n_cach, prev_cnt, prev_tok, prev_ord)
+                    if drop:
+                        rinfo[r, R_CNT] = 0
+                        rinfo[r, R_TOK] = 0
+                        rinfo[r, R_ORD] = 1
                     return False
                 scr_b[n_pop] = b
                 scr_s[n_pop] = orig
@@ -183,7 +191,7 @@ def _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicte
 @hjit
 def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, prefill, cached,
                       scr_b, scr_s, scr_was, run, n_run, pi, comp, wq, wmeta, out, evicted_at,
-                      step_count, pre_list, n_pre, lone_best):
+                      step_count, pre_list, n_pre, lone_best, literal):
     """preemptForTokens: allocate [start, end) for q, evicting the batch tail until it fits.
     Returns (allocated, n_run, n_pre); fails when the batch is empty or q itself was evicted.
 
@@ -192,7 +200,7 @@ def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, 
     if an earlier lone self-eviction already reached ``end``, the next cycle repeats this one,
     so q is dropped (it leaves the wait queue and is marked STATE_DROPPED)."""
     while not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, prefill,
-                            cached, 0, scr_b, scr_s, scr_was):
+                            cached, 0, scr_b, scr_s, scr_was, literal):
         if n_run == 0:
             return False, n_run, n_pre
         v = _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at,
@@ -279,6 +287,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
     total_blocks = cfg[CFG_BLOCKS]
     max_idle = cfg[CFG_MAX_IDLE]
     horizon = cfg[CFG_HORIZON]
+    literal = cfg[CFG_LITERAL] > 0
     bs = st[ST_BS]
     init_outputs(out)
 
@@ -325,6 +334,11 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
         if rq[r, Q_PROMPT] + rq[r, Q_OUTPUT] > max_ctx:
             max_ctx = rq[r, Q_PROMPT] + rq[r, Q_OUTPUT]
     dec1 = np.full(max_ctx + 2, -1, np.int64)
+    max_steps = 0  # literal mode: more steps than this means a livelock that keeps "progressing"
+    if literal:
+        for r in range(n_req):
+            max_steps += 16 * (rq[r, Q_PROMPT] + max(rq[r, Q_OUTPUT], 1))
+        max_steps += 1_000_000
 
     # event heap: at most one arrival/queued, one step chain, one left event and a scheduled and
     # a preemption event per request are ever pending at once
@@ -416,7 +430,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                             blk[f_last[i], B_NTOK] = f_lt[i]
                             blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
                                           dc_pi[i], dc_pi[i] + 1, False, cached, 0, scr_b,
-                                          scr_s, scr_was)
+                                          scr_s, scr_was, literal)
                             f_last[i] = req_last_nb(rb, rinfo, q)
                             f_lt[i] = blk[f_last[i], B_NTOK]
                         else:
@@ -443,6 +457,9 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                 step_pending = True
                 continue
             step_count += 1
+            if 0 < max_steps < step_count:
+                status = STATUS_STALLED
+                break
             budget = budget_max
             n_pre = 0
             n_sch = 0
@@ -454,8 +471,8 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                 snap[i] = run[i]
             for idx in range(n_entry):
                 q = snap[idx]
-                if evicted_at[q] == step_count:
-                    continue  # evicted earlier in this pass (Q3 not copied)
+                if evicted_at[q] == step_count and not literal:
+                    continue  # evicted earlier in this pass (safe mode: Q3 not copied)
                 if budget <= 0:
                     break
                 p_len = rq[q, Q_PROMPT]
@@ -468,7 +485,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                     ok, n_run, n_pre2 = _alloc_preempting(
                         st, blk, slot_block, rb, rinfo, rq, gbase, q, pi[q], pi[q] + num_new,
                         True, cached, scr_b, scr_s, scr_was, run, n_run, pi, comp, wq, wmeta,
-                        out, evicted_at, step_count, pre_list, n_pre, lone_best)
+                        out, evicted_at, step_count, pre_list, n_pre, lone_best, literal)
                     preempted = preempted or n_pre2 > n_pre
                     n_pre = n_pre2
                     if not ok:
@@ -492,7 +509,8 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                         ok, n_run, n_pre2 = _alloc_preempting(
                             st, blk, slot_block, rb, rinfo, rq, gbase, q, pi[q], pi[q] + 1,
                             False, cached, scr_b, scr_s, scr_was, run, n_run, pi, comp, wq,
-                            wmeta, out, evicted_at, step_count, pre_list, n_pre, lone_best)
+                            wmeta, out, evicted_at, step_count, pre_list, n_pre, lone_best,
+                            literal)
                         preempted = preempted or n_pre2 > n_pre
                         n_pre = n_pre2
                         if not ok:
@@ -512,7 +530,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                 start = c * bs
                 if not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q, start,
                                      start + num_new, pi[q] < rq[q, Q_PROMPT], cached, c,
-                                     scr_b, scr_s, scr_was):
+                                     scr_b, scr_s, scr_was, literal):
                     break
                 deq_pop_front(wq, wmeta)
                 run[n_run] = q
@@ -593,7 +611,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                         itl_sum[q] += adv
                         if not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
                                              pi[q], pi[q] + 1, False, cached, 0, scr_b, scr_s,
-                                             scr_was):
+                                             scr_was, literal):
                             kv_fail += 1
                     release_nb(st, blk, rb, rinfo, q)
                     hn = heap_push(ht, hk, hr, hn, now + adv, EV_LEFT, q)
@@ -623,10 +641,12 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                     break
         # EV_SCHEDULED, EV_PREEMPTION, EV_LEFT: no-ops (they only set the clock)
 
+    guard_drops = 0
     for r in range(n_req):
         if out[r, O_STATE] == STATE_DROPPED and lone_best[r] >= 0:
             # dropped by the livelock guard: like an unservable request, it brought no tokens
             dropped += 1
+            guard_drops += 1
             total_in -= rq[r, Q_PROMPT]
             total_out -= out[r, O_TOKENS]
     # keep the ITL entries of completed requests only (REFERENCE §6.5)
@@ -638,4 +658,7 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
     store_scalars(sc, clock, completed, wmeta[1], n_run, dropped, total_in, total_out,
                   preempts, st[ST_PEAK], st[ST_HITS], st[ST_MISSES], kv_fail, step_count,
                   status, m, busy)
+    # literal mode: the reference loops forever where this run stalled or dropped a request
+    # by the guard; the wrappers then rerun the point in safe mode
+    sc[SC_LIVELOCK] = 1 if literal and (status == STATUS_STALLED or guard_drops > 0) else 0
     return itl_v[:m].copy()

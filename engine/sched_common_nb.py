@@ -39,7 +39,8 @@ CFG_BLOCKS = 4  # total KV blocks
 CFG_MAX_IDLE = 5  # consecutive steps without progress before stopping (stall guard)
 CFG_PREFIX_CACHE = 6  # 1 = prefix caching on (vllm semantics)
 CFG_HORIZON = 7  # stop once the clock passes this (µs); <= 0 = no horizon
-N_CFG = 8
+CFG_LITERAL = 8  # blis: 1 = the reference's preemption quirks (Q3, rollback drops the list)
+N_CFG = 9
 
 # Scalar results (int64 array) ---------------------------------------------------------------
 SC_CLOCK = 0  # time of the last event (µs)
@@ -59,7 +60,8 @@ SC_STATUS = 13
 SC_N_ITL = 14
 SC_LOG_N = 15
 SC_BUSY_US = 16  # time with a non-empty step running
-N_SC = 17
+SC_LIVELOCK = 17  # blis literal mode: 1 = the reference would not have terminated (see batch_nb)
+N_SC = 18
 
 STATUS_OK = 0
 STATUS_STALLED = 1  # no progress possible; stopped

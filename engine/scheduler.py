@@ -17,7 +17,11 @@ from .stepcost import CostModel, auto_kv_blocks
 from .workload import Workload
 
 SEMANTICS = ("vllm", "blis")
+BLIS_PREEMPTION = ("reference", "safe")
+LIVELOCK_NOTE = ("blis semantics: the reference simulator would not terminate on this run (a "
+                 "preemption livelock, quirk Q3); it ran with --blis-preemption safe instead")
 BLIS_DEFAULT_BLOCKS = 1_000_000
+ITL_LIVELOCK_FACTOR = 64  # literal blis: ITL entries beyond 64x the outputs mean a livelock
 NO_MEMORY_BLOCKS = 1_000_000
 
 
@@ -35,11 +39,19 @@ class SchedulerConfig:
     prefix_caching: bool = True
     max_idle_steps: int = 100_000
     horizon_s: float = 0.0  # 0 = none
+    # blis semantics under preemption: "reference" copies the reference's quirks (Q3, a failed
+    # allocation dropping the request's block list) and falls back to "safe" where the
+    # reference would never terminate; "safe" skips requests evicted earlier in the same pass
+    blis_preemption: str = "reference"
 
     def __post_init__(self) -> None:
         if self.semantics not in SEMANTICS:
             raise ConfigError("unknown semantics", field="--semantics", value=self.semantics,
                               hint="one of: " + ", ".join(SEMANTICS))
+        if self.blis_preemption not in BLIS_PREEMPTION:
+            raise ConfigError("unknown value", field="--blis-preemption",
+                              value=self.blis_preemption,
+                              hint="one of: " + ", ".join(BLIS_PREEMPTION))
         for name, flag, lo in (("max_num_scheduled_tokens", "--max-num-scheduled-tokens", 1),
                                ("max_num_running_reqs", "--max-num-running-reqs", 1),
                                ("long_prefill_token_threshold",
@@ -132,7 +144,18 @@ def config_array(cfg: SchedulerConfig, total_blocks: int) -> np.ndarray:
     arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
     arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
     arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
+    arr[sc_nb.CFG_LITERAL] = 1 if cfg.semantics == "blis" and \
+        cfg.blis_preemption == "reference" else 0
     return arr
+
+
+def block_list_capacity(prompt: np.ndarray, output: np.ndarray, block: int,
+                        literal: bool) -> np.ndarray:
+    """Blocks each request may hold at once.  In literal blis mode a request evicted and
+    visited again in the same pass (Q3) keeps a prefill chunk's blocks while queued and appends
+    its whole prompt after them when admitted again, so it may hold about twice as many."""
+    cap = (prompt + np.maximum(output, 1)) // block + 2
+    return 2 * cap + 2 if literal else cap
 
 
 def request_array(wl: Workload, slot_base: np.ndarray) -> np.ndarray:
@@ -157,23 +180,39 @@ def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
     total_blocks, note = resolve_kv_blocks(cost, cfg)
     base, gbase, n_slots = _slot_layout(wl, block, cfg.semantics)
     rq = request_array(wl, base)
-    seq = wl.prompt_tok + np.maximum(wl.output_tok, 1)
-    kv = new_pool(total_blocks, block, n_slots, seq // block + 2)
     cfg_arr = config_array(cfg, total_blocks)
+    literal = bool(cfg_arr[sc_nb.CFG_LITERAL])
+    caps = block_list_capacity(wl.prompt_tok, wl.output_tok, block, literal)
+    kv = new_pool(total_blocks, block, n_slots, caps)
     out = np.empty((n, sc_nb.N_O), np.int64)
     scal = np.zeros(sc_nb.N_SC, np.int64)
     log = np.zeros((max(int(log_steps), 0), sc_nb.N_LOG), np.int64)
-    itl_cap = int(wl.output_tok.sum()) + n + 16
+    itl_cap0 = itl_cap = int(wl.output_tok.sum()) + n + 16
     kernel = simulate_blis_nb if cfg.semantics == "blis" else simulate_vllm_nb
+    fallback = False
     while True:
         itl = kernel(rq, gbase, cfg_arr, cost.ctf, cost.cti, kv.st, kv.blk, kv.slot_block,
                      kv.rb, kv.rinfo, out, scal, log, itl_cap)
-        if scal[sc_nb.SC_STATUS] != sc_nb.STATUS_ITL_FULL:
+        status = scal[sc_nb.SC_STATUS]
+        if status == sc_nb.STATUS_ITL_FULL:
+            # preemptions recomputed many tokens: run again, deterministically, with more room
+            itl_cap *= 4
+            if literal and itl_cap > ITL_LIVELOCK_FACTOR * itl_cap0:
+                fallback = True
+        elif literal and scal[sc_nb.SC_LIVELOCK]:
+            fallback = True
+        else:
             break
-        # preemptions recomputed many tokens: run again, deterministically, with more room
-        itl_cap *= 4
-        kv = new_pool(total_blocks, block, n_slots, seq // block + 2)
+        if fallback and literal:  # the reference would loop forever: run in safe mode
+            literal = False
+            cfg_arr[sc_nb.CFG_LITERAL] = 0
+            itl_cap = itl_cap0
+            caps = block_list_capacity(wl.prompt_tok, wl.output_tok, block, False)
+        kv = new_pool(total_blocks, block, n_slots, caps)
         scal[:] = 0
+    if fallback:
+        scal[sc_nb.SC_LIVELOCK] = 1
+        note = "; ".join(x for x in (note, LIVELOCK_NOTE) if x)
     return RawRun(workload=wl, semantics=cfg.semantics, out=out, scalars=scal, itl_us=itl,
                   step_log=log[: scal[sc_nb.SC_LOG_N]], kv_blocks_total=total_blocks,
                   kv_blocks_note=note)

@@ -257,6 +257,10 @@ def run_cmd(
     semantics: Annotated[str, typer.Option(
         "--semantics", help="vllm (a real continuous-batching engine) or blis (the reference "
                             "simulator, quirks included).")] = "vllm",
+    blis_preemption: Annotated[str, typer.Option(
+        "--blis-preemption", help="blis semantics under preemption: reference (its quirks, "
+                                  "falling back to safe where it would never finish) or "
+                                  "safe.")] = "reference",
     step_model: OptStepModel = "auto",
     results_path: Annotated[Optional[Path], typer.Option(
         "--results-path", help="Write the metrics and per-request records (.json), or the "
@@ -303,7 +307,7 @@ def run_cmd(
         long_prefill_token_threshold=long_prefill_token_threshold,
         block_size=block_size_in_tokens, total_kv_blocks=_parse_kv_blocks(total_kv_blocks),
         gpu_memory_utilization=gpu_memory_utilization, prefix_caching=not no_prefix_caching,
-        horizon_s=horizon)
+        horizon_s=horizon, blis_preemption=blis_preemption)
     res = simulate(model=model, model_config_folder=model_config_folder, hardware=hardware,
                    hardware_config=hardware_config, tp=tp, bench_data=bench_data_path,
                    step_model=step_model, workload=spec, scheduler=sched)

@@ -67,6 +67,7 @@ SETTINGS: dict[str, tuple[str, Any]] = {
     "gpu_memory_utilization": ("float", 0.9),
     "prefix_caching": ("bool", True),
     "horizon": ("float", 0.0),
+    "blis_preemption": ("str", "reference"),
 }
 ALIASES = {
     "block_size_in_tokens": "block_size",

@@ -109,7 +109,8 @@ class Preparer:
             long_prefill_token_threshold=s["long_prefill_token_threshold"],
             block_size=s["block_size"], total_kv_blocks=None if tkb == "auto" else tkb,
             gpu_memory_utilization=s["gpu_memory_utilization"],
-            prefix_caching=s["prefix_caching"], horizon_s=s["horizon"])
+            prefix_caching=s["prefix_caching"], horizon_s=s["horizon"],
+            blis_preemption=s["blis_preemption"])
 
     def prepare(self, index: int, s: dict) -> Prepared:
         from engine.batch import Job

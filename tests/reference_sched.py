@@ -66,6 +66,10 @@ class RefConfig:
     prefix_caching: bool = True  # vllm only; blis always has the reference's prefix cache
     horizon_us: int = 0  # 0 = none
     max_steps: int = 5_000_000  # safety net for the tests: a run longer than this raises
+    # blis: the reference's preemption quirks (Q3, and a failed allocation's rollback deleting
+    # the request's block list) instead of SPEC §2's safe rules; such runs can livelock, which
+    # the max_steps net turns into a RuntimeError
+    literal: bool = False
 
 
 @dataclass
@@ -146,9 +150,10 @@ class BlisKV:
     """REFERENCE §6.4: free list (pop at the head, release to the tail), reference counts,
     hash -> block table, per-request block lists, hits/misses in blocks."""
 
-    def __init__(self, total: int, bs: int):
+    def __init__(self, total: int, bs: int, literal: bool = False):
         self.total = total
         self.bs = bs
+        self.literal = literal
         self.blocks = [_Block(i) for i in range(total)]
         self.free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(total))
         self.hash_to_block: dict = {}
@@ -275,7 +280,7 @@ class BlisKV:
                 blk.in_use = False
                 self.used -= 1
                 self.free[blk.id] = None  # tail
-        if before is None:
+        if before is None or self.literal:  # the reference deletes the whole list (a leak)
             self.request_map.pop(r, None)
         else:
             self.request_map[r] = before
@@ -340,7 +345,7 @@ class _Blis:
         self.cfg = cfg
         self.cost = step_cost
         self.bs = cfg.block_size
-        self.kv = BlisKV(cfg.total_kv_blocks, cfg.block_size)
+        self.kv = BlisKV(cfg.total_kv_blocks, cfg.block_size, cfg.literal)
         n = len(requests)
         self.res = _new_result(n)
         self.seq = [[token(q, r, i) for i in range(q.prompt + max(q.output, 1))]
@@ -449,8 +454,8 @@ class _Blis:
 
         # phase 1, over the running batch as it was at entry
         for q in list(self.running):
-            if q in evicted:
-                continue  # SPEC §2: Q3 not copied
+            if q in evicted and not cfg.literal:
+                continue  # SPEC §2: Q3 not copied (literal: the reference visits it again)
             if budget <= 0:
                 break
             p_len = self.reqs[q].prompt
@@ -464,7 +469,7 @@ class _Blis:
                     break
                 budget -= n
                 self.num_new[q] = n
-                self.computed[q] += n
+                self.computed[q] = self.computed.get(q, 0) + n
             if self.pi[q] >= p_len and self.reqs[q].output > 0:
                 if not alloc_or_preempt(q, self.pi[q], self.pi[q] + 1, False):
                     break

@@ -26,6 +26,8 @@ from tests.reference_stepcost import ref_cost
 MODEL = "llama-3.1-8b-instruct"
 N_VLLM = 120
 N_BLIS = 90
+N_LITERAL = 25  # random preempting cases in literal blis mode
+LIVELOCK_SEEDS = [3, 7, 38]  # random blis cases whose literal run livelocks (found by search)
 
 STATE_NAMES = {S.STATE_PENDING: "pending", S.STATE_QUEUED: "queued",
                S.STATE_RUNNING: "running", S.STATE_DONE: "done", S.STATE_DROPPED: "dropped"}
@@ -74,13 +76,21 @@ class Case:
                 zip(self.arrival, self.prompt, self.output, self.group, self.prefix)]
 
 
-def run_both(case: Case, semantics: str, oracle: Oracle):
+def run_kernel(case: Case, semantics: str, oracle: Oracle, literal: bool = False):
+    """The kernel's run of a case; blis: SPEC §2's safe preemption rules unless ``literal``."""
     wl = Workload.from_arrays(case.arrival, case.prompt, case.output, case.group, case.prefix)
     assert "trace_row" not in wl.extra  # the case is already in arrival order
-    cfg = SchedulerConfig(semantics=semantics, horizon_s=case.horizon_us / 1e6, **case.sched)
-    raw = run_scheduler(wl, oracle.cm, cfg)
+    cfg = SchedulerConfig(semantics=semantics, horizon_s=case.horizon_us / 1e6,
+                          blis_preemption="reference" if literal else "safe", **case.sched)
+    return run_scheduler(wl, oracle.cm, cfg)
+
+
+def run_both(case: Case, semantics: str, oracle: Oracle, literal: bool = False,
+             max_steps: int = 5_000_000):
+    raw = run_kernel(case, semantics, oracle, literal)
     ref = simulate_reference(case.requests(), RefConfig(semantics=semantics,
                                                         horizon_us=case.horizon_us,
+                                                        literal=literal, max_steps=max_steps,
                                                         **case.sched), oracle)
     return raw, ref
 
@@ -224,6 +234,50 @@ def test_blis_matches_reference(seed, oracle):
         case = at_step_boundaries(case, "blis", oracle, seed)
     raw, ref = run_both(case, "blis", oracle)
     assert_same(raw, ref, case, "blis")
+
+
+def preempting_seeds(n: int, oracle: Oracle) -> list[int]:
+    """Seeds of random blis cases whose literal run preempts and terminates (the kernel does
+    not flag a livelock), the first n of them."""
+    seeds = []
+    for seed in range(10_000):
+        raw = run_kernel(random_case(seed, "blis"), "blis", oracle, literal=True)
+        if raw.scalars[S.SC_PREEMPT] > 0 and not raw.scalars[S.SC_LIVELOCK]:
+            seeds.append(seed)
+            if len(seeds) == n:
+                break
+    return seeds
+
+
+def test_blis_literal_preemption_matches_reference(oracle):
+    """--blis-preemption reference (the default): runs that preempt reproduce the reference's
+    own quirks (Q3 visits of requests evicted earlier in the pass, rollbacks deleting the
+    requester's block list), request by request."""
+    seeds = preempting_seeds(N_LITERAL, oracle)
+    assert len(seeds) == N_LITERAL
+    for seed in seeds:
+        case = random_case(seed, "blis")
+        raw, ref = run_both(case, "blis", oracle, literal=True)
+        assert raw.scalars[S.SC_LIVELOCK] == 0
+        assert_same(raw, ref, case, "blis")
+
+
+@pytest.mark.parametrize("seed", LIVELOCK_SEEDS)
+def test_blis_literal_livelock_falls_back_to_safe(seed, oracle):
+    """Where the reference's quirks never terminate (the literal port is still stepping after
+    many steps), the kernel flags the livelock and returns the safe-mode run."""
+    case = random_case(seed, "blis")
+    with pytest.raises(RuntimeError, match="too many steps"):
+        simulate_reference(case.requests(), RefConfig(semantics="blis",
+                                                      horizon_us=case.horizon_us, literal=True,
+                                                      max_steps=20_000, **case.sched), oracle)
+    lit = run_kernel(case, "blis", oracle, literal=True)
+    safe = run_kernel(case, "blis", oracle, literal=False)
+    assert lit.scalars[S.SC_LIVELOCK] == 1 and safe.scalars[S.SC_LIVELOCK] == 0
+    np.testing.assert_array_equal(lit.out, safe.out)
+    keep = [i for i in range(S.N_SC) if i != S.SC_LIVELOCK]
+    np.testing.assert_array_equal(lit.scalars[keep], safe.scalars[keep])
+    assert "would not terminate" in lit.kv_blocks_note
 
 
 # ---------------------------------------------------------------------------------------------

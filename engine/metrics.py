@@ -97,6 +97,9 @@ METRICS: dict[str, MetricInfo] = {
     "steps": _m("1", "engine steps", "Scheduler steps simulated."),
     "utilization": _m("1", "engine busy fraction",
                       "Time spent in non-empty steps / simulated duration."),
+    "blis_safe_fallback": _m("1", "rerun in safe preemption mode",
+                             "blis semantics: 1 when the reference's preemption rules would "
+                             "never terminate, so the run used --blis-preemption safe."),
 }
 
 #: Our additions to the reference's keys, in output order.
@@ -104,7 +107,7 @@ EXTRA_KEYS = (
     "ttft_p50_ms", "e2e_p50_ms", "itl_p50_ms", "tpot_mean_ms", "tpot_p50_ms", "tpot_p90_ms",
     "tpot_p99_ms", "scheduling_delay_mean_ms", "scheduling_delay_p50_ms", "kv_blocks_total",
     "kv_peak_blocks", "kv_peak_fraction", "cache_hit_rate", "preemption_rate", "steps",
-    "utilization",
+    "utilization", "blis_safe_fallback",
 )
 
 STATUS_NAMES = {sc_nb.STATUS_OK: "ok", sc_nb.STATUS_STALLED: "stalled",
@@ -158,6 +161,7 @@ SUMMARY_INDEX: dict[str, tuple[int, bool]] = {
     "preemption_rate": (snb.M_PREEMPT_RATE, False),
     "steps": (snb.M_STEPS, True),
     "utilization": (snb.M_UTIL, False),
+    "blis_safe_fallback": (snb.M_LIVELOCK, True),
 }
 
 #: metric keys of a sweep result, in output order

@@ -12,8 +12,8 @@ import numpy as np
 from ._jit import hjit, jit
 from .sched_common_nb import (O_E2E, O_SCHED, O_STATE, O_TTFT, SC_BUSY_US, SC_CLOCK,
                               SC_COMPLETED, SC_DROPPED, SC_HITS, SC_INPUT_TOK, SC_KV_FAIL,
-                              SC_KV_PEAK, SC_MISSES, SC_OUTPUT_TOK, SC_PREEMPT, SC_QUEUED,
-                              SC_RUNNING, SC_STATUS, SC_STEPS, STATE_DONE)
+                              SC_KV_PEAK, SC_LIVELOCK, SC_MISSES, SC_OUTPUT_TOK, SC_PREEMPT,
+                              SC_QUEUED, SC_RUNNING, SC_STATUS, SC_STEPS, STATE_DONE)
 from .stats_nb import order_stats_nb
 
 # indices of the summary vector -------------------------------------------------------------
@@ -59,7 +59,8 @@ M_PREEMPT_RATE = 38
 M_STEPS = 39
 M_UTIL = 40
 M_STATUS = 41
-N_M = 42
+M_LIVELOCK = 42  # blis: 1 = rerun in safe preemption mode (the reference would livelock)
+N_M = 43
 
 _QS = (50.0, 90.0, 95.0, 99.0)
 
@@ -195,3 +196,4 @@ def summarize_nb(out, sc, itl, output_tok, blis, kv_total, res):
     res[M_STEPS] = sc[SC_STEPS]
     res[M_UTIL] = float(sc[SC_BUSY_US]) / float(sc[SC_CLOCK]) if sc[SC_CLOCK] > 0 else 0.0
     res[M_STATUS] = sc[SC_STATUS]
+    res[M_LIVELOCK] = sc[SC_LIVELOCK]

@@ -10,6 +10,7 @@ from engine import sched_common_nb as S
 from engine.batch import Job, run_jobs
 from engine.scheduler import LIVELOCK_NOTE, SchedulerConfig
 from engine.simulate import simulate
+from engine.summary_nb import M_LIVELOCK
 from engine.workload import WorkloadSpec, generate
 
 MODEL = dict(model="llama-3.1-8b-instruct", hardware="H100", tp=1)
@@ -32,6 +33,7 @@ def test_livelock_falls_back_to_safe_mode(chat):
     assert lit.raw.scalars[S.SC_LIVELOCK] == 1 and safe.raw.scalars[S.SC_LIVELOCK] == 0
     assert LIVELOCK_NOTE in lit.notes and LIVELOCK_NOTE not in safe.notes
     assert lit.summary["completed_requests"] == 300 and lit.summary["preemption_count"] > 0
+    assert lit.summary["blis_safe_fallback"] == 1 and safe.summary["blis_safe_fallback"] == 0
     np.testing.assert_array_equal(lit.raw.out, safe.raw.out)
 
 
@@ -56,3 +58,4 @@ def test_batched_kernel_matches_run(chat, blocks):
     res, sc = run(chat, blocks)
     br = run_jobs([Job(chat, res.cost, sc)], keep_requests=True)
     np.testing.assert_array_equal(br.out_req[br.req_off[0]:br.req_off[1]], res.raw.out)
+    assert br.metrics[0, M_LIVELOCK] == res.summary["blis_safe_fallback"] == (blocks == 1000)

@@ -10,20 +10,18 @@ from .kvcache_nb import (N_B, N_R, N_ST, R_CNT, R_OFF, R_ORD, R_TOK, ST_BS, ST_H
                          ST_TOTAL)
 from .sched_blis_nb import simulate_blis_nb
 from .sched_common_nb import (CFG_BLOCK, CFG_BLOCKS, CFG_LITERAL, N_LOG, N_O, N_SC, Q_OUTPUT,
-                              Q_PROMPT, SC_LIVELOCK, SC_STATUS, STATUS_ITL_FULL)
+                              Q_PROMPT, SC_LIVELOCK, next_itl_room_nb)
 from .sched_vllm_nb import simulate_vllm_nb
 from .summary_nb import summarize_nb
 
 SEM_VLLM = 0
 SEM_BLIS = 1
-ITL_LIVELOCK_FACTOR = 64  # as engine.scheduler: literal blis runs needing more ITL room loop
 
 
 @jit
 def simulate_one_nb(rq, gbase, cfg, blis, n_slots, ctf, cti, out, res):
     """One simulation with its own KV pool; fills per-request ``out`` and summary ``res``.
-    A literal blis run the reference would never finish is rerun in safe mode (as
-    ``engine.scheduler.run_scheduler`` does)."""
+    Attempts follow ``next_itl_room_nb``, as in ``engine.scheduler.run_scheduler``."""
     n = rq.shape[0]
     literal = blis and cfg[CFG_LITERAL] > 0
     total = cfg[CFG_BLOCKS]
@@ -47,7 +45,6 @@ def simulate_one_nb(rq, gbase, cfg, blis, n_slots, ctf, cti, out, res):
     log = np.zeros((0, N_LOG), np.int64)
     itl_cap0 = itl_cap
     run_cfg = cfg.copy()
-    fallback = False
     while True:
         st[:] = 0
         st[ST_HEAD] = -1
@@ -64,23 +61,13 @@ def simulate_one_nb(rq, gbase, cfg, blis, n_slots, ctf, cti, out, res):
             itl = simulate_blis_nb(rq, gbase, run_cfg, ctf, cti, st, blk, slot_block, rb, rinfo,
                                    out, sc, log, itl_cap)
         else:
-            itl = simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out,
-                                   sc, log, itl_cap)
-        if sc[SC_STATUS] == STATUS_ITL_FULL:
-            itl_cap *= 4
-            if literal and itl_cap > ITL_LIVELOCK_FACTOR * itl_cap0:
-                fallback = True
-        elif literal and sc[SC_LIVELOCK] > 0:
-            fallback = True
-        else:
+            itl = simulate_vllm_nb(rq, gbase, run_cfg, ctf, cti, st, blk, slot_block, rb, rinfo,
+                                   out, sc, log, itl_cap)
+        itl_cap = next_itl_room_nb(sc, run_cfg, itl_cap, itl_cap0)
+        if itl_cap == 0:
             break
-        if fallback and literal:
-            literal = False
-            run_cfg[CFG_LITERAL] = 0
-            itl_cap = itl_cap0
-            # (the block lists keep their literal-mode room, which is only larger)
-    if fallback:
-        sc[SC_LIVELOCK] = 1
+    if run_cfg[CFG_LITERAL] != cfg[CFG_LITERAL]:
+        sc[SC_LIVELOCK] = 1  # rerun in safe mode (in block lists sized for literal mode)
     summarize_nb(out, sc, itl, output_tok, blis, total, res)
 
 

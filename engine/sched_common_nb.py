@@ -184,3 +184,24 @@ def store_scalars(sc, clock, completed, queued, running, dropped, total_in, tota
     sc[SC_STATUS] = status
     sc[SC_N_ITL] = n_itl
     sc[SC_BUSY_US] = busy
+
+
+ITL_LIVELOCK_FACTOR = 64  # literal blis: needing 64x the first ITL estimate means a livelock
+
+
+@hjit
+def next_itl_room_nb(sc, cfg, itl_cap, itl_cap0):
+    """The retry policy of one point, after an attempt with ITL room ``itl_cap`` (the first
+    had ``itl_cap0``): 0 when the attempt is the result, else the room of the next attempt,
+    which runs with ``cfg``.  A run whose ITL buffer filled (preemptions recomputed many
+    tokens) gets four times the room; a literal blis run the reference would never finish
+    (SC_LIVELOCK, or an ITL need beyond ITL_LIVELOCK_FACTOR times the first estimate) is
+    switched to safe mode (cfg[CFG_LITERAL] = 0) and restarts with the first room."""
+    literal = cfg[CFG_LITERAL] > 0
+    if sc[SC_STATUS] == STATUS_ITL_FULL:
+        if not literal or 4 * itl_cap <= ITL_LIVELOCK_FACTOR * itl_cap0:
+            return 4 * itl_cap
+    elif not (literal and sc[SC_LIVELOCK] > 0):
+        return 0
+    cfg[CFG_LITERAL] = 0
+    return itl_cap0

@@ -21,7 +21,6 @@ BLIS_PREEMPTION = ("reference", "safe")
 LIVELOCK_NOTE = ("blis semantics: the reference simulator would not terminate on this run (a "
                  "preemption livelock, quirk Q3); it ran with --blis-preemption safe instead")
 BLIS_DEFAULT_BLOCKS = 1_000_000
-ITL_LIVELOCK_FACTOR = 64  # literal blis: ITL entries beyond 64x the outputs mean a livelock
 NO_MEMORY_BLOCKS = 1_000_000
 
 
@@ -189,28 +188,16 @@ def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
     log = np.zeros((max(int(log_steps), 0), sc_nb.N_LOG), np.int64)
     itl_cap0 = itl_cap = int(wl.output_tok.sum()) + n + 16
     kernel = simulate_blis_nb if cfg.semantics == "blis" else simulate_vllm_nb
-    fallback = False
-    while True:
-        itl = kernel(rq, gbase, cfg_arr, cost.ctf, cost.cti, kv.st, kv.blk, kv.slot_block,
+    run_cfg = cfg_arr.copy()
+    while True:  # the attempts of sched_common_nb.next_itl_room_nb (as sweeps make them)
+        itl = kernel(rq, gbase, run_cfg, cost.ctf, cost.cti, kv.st, kv.blk, kv.slot_block,
                      kv.rb, kv.rinfo, out, scal, log, itl_cap)
-        status = scal[sc_nb.SC_STATUS]
-        if status == sc_nb.STATUS_ITL_FULL:
-            # preemptions recomputed many tokens: run again, deterministically, with more room
-            itl_cap *= 4
-            if literal and itl_cap > ITL_LIVELOCK_FACTOR * itl_cap0:
-                fallback = True
-        elif literal and scal[sc_nb.SC_LIVELOCK]:
-            fallback = True
-        else:
+        itl_cap = sc_nb.next_itl_room_nb(scal, run_cfg, itl_cap, itl_cap0)
+        if itl_cap == 0:
             break
-        if fallback and literal:  # the reference would loop forever: run in safe mode
-            literal = False
-            cfg_arr[sc_nb.CFG_LITERAL] = 0
-            itl_cap = itl_cap0
-            caps = block_list_capacity(wl.prompt_tok, wl.output_tok, block, False)
         kv = new_pool(total_blocks, block, n_slots, caps)
         scal[:] = 0
-    if fallback:
+    if run_cfg[sc_nb.CFG_LITERAL] != cfg_arr[sc_nb.CFG_LITERAL]:  # rerun in safe mode
         scal[sc_nb.SC_LIVELOCK] = 1
         note = "; ".join(x for x in (note, LIVELOCK_NOTE) if x)
     return RawRun(workload=wl, semantics=cfg.semantics, out=out, scalars=scal, itl_us=itl,

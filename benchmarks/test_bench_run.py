@@ -12,7 +12,6 @@ Targets (1 % of the reference simulator on a 2-core machine): 10,000 chatbot < 1
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from engine.simulate import simulate
+from tests.conftest import SEED_FLAGS, make_seed_dir
 
-REPO = Path(__file__).resolve().parents[1]
 
 CASES = {
     "seed_100_chatbot": dict(workload="chatbot", num_requests=100, rate=1.0),
@@ -43,23 +42,10 @@ def test_run_in_process(benchmark, case, semantics):
     assert res.summary["status"] == "ok"
 
 
-def _seed_dir(tmp_path: Path) -> Path:
-    (tmp_path / "model_configs" / "llama-3.1-8b-instruct").mkdir(parents=True)
-    shutil.copy(REPO / "data" / "models" / "llama-3.1-8b-instruct" / "config.json",
-                tmp_path / "model_configs" / "llama-3.1-8b-instruct" / "config.json")
-    shutil.copytree(REPO / "data" / "bench_data", tmp_path / "bench_data")
-    (tmp_path / "hardware_config_minimal.json").write_text(
-        '{"H100": {"TFlopsPeak": 989.5, "BwPeakTBs": 3.35}}')
-    return tmp_path
-
-
 def test_seed_command_process(benchmark, tmp_path):
     exe = Path(sys.executable).parent / "simulation_worker"
-    cmd = [str(exe), "run", "--model", "meta-llama/llama-3.1-8b-instruct",
-           "--model-config-folder", "model_configs/llama-3.1-8b-instruct", "--hardware-config",
-           "hardware_config_minimal.json", "--bench-data-path", "bench_data", "--hardware",
-           "H100", "--tp", "1", "--workload", "chatbot"]
-    cwd = _seed_dir(tmp_path)
+    cmd = [str(exe), "run", *SEED_FLAGS]
+    cwd = make_seed_dir(tmp_path)
     subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)  # the numba cache is warm
 
     def once():

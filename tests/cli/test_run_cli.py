@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, need_reference, run_subprocess
-
-SEED_FLAGS = ["--model", "meta-llama/llama-3.1-8b-instruct", "--model-config-folder",
-              "model_configs/llama-3.1-8b-instruct", "--hardware-config",
-              "hardware_config_minimal.json", "--bench-data-path", "bench_data", "--hardware",
-              "H100", "--tp", "1", "--workload", "chatbot"]
+from tests.conftest import SEED_FLAGS, make_seed_dir, need_reference, run_subprocess
 
 
 def metrics_of(stdout: str) -> dict:
@@ -28,12 +22,7 @@ def metrics_of(stdout: str) -> dict:
 @pytest.fixture
 def seed_dir(tmp_path: Path, monkeypatch) -> Path:
     """A folder laid out like the seed document's working directory."""
-    (tmp_path / "model_configs" / "llama-3.1-8b-instruct").mkdir(parents=True)
-    shutil.copy(REPO / "data" / "models" / "llama-3.1-8b-instruct" / "config.json",
-                tmp_path / "model_configs" / "llama-3.1-8b-instruct" / "config.json")
-    shutil.copytree(REPO / "data" / "bench_data", tmp_path / "bench_data")
-    (tmp_path / "hardware_config_minimal.json").write_text(
-        '{"H100": {"TFlopsPeak": 989.5, "BwPeakTBs": 3.35}}')
+    make_seed_dir(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -12,23 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_subprocess
+from tests.conftest import REPO, assert_one_error_line, run_subprocess
 
 LLAMA = "llama-3.1-8b-instruct"
 MODEL_ARGS = ("step-time", "--model", LLAMA, "--hardware", "H100", "--tp", "1",
               "--decode", "32x1024", "--prefill", "512")
-
-
-def assert_one_error_line(res, *needles: str, code: int = 2) -> str:
-    assert res.code == code, (res.code, res.err)
-    assert "Traceback" not in res.err and "Traceback" not in res.out
-    lines = res.err.strip().splitlines()
-    assert len(lines) == 1, res.err
-    line = lines[0]
-    assert line.startswith("error:"), line
-    for needle in needles:
-        assert needle.lower() in line.lower(), (needle, line)
-    return line
 
 
 def write_hw(tmp_path: Path, text: str, name: str = "hw.json") -> Path:

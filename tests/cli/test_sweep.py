@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, CliResult
+from tests.conftest import REPO, CliResult, assert_one_error_line
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -61,19 +61,6 @@ def main_in_process(*args) -> CliResult:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return CliResult(code, out.getvalue(), err.getvalue())
-
-
-def assert_one_error_line(res: CliResult, *needles: str) -> str:
-    assert res.code != 0, (res.code, res.out, res.err)
-    assert res.code == 2, (res.code, res.err)
-    assert "Traceback" not in res.err and "Traceback" not in res.out, res.err
-    lines = [ln for ln in res.err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, res.err
-    line = lines[0]
-    assert line.startswith("error:"), line
-    for needle in needles:
-        assert needle.lower() in line.lower(), (needle, line)
-    return line
 
 
 def write_spec(path: Path, name: str, fixed: dict, grid: dict) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,20 +11,10 @@ from engine.errors import ConfigError
 from engine.otlp import read_measured
 from engine.validate import compare
 from engine.workload import Workload
+from tests.conftest import FakeSim
 
 pytest.importorskip("matplotlib")
 
-
-@dataclass
-class FakeSim:
-    """What compare() reads from a SimResult."""
-
-    workload: Workload
-    request_id: np.ndarray
-    ttft_ms: np.ndarray
-    e2e_ms: np.ndarray
-    completed: np.ndarray
-    dropped: np.ndarray
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,9 @@ from engine.errors import ConfigError
 from engine.otlp import read_measured
 from engine.validate import compare
 from engine.workload import Workload
+from tests.conftest import FakeSim
 
 HEADER = "arrival_time_s,prompt_tokens,output_tokens,measured_ttft_ms,measured_e2e_ms,phase"
-
-
-@dataclass
-class FakeSim:
-    """What compare() reads from a SimResult (arrays in any order, matched by request_id)."""
-
-    workload: Workload
-    request_id: np.ndarray
-    ttft_ms: np.ndarray
-    e2e_ms: np.ndarray
-    completed: np.ndarray
-    dropped: np.ndarray
 
 
 def fake(wl: Workload, ids, prompt, output, ttft, e2e, completed=None, dropped=None):

@@ -30,6 +30,17 @@ from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
 
 
 @hjit
+def _complete(st, blk, rb, rinfo, rq, out, r, tokens, t):
+    """Request r produced its last token (its ``tokens``-th) at time t: free its blocks and
+    record it."""
+    release_nb(st, blk, rb, rinfo, r)
+    out[r, O_TOKENS] = tokens
+    out[r, O_E2E] = t - rq[r, Q_ARRIVAL]
+    out[r, O_DONE] = t
+    out[r, O_STATE] = STATE_DONE
+
+
+@hjit
 def _hits(st, slot_block, rq, gbase, r, n_tok, out):
     """Leading resident full blocks of r's first n_tok - 1 tokens (at least one token is
     always computed, as in vLLM)."""
@@ -197,12 +208,7 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                 n_itl += 1
                 s_last[0] = t
                 if g >= s_want[0]:
-                    r = s_r[0]
-                    release_nb(st, blk, rb, rinfo, r)
-                    out[r, O_TOKENS] = g
-                    out[r, O_E2E] = t - rq[r, Q_ARRIVAL]
-                    out[r, O_DONE] = t
-                    out[r, O_STATE] = STATE_DONE
+                    _complete(st, blk, rb, rinfo, rq, out, s_r[0], g, t)
                     completed += 1
                     n_run = 0
                     break
@@ -341,12 +347,7 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                         n_itl += 1
                     s_last[k] = t_end
                     if g >= s_want[k]:
-                        r = s_r[k]
-                        release_nb(st, blk, rb, rinfo, r)
-                        out[r, O_TOKENS] = g
-                        out[r, O_E2E] = t_end - rq[r, Q_ARRIVAL]
-                        out[r, O_DONE] = t_end
-                        out[r, O_STATE] = STATE_DONE
+                        _complete(st, blk, rb, rinfo, rq, out, s_r[k], g, t_end)
                         completed += 1
                         continue
             if w != k:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.simulate import simulate
+from infersweep.api import simulate
 from tests.conftest import SEED_FLAGS, make_seed_dir
-
 
 CASES = {
     "seed_100_chatbot": dict(workload="chatbot", num_requests=100, rate=1.0),
@@ -34,8 +33,9 @@ CASES = {
 @pytest.mark.parametrize("semantics", ["vllm", "blis"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_run_in_process(benchmark, case, semantics):
-    kw = dict(model="llama-3.1-8b-instruct", hardware="H100", tp=1, semantics=semantics,
-              **CASES[case])
+    kw = dict(
+        model="llama-3.1-8b-instruct", hardware="H100", tp=1, semantics=semantics, **CASES[case]
+    )
     simulate(**{**kw, "num_requests": 20})  # JIT warm
     res = benchmark.pedantic(simulate, kwargs=kw, rounds=5, iterations=1, warmup_rounds=1)
     assert res.summary["completed_requests"] == kw["num_requests"]

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest benchmarks --benchmark-only
 
-The kernel benchmarks call ``engine.stepcost_nb.step_time_nb`` directly with preallocated
+The kernel benchmarks call ``costmodel.stepcost_nb.step_time_nb`` directly with preallocated
 arrays (JIT warmed first), so they measure the kernel; the ``api`` variants go through
 ``CostModel.step_time`` (list -> array conversion and checks included) for reference. Results
 are checked after timing against the slow pure-Python port in ``tests/reference_stepcost.py``.
@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # for tests.reference_stepcost
     sys.path.insert(0, str(REPO))
 
-from engine import stepcost_nb as nb  # noqa: E402
-from engine.config import load_hardware, load_model  # noqa: E402
-from engine.stepcost import build_cost_model  # noqa: E402
+from infersweep.config.models import load_hardware, load_model  # noqa: E402
+from infersweep.costmodel import stepcost_nb as nb  # noqa: E402
+from infersweep.costmodel.stepcost import build_cost_model  # noqa: E402
 from tests.reference_stepcost import ref_cost, ref_model  # noqa: E402
 
 LLAMA = "llama-3.1-8b-instruct"
@@ -62,11 +62,19 @@ def kernel_args(cm, prefills, decodes) -> tuple:
     out = np.zeros(nb.N_COMPONENTS)
     memo = ()
     if hasattr(cm, "ctf"):  # the decode-MFU fallback memo of the packed layout
-        from engine.stepcost import new_memo
+        from infersweep.costmodel.stepcost import new_memo
 
         memo = new_memo()
-    return (np.ascontiguousarray(pf[:, 0]), np.ascontiguousarray(pf[:, 1]), pf.shape[0], dc,
-            dc.shape[0], *table_args(cm), *memo, out)
+    return (
+        np.ascontiguousarray(pf[:, 0]),
+        np.ascontiguousarray(pf[:, 1]),
+        pf.shape[0],
+        dc,
+        dc.shape[0],
+        *table_args(cm),
+        *memo,
+        out,
+    )
 
 
 STEPS = {
@@ -117,7 +125,7 @@ def test_kernel_many_steps(benchmark, cm, ref):
     benchmark.group = "step-cost kernel (batched)"
     benchmark(nb.step_times_nb, *args)
     for i in rng.choice(1000, 20, replace=False):
-        assert out_us[i] == ref.step_us([], dc[dc_off[i]:dc_off[i + 1]].tolist())
+        assert out_us[i] == ref.step_us([], dc[dc_off[i] : dc_off[i + 1]].tolist())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,8 +139,14 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", *args], capture_output=True,
-                          text=True, cwd=REPO, env=full_env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "infersweep.sweeps.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=full_env,
+        timeout=600,
+    )
 
 
 def expected_cold_step_us() -> int:
@@ -140,8 +154,9 @@ def expected_cold_step_us() -> int:
     from tests.reference_stepcost import RefStepCost, RefTables, normalise_hw
 
     catalog = json.loads((REPO / "data" / "hardware" / "hardware.json").read_text())
-    return RefStepCost(ref_model(LLAMA), normalise_hw(catalog["H100"]), 1,
-                       RefTables()).step_us([], [1024] * 256)
+    return RefStepCost(ref_model(LLAMA), normalise_hw(catalog["H100"]), 1, RefTables()).step_us(
+        [], [1024] * 256
+    )
 
 
 def test_cold_start_cached(benchmark):
@@ -167,6 +182,7 @@ def test_cold_start_cached(benchmark):
 def test_cold_start_empty_cache(benchmark, tmp_path_factory):
     """A fresh process with an empty numba cache (NUMBA_CACHE_DIR pointed at a new folder):
     the whole JIT compile is inside the measurement."""
+
     def setup():  # a new, empty cache folder for every round
         cache = tmp_path_factory.mktemp("numba_cache")
         return (), {"env": {"NUMBA_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1"}}

@@ -9,7 +9,7 @@ with 1 and 2 worker threads:
   ``sweeps.runner.run_sweep`` (validation, batched kernel, chunk files, the final Parquet), one
   round each: the big grid takes tens of seconds per thread count.
 - ``test_sweep_grid[100-...]``: 5 models x TP 1/2 x 10 rates = 100 points, three rounds.
-- ``test_run_jobs_100``: the same 100 points straight through ``engine.batch.run_jobs`` (the
+- ``test_run_jobs_100``: the same 100 points straight through ``scheduler.batch.run_jobs`` (the
   batched kernel alone, jobs prepared beforehand).
 
 The JIT is warmed first (kernels come from the on-disk cache); every point is checked after
@@ -24,11 +24,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps.grid import SweepSpec
-from sweeps.runner import run_sweep
+from infersweep.sweeps.grid import SweepSpec
+from infersweep.sweeps.runner import run_sweep
 
-MODELS = ["qwen2.5-7b-instruct", "llama-2-7b-hf", "llama-3.1-8b-instruct",
-          "codellama-34b-instruct-hf", "qwen3-14b"]
+MODELS = [
+    "qwen2.5-7b-instruct",
+    "llama-2-7b-hf",
+    "llama-3.1-8b-instruct",
+    "codellama-34b-instruct-hf",
+    "qwen3-14b",
+]
 RATES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]  # requests/s: idle H100 to far past saturation
 NUM_REQUESTS = 1000
 GRIDS = {
@@ -99,7 +104,7 @@ def test_sweep_grid(benchmark, warm, tmp_path_factory, n, threads):
 
 @pytest.fixture(scope="module")
 def jobs_100():
-    from sweeps.runner import Preparer
+    from infersweep.sweeps.runner import Preparer
 
     spec = make_spec(100)
     prep = Preparer()
@@ -110,13 +115,14 @@ def jobs_100():
 
 @pytest.mark.parametrize("threads", THREADS)
 def test_run_jobs_100(benchmark, warm, jobs_100, threads):
-    from engine.batch import run_jobs
-    from engine.metrics import SUMMARY_INDEX
+    from infersweep.metrics.summary import SUMMARY_INDEX
+    from infersweep.scheduler.batch import run_jobs
 
     need_threads(threads)
     benchmark.group = f"run_jobs 100 points x {NUM_REQUESTS} requests (kernel only)"
-    result = benchmark.pedantic(run_jobs, args=(jobs_100,), kwargs={"threads": threads},
-                                rounds=3, iterations=1)
+    result = benchmark.pedantic(
+        run_jobs, args=(jobs_100,), kwargs={"threads": threads}, rounds=3, iterations=1
+    )
     completed = result.metrics[:, SUMMARY_INDEX["completed_requests"][0]]
     assert completed.tolist() == [float(NUM_REQUESTS)] * len(jobs_100)
     benchmark.extra_info["points"] = len(jobs_100)

@@ -1,10 +1,30 @@
-"""infersweep engine: configs, cost tables, kernels, metrics.
+"""infersweep: a JIT-compiled, vectorised simulator of LLM inference serving.
 
-Import what you need from the submodules; this package imports nothing heavy at import time
-so that the CLI starts fast.  The main entry points:
+The documented entry points (imported lazily, so ``import infersweep`` is instant):
 
-- ``engine.simulate.simulate``: one simulation, returning per-request arrays and a summary.
-- ``engine.stepcost.build_cost_model`` / ``CostModel.step_time``: the roofline step cost.
+- ``infersweep.simulate(...)``: one simulation, returning per-request arrays and a summary
+  (``infersweep.api``).
+- ``infersweep.sweep(spec, out)``: a sweep over a grid of configurations, written to Parquet
+  (``infersweep.sweeps.runner``).
+
+The stages, one sub-package each: ``config`` (hardware and model inputs), ``costmodel`` (the
+roofline step cost), ``workload`` (generated and traced requests), ``scheduler`` (the kernels
+and their one driver), ``metrics`` (summary statistics), ``fitting`` (measured traces,
+validation, calibration) and ``sweeps`` (grids, runner, results, CLI).
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "simulate", "sweep"]
+
+
+def __getattr__(name: str):
+    if name == "simulate":
+        from .api import simulate
+
+        return simulate
+    if name == "sweep":
+        from .sweeps.runner import sweep
+
+        return sweep
+    raise AttributeError(f"module 'infersweep' has no attribute {name!r}")

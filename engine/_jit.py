@@ -41,16 +41,20 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 def _cache_dir() -> str:
     here = Path(__file__).resolve().parent
     h = hashlib.sha1()
-    for p in sorted(here.glob("*_nb.py")) + [Path(__file__).resolve()]:
-        h.update(p.name.encode())
+    for p in sorted(here.rglob("*_nb.py")) + [Path(__file__).resolve()]:
+        h.update(str(p.relative_to(here)).encode())
         h.update(p.read_bytes())
-    tag = (f"infersweep-{h.hexdigest()[:16]}-py{sys.version_info[0]}{sys.version_info[1]}"
-           f"-numba{numba.__version__}")
+    tag = (
+        f"infersweep-{h.hexdigest()[:16]}-py{sys.version_info[0]}{sys.version_info[1]}"
+        f"-numba{numba.__version__}"
+    )
     user = os.environ.get("INFERSWEEP_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
     candidates = [Path(user)] if user else []
-    candidates += [here / "__pycache__",
-                   Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infersweep",
-                   Path(tempfile.gettempdir()) / "infersweep-cache"]
+    candidates += [
+        here / "__pycache__",
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infersweep",
+        Path(tempfile.gettempdir()) / "infersweep-cache",
+    ]
     for base in candidates:
         try:
             d = base / tag

@@ -10,8 +10,15 @@ class ConfigError(ValueError):
     ``hw.json: H100.TFlopsPeak = -1.0: must be a finite number > 0``.
     """
 
-    def __init__(self, message: str, *, file: object = None, field: str | None = None,
-                 value: object = ..., hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: object = None,
+        field: str | None = None,
+        value: object = ...,
+        hint: str | None = None,
+    ) -> None:
         self.message = message
         self.file = None if file is None else str(file)
         self.field = field

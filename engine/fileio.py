@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
-from engine.errors import ConfigError
+from infersweep.errors import ConfigError
 
 
 def _prepare(path: Path) -> Path:
@@ -15,8 +16,9 @@ def _prepare(path: Path) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the output folder ({exc.strerror})",
-                          file=parent) from None
+        raise ConfigError(
+            f"cannot create the output folder ({exc.strerror})", file=parent
+        ) from None
     if path.is_dir():
         raise ConfigError("is a folder; expected a file path", file=path)
     return parent
@@ -35,8 +37,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:
-        raise ConfigError(f"cannot write to the output folder ({exc.strerror})",
-                          file=parent) from None
+        raise ConfigError(
+            f"cannot write to the output folder ({exc.strerror})", file=parent
+        ) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
@@ -45,10 +48,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import HARDWARE_FIELDS
-from engine.errors import ConfigError
+from infersweep.config.models import HARDWARE_FIELDS
+from infersweep.errors import ConfigError
 
 # setting -> (kind, default).  kinds: str, int, float, bool, kv (int or "auto")
 SETTINGS: dict[str, tuple[str, Any]] = {
@@ -93,8 +93,9 @@ def canonical(name: str, where: str | None = None) -> str:
     if key.lower() in HW_FIELDS:
         return HW_FIELDS[key.lower()]
     known = sorted(SETTINGS) + sorted(HARDWARE_FIELDS)
-    raise ConfigError("unknown setting", file=where, field=str(name),
-                      hint="known: " + ", ".join(known))
+    raise ConfigError(
+        "unknown setting", file=where, field=str(name), hint="known: " + ", ".join(known)
+    )
 
 
 def coerce(name: str, value: Any, where: str | None = None) -> Any:
@@ -160,16 +161,19 @@ class SweepSpec:
             raise ConfigError("an axis needs at least one value", file=where, field=key)
         vals = [coerce(key, v, where) for v in values]
         if len(set(map(repr, vals))) != len(vals):
-            raise ConfigError("an axis lists a value twice", file=where, field=key,
-                              value=values)
+            raise ConfigError("an axis lists a value twice", file=where, field=key, value=values)
         self.fixed.pop(key, None)
         self.axes[key] = vals
 
     def set_fixed(self, name: str, value: Any, where: str | None = None) -> None:
         key = canonical(name, where)
         if isinstance(value, list):
-            raise ConfigError("a fixed setting takes one value (put lists under [grid])",
-                              file=where, field=key, value=value)
+            raise ConfigError(
+                "a fixed setting takes one value (put lists under [grid])",
+                file=where,
+                field=key,
+                value=value,
+            )
         self.fixed[key] = coerce(key, value, where)
         self.axes.pop(key, None)
 
@@ -226,8 +230,11 @@ def load_spec(path: str | os.PathLike | None = None) -> SweepSpec:
     spec.source = str(p)
     unknown_tables = set(data) - {"sweep", "grid"}
     if unknown_tables:
-        raise ConfigError("unknown table(s): " + ", ".join(sorted(unknown_tables)), file=p,
-                          hint="a spec has [sweep] (fixed settings) and [grid] (axes)")
+        raise ConfigError(
+            "unknown table(s): " + ", ".join(sorted(unknown_tables)),
+            file=p,
+            hint="a spec has [sweep] (fixed settings) and [grid] (axes)",
+        )
     sweep = data.get("sweep", {})
     grid = data.get("grid", {})
     if not isinstance(sweep, dict) or not isinstance(grid, dict):
@@ -243,14 +250,16 @@ def load_spec(path: str | os.PathLike | None = None) -> SweepSpec:
             spec.set_fixed(k, v, where=str(p))
     for k, v in grid.items():
         if not isinstance(v, list):
-            raise ConfigError("an axis must be a list of values", file=p, field=f"grid.{k}",
-                              value=v)
+            raise ConfigError(
+                "an axis must be a list of values", file=p, field=f"grid.{k}", value=v
+            )
         spec.add_axis(k, v, where=str(p))
     return spec
 
 
-def parse_cli_axes(spec: SweepSpec, options: dict[str, list[str]], sets: list[str],
-                   axes: list[str]) -> SweepSpec:
+def parse_cli_axes(
+    spec: SweepSpec, options: dict[str, list[str]], sets: list[str], axes: list[str]
+) -> SweepSpec:
     """Add CLI axes: repeatable options (``--tp 1 --tp 2``, comma lists ``--rate 1,2,4``),
     ``--set key=value`` fixed settings and ``--axis key=v1,v2`` axes."""
     for name, raw in options.items():

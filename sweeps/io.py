@@ -1,5 +1,5 @@
-"""Atomic file output (re-exported from engine.fileio for the CLI layer)."""
+"""Atomic file output (re-exported from infersweep.fileio for the CLI layer)."""
 
-from engine.fileio import atomic_write_bytes, atomic_write_text
+from infersweep.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = ["atomic_write_bytes", "atomic_write_text"]

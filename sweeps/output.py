@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_bytes, atomic_write_text
+from infersweep.sweeps.io import atomic_write_bytes, atomic_write_text
 
 
 def go_number(x: float) -> str:
@@ -40,8 +40,9 @@ def _render(value, indent: int, level: int) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        items = [f"{pad}{json.dumps(str(k))}: {_render(v, indent, level + 1)}"
-                 for k, v in value.items()]
+        items = [
+            f"{pad}{json.dumps(str(k))}: {_render(v, indent, level + 1)}" for k, v in value.items()
+        ]
         return "{\n" + ",\n".join(items) + "\n" + end + "}"
     if isinstance(value, (list, tuple)):
         if not value:
@@ -65,19 +66,29 @@ def metrics_text(summary: dict) -> str:
     lines = ["=== Simulation Metrics ===", go_json(summary)]
     dropped = summary.get("dropped_unservable", 0)
     if dropped:
-        lines += ["=== Anomaly Counters ===", "Priority Inversions: 0", "HOL Blocking Events: 0",
-                  "Rejected Requests: 0", f"Dropped Unservable: {dropped}"]
+        lines += [
+            "=== Anomaly Counters ===",
+            "Priority Inversions: 0",
+            "HOL Blocking Events: 0",
+            "Rejected Requests: 0",
+            f"Dropped Unservable: {dropped}",
+        ]
     completed = summary.get("completed_requests", 0)
     pre_rate = summary.get("preemption_count", 0) / completed if completed else 0.0
     hit = summary.get("cache_hit_rate", 0.0)
     if pre_rate or hit:
-        lines += ["=== KV Cache Metrics ===", f"Preemption Rate: {pre_rate:.4f}",
-                  f"Cache Hit Rate: {hit:.4f}", "KV Thrashing Rate: 0.0000"]
+        lines += [
+            "=== KV Cache Metrics ===",
+            f"Preemption Rate: {pre_rate:.4f}",
+            f"Cache Hit Rate: {hit:.4f}",
+            "KV Thrashing Rate: 0.0000",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_results(path: str | Path, summary: dict, records: list[dict],
-                  table: dict | None = None) -> None:
+def write_results(
+    path: str | Path, summary: dict, records: list[dict], table: dict | None = None
+) -> None:
     """``--results-path``: JSON (the metrics object plus ``requests``) or, for a ``.parquet``
     path, the per-request table as Parquet.  Written atomically."""
     p = Path(path)
@@ -85,8 +96,11 @@ def write_results(path: str | Path, summary: dict, records: list[dict],
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        cols = table if table is not None else {k: [r[k] for r in records]
-                                                for k in (records[0] if records else {})}
+        cols = (
+            table
+            if table is not None
+            else {k: [r[k] for r in records] for k in (records[0] if records else {})}
+        )
         tbl = pa.table({k: np.asarray(v) for k, v in cols.items()})
         meta = {b"infersweep.summary": json.dumps(summary).encode()}
         tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), **meta})

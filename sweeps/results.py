@@ -16,16 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import __version__
-from engine.errors import ConfigError
-from engine.metrics import METRICS
+from infersweep import __version__
+from infersweep.errors import ConfigError
+from infersweep.metrics.summary import METRICS
 
 META_KEY = b"infersweep"
-STATUS_ATTRS = {"units": "1", "long_name": "point status",
-                "description": "ok; invalid (see reason); stalled (no progress possible); "
-                               "horizon (stopped at --horizon)"}
-REASON_ATTRS = {"units": "1", "long_name": "why a point is invalid",
-                "description": "Empty for valid points."}
+STATUS_ATTRS = {
+    "units": "1",
+    "long_name": "point status",
+    "description": "ok; invalid (see reason); stalled (no progress possible); "
+    "horizon (stopped at --horizon)",
+}
+REASON_ATTRS = {
+    "units": "1",
+    "long_name": "why a point is invalid",
+    "description": "Empty for valid points.",
+}
 FACT_ATTRS = {
     "hardware_tflops_peak": ("TFLOP/s", "peak dense BF16 throughput"),
     "hardware_bw_peak_tbs": ("TB/s", "peak HBM bandwidth"),
@@ -55,8 +61,13 @@ def _label(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def build_dataset(axes: dict[str, list], table: dict[str, np.ndarray], metric_names: list[str],
-                  facts: dict[str, dict[str, np.ndarray]], attrs: dict):
+def build_dataset(
+    axes: dict[str, list],
+    table: dict[str, np.ndarray],
+    metric_names: list[str],
+    facts: dict[str, dict[str, np.ndarray]],
+    attrs: dict,
+):
     """A Dataset with one dimension per axis from a tidy table sorted by point."""
     import xarray as xr
 
@@ -69,13 +80,22 @@ def build_dataset(axes: dict[str, list], table: dict[str, np.ndarray], metric_na
     data_vars = {}
     for m in metric_names:
         info = METRICS.get(m)
-        var_attrs = ({"units": info.units, "long_name": info.long_name,
-                      "description": info.description} if info else {})
+        var_attrs = (
+            {"units": info.units, "long_name": info.long_name, "description": info.description}
+            if info
+            else {}
+        )
         data_vars[m] = (dims, np.asarray(table[m], np.float64).reshape(shape), var_attrs)
-    data_vars["status"] = (dims, np.asarray(table["status"], dtype=str).reshape(shape),
-                           dict(STATUS_ATTRS))
-    data_vars["reason"] = (dims, np.asarray(table["reason"], dtype=str).reshape(shape),
-                           dict(REASON_ATTRS))
+    data_vars["status"] = (
+        dims,
+        np.asarray(table["status"], dtype=str).reshape(shape),
+        dict(STATUS_ATTRS),
+    )
+    data_vars["reason"] = (
+        dims,
+        np.asarray(table["reason"], dtype=str).reshape(shape),
+        dict(REASON_ATTRS),
+    )
     ds = xr.Dataset(data_vars=data_vars, coords=coords, attrs=dict(attrs))
     for name in facts_names(facts):
         units, long_name = FACT_ATTRS.get(name, ("1", name))
@@ -94,7 +114,7 @@ def dataset_attrs(spec, created: str | None = None) -> dict:
         "infersweep_version": __version__,
         "spec": spec.to_json(),
         "spec_digest": spec.digest(),
-        "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -110,9 +130,11 @@ def _meta(ds) -> dict:
         "axes": {d: [_label(v) for v in ds[d].values] for d in ds.dims},
         "axis_dtypes": {d: str(ds[d].dtype.kind) for d in ds.dims},
         "variables": {n: dict(ds[n].attrs) for n in ds.data_vars},
-        "facts": {n: {"dim": ds[n].dims[0], "attrs": dict(ds[n].attrs),
-                      "dtype": str(ds[n].dtype)}
-                  for n in ds.coords if n not in ds.dims},
+        "facts": {
+            n: {"dim": ds[n].dims[0], "attrs": dict(ds[n].attrs), "dtype": str(ds[n].dtype)}
+            for n in ds.coords
+            if n not in ds.dims
+        },
     }
 
 
@@ -134,12 +156,14 @@ def dataset_to_table(ds):
         if name in ds.dims:
             continue
         dim = ds[name].dims[0]
-        idx = np.unravel_index(np.arange(n), shape)[dims.index(dim)] if dims else np.zeros(1,
-                                                                                           int)
+        idx = np.unravel_index(np.arange(n), shape)[dims.index(dim)] if dims else np.zeros(1, int)
         cols[name] = ds[name].values[idx]
-    arrays = {k: pa.array(v.tolist()) if v.dtype.kind == "U"
-              else pa.array(v, from_pandas=(k in ds.data_vars and v.dtype.kind == "f"))
-              for k, v in cols.items()}  # metric NaN -> null, as the sweep writes them
+    arrays = {
+        k: pa.array(v.tolist())
+        if v.dtype.kind == "U"
+        else pa.array(v, from_pandas=(k in ds.data_vars and v.dtype.kind == "f"))
+        for k, v in cols.items()
+    }  # metric NaN -> null, as the sweep writes them
     tbl = pa.table(arrays)
     return tbl.replace_schema_metadata({META_KEY: json.dumps(_meta(ds)).encode()})
 
@@ -149,7 +173,7 @@ def write_parquet(ds, path: str | Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .io import atomic_write_bytes
+    from infersweep.sweeps.io import atomic_write_bytes
 
     sink = pa.BufferOutputStream()
     pq.write_table(dataset_to_table(ds), sink)
@@ -168,7 +192,7 @@ def read_result_table(path: str | Path):
         raise ConfigError("sweep result not found", file=p)
     try:
         tbl = pq.read_table(p)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+    except Exception as exc:
         raise ConfigError(f"not a readable Parquet file ({exc})", file=p) from None
     meta_raw = (tbl.schema.metadata or {}).get(META_KEY)
     if meta_raw is None:

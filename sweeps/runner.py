@@ -21,17 +21,22 @@ from typing import Any
 
 import numpy as np
 
-from engine import __version__
-from engine.config import HARDWARE_FIELDS, Hardware, ModelConfig, load_hardware, load_model
-from engine.errors import ConfigError
-from engine.metrics import STATUS_NAMES, SUMMARY_INDEX, SWEEP_METRICS
-from engine.scheduler import SchedulerConfig, resolve_kv_blocks
-from engine.stepcost import weights_fit
-from engine.summary_nb import M_STATUS
-from engine.workload import LengthSpec, Workload, WorkloadSpec, generate
-
-from .grid import SETTINGS, SweepSpec
-from .results import FACT_ATTRS, META_KEY, axis_array, dataset_attrs
+from infersweep import __version__
+from infersweep.config.models import (
+    HARDWARE_FIELDS,
+    Hardware,
+    ModelConfig,
+    load_hardware,
+    load_model,
+)
+from infersweep.costmodel.stepcost import weights_fit
+from infersweep.errors import ConfigError
+from infersweep.metrics.summary import STATUS_NAMES, SUMMARY_INDEX, SWEEP_METRICS
+from infersweep.metrics.summary_nb import M_STATUS
+from infersweep.scheduler.driver import SchedulerConfig, resolve_kv_blocks
+from infersweep.sweeps.grid import SETTINGS, SweepSpec
+from infersweep.sweeps.results import FACT_ATTRS, META_KEY, axis_array, dataset_attrs
+from infersweep.workload.generate import LengthSpec, Workload, WorkloadSpec, generate
 
 CHUNK_DIR = "chunks"
 RESULT = "result.parquet"
@@ -49,7 +54,7 @@ class Prepared:
     index: int
     settings: dict
     reason: str
-    job: Any  # engine.batch.Job | None
+    job: Any  # infersweep.scheduler.batch.Job | None
 
 
 class Preparer:
@@ -80,21 +85,51 @@ class Preparer:
         return hw
 
     def workload(self, s: dict) -> Workload:
-        key = tuple(s[k] for k in ("workload", "trace", "rate", "num_requests", "seed",
-                                   "arrival", "arrival_cv", "prompt_tokens",
-                                   "prompt_tokens_stdev", "prompt_tokens_min",
-                                   "prompt_tokens_max", "output_tokens", "output_tokens_stdev",
-                                   "output_tokens_min", "output_tokens_max", "prefix_tokens"))
+        key = tuple(
+            s[k]
+            for k in (
+                "workload",
+                "trace",
+                "rate",
+                "num_requests",
+                "seed",
+                "arrival",
+                "arrival_cv",
+                "prompt_tokens",
+                "prompt_tokens_stdev",
+                "prompt_tokens_min",
+                "prompt_tokens_max",
+                "output_tokens",
+                "output_tokens_stdev",
+                "output_tokens_min",
+                "output_tokens_max",
+                "prefix_tokens",
+            )
+        )
         wl = self._workloads.get(key)
         if wl is None:
             spec = WorkloadSpec(
-                workload=s["workload"], rate=s["rate"], num_requests=s["num_requests"],
-                seed=s["seed"], arrival=s["arrival"], arrival_cv=s["arrival_cv"],
-                prefix_tokens=s["prefix_tokens"], trace=s["trace"],
-                prompt=LengthSpec(mean=s["prompt_tokens"], std=s["prompt_tokens_stdev"],
-                                  min=s["prompt_tokens_min"], max=s["prompt_tokens_max"]),
-                output=LengthSpec(mean=s["output_tokens"], std=s["output_tokens_stdev"],
-                                  min=s["output_tokens_min"], max=s["output_tokens_max"]))
+                workload=s["workload"],
+                rate=s["rate"],
+                num_requests=s["num_requests"],
+                seed=s["seed"],
+                arrival=s["arrival"],
+                arrival_cv=s["arrival_cv"],
+                prefix_tokens=s["prefix_tokens"],
+                trace=s["trace"],
+                prompt=LengthSpec(
+                    mean=s["prompt_tokens"],
+                    std=s["prompt_tokens_stdev"],
+                    min=s["prompt_tokens_min"],
+                    max=s["prompt_tokens_max"],
+                ),
+                output=LengthSpec(
+                    mean=s["output_tokens"],
+                    std=s["output_tokens_stdev"],
+                    min=s["output_tokens_min"],
+                    max=s["output_tokens_max"],
+                ),
+            )
             wl = generate(spec)
             if len(self._workloads) > 4096:
                 self._workloads.clear()
@@ -104,17 +139,21 @@ class Preparer:
     def scheduler(self, s: dict) -> SchedulerConfig:
         tkb = s["total_kv_blocks"]
         return SchedulerConfig(
-            semantics=s["semantics"], max_num_scheduled_tokens=s["max_num_scheduled_tokens"],
+            semantics=s["semantics"],
+            max_num_scheduled_tokens=s["max_num_scheduled_tokens"],
             max_num_running_reqs=s["max_num_running_reqs"],
             long_prefill_token_threshold=s["long_prefill_token_threshold"],
-            block_size=s["block_size"], total_kv_blocks=None if tkb == "auto" else tkb,
+            block_size=s["block_size"],
+            total_kv_blocks=None if tkb == "auto" else tkb,
             gpu_memory_utilization=s["gpu_memory_utilization"],
-            prefix_caching=s["prefix_caching"], horizon_s=s["horizon"],
-            blis_preemption=s["blis_preemption"])
+            prefix_caching=s["prefix_caching"],
+            horizon_s=s["horizon"],
+            blis_preemption=s["blis_preemption"],
+        )
 
     def prepare(self, index: int, s: dict) -> Prepared:
-        from engine.batch import Job
-        from engine.simulate import cost_model_for
+        from infersweep.api import cost_model_for
+        from infersweep.scheduler.batch import Job
 
         model = self.model(s)
         hw = self.hardware(s)
@@ -124,16 +163,30 @@ class Preparer:
         sched = self.scheduler(s)
         wl = self.workload(s)
         if not model.tp_divides_heads(tp):
-            return Prepared(index, s, f"TP {tp} does not divide the {model.n_heads} attention "
-                                      f"heads and {model.n_kv_heads} KV heads of {model.name}",
-                            None)
+            return Prepared(
+                index,
+                s,
+                f"TP {tp} does not divide the {model.n_heads} attention "
+                f"heads and {model.n_kv_heads} KV heads of {model.name}",
+                None,
+            )
         if weights_fit(model, hw, tp) is False:
-            return Prepared(index, s, f"weights ({model.weight_bytes / 2**30:.1f} GiB) do not "
-                                      f"fit in {hw.memory_gib:g} GiB x TP {tp}", None)
+            return Prepared(
+                index,
+                s,
+                f"weights ({model.weight_bytes / 2**30:.1f} GiB) do not "
+                f"fit in {hw.memory_gib:g} GiB x TP {tp}",
+                None,
+            )
         try:
-            cost = cost_model_for(model, hw, tp, bench_data=s["bench_data"],
-                                  step_model=s["step_model"],
-                                  max_tokens=sched.max_num_scheduled_tokens)
+            cost = cost_model_for(
+                model,
+                hw,
+                tp,
+                bench_data=s["bench_data"],
+                step_model=s["step_model"],
+                max_tokens=sched.max_num_scheduled_tokens,
+            )
             resolve_kv_blocks(cost, sched)
         except ConfigError as exc:
             return Prepared(index, s, str(exc), None)
@@ -159,8 +212,9 @@ def label_facts(spec: SweepSpec, prep: Preparer) -> dict[str, dict[str, np.ndarr
         facts["hardware"] = {
             "hardware_tflops_peak": np.array([e.tflops_peak for e in entries], np.float64),
             "hardware_bw_peak_tbs": np.array([e.bw_peak_tbs for e in entries], np.float64),
-            "hardware_memory_gib": np.array([e.memory_gib or math.nan for e in entries],
-                                            np.float64),
+            "hardware_memory_gib": np.array(
+                [e.memory_gib or math.nan for e in entries], np.float64
+            ),
         }
     if "model" in spec.axes and "model_config_folder" not in spec.axes:
         models = [prep.model({**base, "model": m}) for m in spec.axes["model"]]
@@ -175,25 +229,40 @@ def label_facts(spec: SweepSpec, prep: Preparer) -> dict[str, dict[str, np.ndarr
 
 
 def result_meta(spec: SweepSpec, facts: dict, created: str | None = None) -> dict:
-    from engine.metrics import METRICS
+    from infersweep.metrics.summary import METRICS
+    from infersweep.sweeps.results import REASON_ATTRS, STATUS_ATTRS
 
-    from .results import REASON_ATTRS, STATUS_ATTRS
-
-    variables = {m: {"units": METRICS[m].units, "long_name": METRICS[m].long_name,
-                     "description": METRICS[m].description} for m in SWEEP_METRICS}
+    variables = {
+        m: {
+            "units": METRICS[m].units,
+            "long_name": METRICS[m].long_name,
+            "description": METRICS[m].description,
+        }
+        for m in SWEEP_METRICS
+    }
     variables["status"] = dict(STATUS_ATTRS)
     variables["reason"] = dict(REASON_ATTRS)
     fact_meta = {}
     for dim, cols in facts.items():
         for name, vals in cols.items():
             units, long_name = FACT_ATTRS[name]
-            fact_meta[name] = {"dim": dim, "attrs": {"units": units, "long_name": long_name},
-                               "dtype": str(vals.dtype)}
-    axes = {d: [v.item() if hasattr(v, "item") else v for v in axis_array(vals)]
-            for d, vals in spec.axes.items()}
-    return {"attrs": dataset_attrs(spec, created), "dims": list(spec.axes), "axes": axes,
-            "axis_dtypes": {d: axis_array(v).dtype.kind for d, v in spec.axes.items()},
-            "variables": variables, "facts": fact_meta}
+            fact_meta[name] = {
+                "dim": dim,
+                "attrs": {"units": units, "long_name": long_name},
+                "dtype": str(vals.dtype),
+            }
+    axes = {
+        d: [v.item() if hasattr(v, "item") else v for v in axis_array(vals)]
+        for d, vals in spec.axes.items()
+    }
+    return {
+        "attrs": dataset_attrs(spec, created),
+        "dims": list(spec.axes),
+        "axes": axes,
+        "axis_dtypes": {d: axis_array(v).dtype.kind for d, v in spec.axes.items()},
+        "variables": variables,
+        "facts": fact_meta,
+    }
 
 
 def chunk_table(spec: SweepSpec, points: list[Prepared], metrics: np.ndarray, facts: dict):
@@ -205,8 +274,9 @@ def chunk_table(spec: SweepSpec, points: list[Prepared], metrics: np.ndarray, fa
     for d, vals in spec.axes.items():
         arr = axis_array(vals)
         col = [p.settings[d] for p in points]
-        cols[d] = pa.array(col, type=pa.from_numpy_dtype(arr.dtype) if arr.dtype.kind != "U"
-                           else pa.string())
+        cols[d] = pa.array(
+            col, type=pa.from_numpy_dtype(arr.dtype) if arr.dtype.kind != "U" else pa.string()
+        )
     for m in SWEEP_METRICS:
         i, _ = SUMMARY_INDEX[m]
         cols[m] = pa.array(metrics[:, i], pa.float64(), from_pandas=True)  # NaN -> null
@@ -222,8 +292,10 @@ def chunk_table(spec: SweepSpec, points: list[Prepared], metrics: np.ndarray, fa
     cols["status"] = pa.array(status, pa.string())
     cols["reason"] = pa.array(reason, pa.string())
     for dim, fcols in facts.items():
-        labels = {(v.item() if hasattr(v, "item") else v): j
-                  for j, v in enumerate(axis_array(spec.axes[dim]))}
+        labels = {
+            (v.item() if hasattr(v, "item") else v): j
+            for j, v in enumerate(axis_array(spec.axes[dim]))
+        }
         idx = np.array([labels[p.settings[dim]] for p in points], np.int64)
         for name, vals in fcols.items():
             cols[name] = pa.array(vals[idx]) if n else pa.array(vals[:0])
@@ -235,11 +307,12 @@ def chunk_table(spec: SweepSpec, points: list[Prepared], metrics: np.ndarray, fa
 # --------------------------------------------------------------------------------------------
 
 
-def compute_chunk(spec_dict: dict, start: int, end: int, per_request: bool = False,
-                  threads: int | None = None):
+def compute_chunk(
+    spec_dict: dict, start: int, end: int, per_request: bool = False, threads: int | None = None
+):
     """Simulate points [start, end) of a spec; returns (chunk table, per-request tables)."""
-    from engine.batch import run_jobs
-    from engine.summary_nb import N_M
+    from infersweep.metrics.summary_nb import N_M
+    from infersweep.scheduler.batch import run_jobs
 
     spec = spec_from_dict(spec_dict)
     prep = Preparer()
@@ -253,8 +326,9 @@ def compute_chunk(spec_dict: dict, start: int, end: int, per_request: bool = Fal
         if p.job is not None:
             metrics[k] = br.metrics[j]
             if per_request:
-                per_req[p.index] = request_table(p.job, br.out_req[br.req_off[j]:
-                                                                   br.req_off[j + 1]])
+                per_req[p.index] = request_table(
+                    p.job, br.out_req[br.req_off[j] : br.req_off[j + 1]]
+                )
             j += 1
     facts = label_facts(spec, prep)
     return chunk_table(spec, points, metrics, facts), per_req
@@ -263,7 +337,7 @@ def compute_chunk(spec_dict: dict, start: int, end: int, per_request: bool = Fal
 def request_table(job, out: np.ndarray):
     import pyarrow as pa
 
-    from engine import sched_common_nb as sc
+    from infersweep.scheduler import common_nb as sc
 
     wl = job.workload
     rows = wl.extra.get("trace_row")
@@ -273,15 +347,19 @@ def request_table(job, out: np.ndarray):
         v = out[:, col]
         return np.where(v >= 0, v / 1000.0, np.nan)
 
-    return pa.table({
-        "request_id": pa.array(rid, pa.int64()),
-        "arrival_s": pa.array(wl.arrival_us / 1e6),
-        "prompt_tokens": pa.array(wl.prompt_tok), "output_tokens": pa.array(wl.output_tok),
-        "ttft_ms": pa.array(ms(sc.O_TTFT)), "e2e_ms": pa.array(ms(sc.O_E2E)),
-        "scheduling_delay_ms": pa.array(ms(sc.O_SCHED)),
-        "preemptions": pa.array(out[:, sc.O_PREEMPT]),
-        "completed": pa.array(out[:, sc.O_STATE] == sc.STATE_DONE),
-    })
+    return pa.table(
+        {
+            "request_id": pa.array(rid, pa.int64()),
+            "arrival_s": pa.array(wl.arrival_us / 1e6),
+            "prompt_tokens": pa.array(wl.prompt_tok),
+            "output_tokens": pa.array(wl.output_tok),
+            "ttft_ms": pa.array(ms(sc.O_TTFT)),
+            "e2e_ms": pa.array(ms(sc.O_E2E)),
+            "scheduling_delay_ms": pa.array(ms(sc.O_SCHED)),
+            "preemptions": pa.array(out[:, sc.O_PREEMPT]),
+            "completed": pa.array(out[:, sc.O_STATE] == sc.STATE_DONE),
+        }
+    )
 
 
 def spec_from_dict(d: dict) -> SweepSpec:
@@ -312,24 +390,39 @@ def check_spec(spec: SweepSpec) -> Preparer:
                 prep.model(s)
             elif key in ("hardware", "hardware_config") or key in HARDWARE_FIELDS:
                 prep.hardware(s)
-            elif key in ("workload", "trace", "rate", "num_requests", "seed", "arrival",
-                         "arrival_cv") or key.startswith(("prompt_", "output_", "prefix_")):
+            elif key in (
+                "workload",
+                "trace",
+                "rate",
+                "num_requests",
+                "seed",
+                "arrival",
+                "arrival_cv",
+            ) or key.startswith(("prompt_", "output_", "prefix_")):
                 prep.workload(s)
             elif key == "tp":
                 if s["tp"] < 1:
                     raise ConfigError("must be an integer >= 1", field="tp", value=s["tp"])
             elif key == "step_model":
                 if s["step_model"] not in ("auto", "v1", "v2"):
-                    raise ConfigError("unknown step model", field="step_model",
-                                      value=s["step_model"], hint="one of: auto, v2, v1")
+                    raise ConfigError(
+                        "unknown step model",
+                        field="step_model",
+                        value=s["step_model"],
+                        hint="one of: auto, v2, v1",
+                    )
             elif key in SETTINGS and key != "bench_data":
                 prep.scheduler(s)
         except ConfigError as exc:
             if spec.source or table == "grid":
-                raise ConfigError(exc.message, file=exc.file or spec.source or None,
-                                  field=f"{table}.{key}" + (f" ({exc.field})" if exc.field
-                                                            and exc.field != key else ""),
-                                  value=exc.value, hint=exc.hint) from None
+                raise ConfigError(
+                    exc.message,
+                    file=exc.file or spec.source or None,
+                    field=f"{table}.{key}"
+                    + (f" ({exc.field})" if exc.field and exc.field != key else ""),
+                    value=exc.value,
+                    hint=exc.hint,
+                ) from None
             raise
 
     for k, vals in spec.axes.items():
@@ -358,18 +451,23 @@ def _result_digest(path: Path) -> str | None:
 
         meta = pq.read_schema(path).metadata or {}
         return json.loads(meta[META_KEY])["attrs"]["spec_digest"]
-    except Exception:  # noqa: BLE001 - any unreadable or foreign file
+    except Exception:
         return None
 
 
-def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool,
-                 per_request: bool) -> dict:
-    manifest = {"infersweep_version": __version__, "spec_digest": spec.digest(),
-                "spec": spec_to_dict(spec), "n_points": spec.n_points, "chunk_size": chunk,
-                "per_request": per_request}
+def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_request: bool) -> dict:
+    manifest = {
+        "infersweep_version": __version__,
+        "spec_digest": spec.digest(),
+        "spec": spec_to_dict(spec),
+        "n_points": spec.n_points,
+        "chunk_size": chunk,
+        "per_request": per_request,
+    }
     if out.exists() and not out.is_dir():
-        raise ConfigError("cannot write to the output folder: it is a file", file=out,
-                          hint="--out takes a folder")
+        raise ConfigError(
+            "cannot write to the output folder: it is a file", file=out, hint="--out takes a folder"
+        )
     mpath = out / MANIFEST
     if out.is_dir() and not force:
         old = None
@@ -381,21 +479,30 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool,
         elif (out / RESULT).exists() or (out / CHUNK_DIR).is_dir():
             # no manifest but results: only the result's own metadata can say what it is
             digest = _result_digest(out / RESULT) if (out / RESULT).exists() else None
-            old = {"spec_digest": digest, "per_request": (out / "per_request").is_dir(),
-                   "chunk_size": chunk}
+            old = {
+                "spec_digest": digest,
+                "per_request": (out / "per_request").is_dir(),
+                "chunk_size": chunk,
+            }
         if old is not None:
             if old.get("spec_digest") != manifest["spec_digest"]:
-                raise ConfigError("the output folder holds the result of a different sweep",
-                                  file=out, hint="use another --out, or --force to replace it")
+                raise ConfigError(
+                    "the output folder holds the result of a different sweep",
+                    file=out,
+                    hint="use another --out, or --force to replace it",
+                )
             if per_request and not old.get("per_request", False):
-                raise ConfigError("the output folder's sweep was run without --per-request",
-                                  file=out, field="--per-request",
-                                  hint="use --force to recompute it with per-request data")
+                raise ConfigError(
+                    "the output folder's sweep was run without --per-request",
+                    file=out,
+                    field="--per-request",
+                    hint="use --force to recompute it with per-request data",
+                )
             # a folder run with --per-request keeps producing it when resumed
             manifest["per_request"] = bool(old.get("per_request", False))
             manifest["chunk_size"] = old.get("chunk_size", chunk)
             if not mpath.exists():
-                from .io import atomic_write_text
+                from infersweep.sweeps.io import atomic_write_text
 
                 atomic_write_text(mpath, json.dumps(manifest, indent=2, default=str))
             return manifest
@@ -405,13 +512,12 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool,
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"cannot write to the output folder ({exc.strerror})",
-                          file=out) from None
+        raise ConfigError(f"cannot write to the output folder ({exc.strerror})", file=out) from None
     if force:
         for name in (CHUNK_DIR, "per_request"):
             shutil.rmtree(out / name, ignore_errors=True)
         (out / RESULT).unlink(missing_ok=True)
-    from .io import atomic_write_text
+    from infersweep.sweeps.io import atomic_write_text
 
     atomic_write_text(mpath, json.dumps(manifest, indent=2, default=str))
     return manifest
@@ -421,13 +527,14 @@ def _write_chunk(out: Path, cid: int, table, per_req: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .io import atomic_write_bytes
+    from infersweep.sweeps.io import atomic_write_bytes
 
     for point, tbl in per_req.items():
         sink = pa.BufferOutputStream()
         pq.write_table(tbl, sink)
-        atomic_write_bytes(out / "per_request" / f"point={point}" / "part-0.parquet",
-                           sink.getvalue().to_pybytes())
+        atomic_write_bytes(
+            out / "per_request" / f"point={point}" / "part-0.parquet", sink.getvalue().to_pybytes()
+        )
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     atomic_write_bytes(out / CHUNK_DIR / f"chunk-{cid:07d}.parquet", sink.getvalue().to_pybytes())
@@ -447,8 +554,10 @@ def _finalise(out: Path, spec: SweepSpec, n_chunks: int, facts: dict) -> Path:
             tbl = pq.read_table(chunk_dir / f"chunk-{cid:07d}.parquet")
             pts = tbl.column("point").to_numpy()
             if len(pts) and (pts[0] != expected or (np.diff(pts) != 1).any()):
-                raise ConfigError("a chunk file does not hold the points it should",
-                                  file=chunk_dir / f"chunk-{cid:07d}.parquet")
+                raise ConfigError(
+                    "a chunk file does not hold the points it should",
+                    file=chunk_dir / f"chunk-{cid:07d}.parquet",
+                )
             expected += len(pts)
             tbl = tbl.drop(["point"])
             tbl = tbl.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
@@ -456,8 +565,9 @@ def _finalise(out: Path, spec: SweepSpec, n_chunks: int, facts: dict) -> Path:
                 writer = pq.ParquetWriter(tmp, tbl.schema)
             writer.write_table(tbl)
         if expected != spec.n_points:
-            raise ConfigError(f"the chunks hold {expected} of {spec.n_points} points",
-                              file=chunk_dir)
+            raise ConfigError(
+                f"the chunks hold {expected} of {spec.n_points} points", file=chunk_dir
+            )
     except BaseException:
         if writer is not None:
             writer.close()
@@ -470,9 +580,18 @@ def _finalise(out: Path, spec: SweepSpec, n_chunks: int, facts: dict) -> Path:
     return out / RESULT
 
 
-def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, threads: int | None = None,
-              chunk_size: int | None = None, per_request: bool = False, quiet: bool = False,
-              force: bool = False, dask: str | None = None, progress=None) -> SweepOutcome:
+def run_sweep(
+    spec: SweepSpec,
+    out: str | os.PathLike,
+    *,
+    threads: int | None = None,
+    chunk_size: int | None = None,
+    per_request: bool = False,
+    quiet: bool = False,
+    force: bool = False,
+    dask: str | None = None,
+    progress=None,
+) -> SweepOutcome:
     """Run (or resume) a sweep into the folder ``out``; returns where the result is."""
     t0 = time.perf_counter()
     out = Path(out)
@@ -488,8 +607,11 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, threads: int | None = 
     if result.exists() and not force:
         return SweepOutcome(result, n_points, 0, n_points, time.perf_counter() - t0)
     chunk_dir = out / CHUNK_DIR
-    done = {int(p.stem.split("-")[1]) for p in chunk_dir.glob("chunk-*.parquet")} \
-        if chunk_dir.is_dir() else set()
+    done = (
+        {int(p.stem.split("-")[1]) for p in chunk_dir.glob("chunk-*.parquet")}
+        if chunk_dir.is_dir()
+        else set()
+    )
     todo = [c for c in range(n_chunks) if c not in done]
     skipped = sum(min(chunk, n_points - c * chunk) for c in done if c < n_chunks)
     spec_d = spec_to_dict(spec)
@@ -518,24 +640,31 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, threads: int | None = 
     return SweepOutcome(path, n_points, n_points - skipped, skipped, time.perf_counter() - t0)
 
 
-def _run_dask(address: str, spec_d: dict, todo: list[int], span, per_request: bool, out: Path,
-              bar) -> None:
+def _run_dask(
+    address: str, spec_d: dict, todo: list[int], span, per_request: bool, out: Path, bar
+) -> None:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
-        raise ConfigError("Dask is not installed", field="--dask",
-                          hint="pip install 'infersweep[dask]'") from None
+        raise ConfigError(
+            "Dask is not installed", field="--dask", hint="pip install 'infersweep[dask]'"
+        ) from None
     cluster = None
     if address == "local":
-        cluster = LocalCluster(n_workers=max(1, min(os.cpu_count() or 1, 4)),
-                               threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=max(1, min(os.cpu_count() or 1, 4)),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
         client = Client(cluster)
     else:
         try:
             client = Client(address, timeout="10s")
         except OSError as exc:
-            raise ConfigError(f"cannot reach the Dask scheduler ({exc})", field="--dask",
-                              value=address) from None
+            raise ConfigError(
+                f"cannot reach the Dask scheduler ({exc})", field="--dask", value=address
+            ) from None
     try:
         futures = {}
         for c in todo:

@@ -4,28 +4,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.errors import ConfigError
+from infersweep.errors import ConfigError
 
-HIGHER_IS_BETTER = {"responses_per_sec", "tokens_per_sec", "completed_requests", "utilization",
-                    "cache_hit_rate"}
+HIGHER_IS_BETTER = {
+    "responses_per_sec",
+    "tokens_per_sec",
+    "completed_requests",
+    "utilization",
+    "cache_hit_rate",
+}
 
 
-def render_show(result: str | Path, *, by: str = "ttft_p99_ms", top: int = 10,
-                descending: bool | None = None) -> None:
+def render_show(
+    result: str | Path, *, by: str = "ttft_p99_ms", top: int = 10, descending: bool | None = None
+) -> None:
     import pyarrow.compute as pc
     from rich.console import Console
     from rich.table import Table
 
-    from .results import read_result_table
+    from infersweep.sweeps.results import read_result_table
 
     tbl, meta, p = read_result_table(result)
     dims = meta.get("dims", [])
     metric_cols = [v for v in meta.get("variables", {}) if v not in ("status", "reason")]
-    if by not in tbl.column_names or by not in (metric_cols or tbl.column_names) \
-            or by in dims or by in ("status", "reason"):
+    if (
+        by not in tbl.column_names
+        or by not in (metric_cols or tbl.column_names)
+        or by in dims
+        or by in ("status", "reason")
+    ):
         metrics = [c for c in tbl.column_names if c.endswith(("_ms", "_s", "_sec", "_rate"))]
-        raise ConfigError("unknown metric", field="--by", value=by,
-                          hint="e.g. " + ", ".join(metrics[:12]))
+        raise ConfigError(
+            "unknown metric", field="--by", value=by, hint="e.g. " + ", ".join(metrics[:12])
+        )
     if top < 1:
         raise ConfigError("must be >= 1", field="--top", value=top)
     console = Console()
@@ -45,8 +56,11 @@ def render_show(result: str | Path, *, by: str = "ttft_p99_ms", top: int = 10,
     desc = by in HIGHER_IS_BETTER if descending is None else descending
     order = pc.sort_indices(ok, sort_keys=[(by, "descending" if desc else "ascending")])
     best = ok.take(order[:top])
-    cols = dims + [c for c in (by, "ttft_p99_ms", "e2e_p99_ms", "itl_p99_ms",
-                               "tokens_per_sec") if c not in dims]
+    cols = dims + [
+        c
+        for c in (by, "ttft_p99_ms", "e2e_p99_ms", "itl_p99_ms", "tokens_per_sec")
+        if c not in dims
+    ]
     cols = list(dict.fromkeys(cols))
     t = Table(title=f"best {min(top, ok.num_rows)} by {by} ({'desc' if desc else 'asc'})")
     for c in cols:

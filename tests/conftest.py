@@ -48,7 +48,7 @@ class CliResult:
 @pytest.fixture
 def cli(capsys):
     """Run the console entry point in-process: ``cli("step-time", "--cases", f)``."""
-    from sweeps.cli import main
+    from infersweep.sweeps.cli import main
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()
@@ -63,16 +63,22 @@ def cli(capsys):
     return run
 
 
-def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 300,
-                   env: dict | None = None):
+def run_subprocess(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None
+):
     """Run ``infersweep`` in a fresh process (the installed console script's module)."""
     import subprocess
 
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout,
-                          env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "infersweep.sweeps.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=timeout,
+        env=full_env,
+    )
 
 
 def assert_one_error_line(res: CliResult, *needles: str, code: int = 2) -> str:
@@ -90,26 +96,41 @@ def assert_one_error_line(res: CliResult, *needles: str, code: int = 2) -> str:
 
 
 #: the seed document's `run` flags (paths relative to a folder made by make_seed_dir)
-SEED_FLAGS = ["--model", "meta-llama/llama-3.1-8b-instruct", "--model-config-folder",
-              "model_configs/llama-3.1-8b-instruct", "--hardware-config",
-              "hardware_config_minimal.json", "--bench-data-path", "bench_data", "--hardware",
-              "H100", "--tp", "1", "--workload", "chatbot"]
+SEED_FLAGS = [
+    "--model",
+    "meta-llama/llama-3.1-8b-instruct",
+    "--model-config-folder",
+    "model_configs/llama-3.1-8b-instruct",
+    "--hardware-config",
+    "hardware_config_minimal.json",
+    "--bench-data-path",
+    "bench_data",
+    "--hardware",
+    "H100",
+    "--tp",
+    "1",
+    "--workload",
+    "chatbot",
+]
 
 
 def make_seed_dir(path: Path) -> Path:
     """Lay ``path`` out like the seed document's working directory."""
     (path / "model_configs" / "llama-3.1-8b-instruct").mkdir(parents=True)
-    shutil.copy(REPO / "data" / "models" / "llama-3.1-8b-instruct" / "config.json",
-                path / "model_configs" / "llama-3.1-8b-instruct" / "config.json")
+    shutil.copy(
+        REPO / "data" / "models" / "llama-3.1-8b-instruct" / "config.json",
+        path / "model_configs" / "llama-3.1-8b-instruct" / "config.json",
+    )
     shutil.copytree(REPO / "data" / "bench_data", path / "bench_data")
     (path / "hardware_config_minimal.json").write_text(
-        '{"H100": {"TFlopsPeak": 989.5, "BwPeakTBs": 3.35}}')
+        '{"H100": {"TFlopsPeak": 989.5, "BwPeakTBs": 3.35}}'
+    )
     return path
 
 
 @dataclass
 class FakeSim:
-    """What engine.validate.compare() reads from a SimResult (arrays in any order, matched by
+    """What fitting.validate.compare() reads from a SimResult (arrays in any order, matched by
     request_id)."""
 
     workload: object

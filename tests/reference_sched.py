@@ -40,8 +40,8 @@ from __future__ import annotations
 import heapq
 import sys
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 StepCost = Callable[[list, list], int]
 
@@ -115,8 +115,16 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def _new_result(n: int) -> RefResult:
-    return RefResult(ttft_us=[-1] * n, e2e_us=[-1] * n, sched_us=[-1] * n, done_us=[-1] * n,
-                     state=["pending"] * n, preemptions=[0] * n, tokens=[0] * n, itl_us=[])
+    return RefResult(
+        ttft_us=[-1] * n,
+        e2e_us=[-1] * n,
+        sched_us=[-1] * n,
+        done_us=[-1] * n,
+        state=["pending"] * n,
+        preemptions=[0] * n,
+        tokens=[0] * n,
+        itl_us=[],
+    )
 
 
 def simulate_reference(requests: list[Req], cfg: RefConfig, step_cost: StepCost) -> RefResult:
@@ -136,7 +144,7 @@ def simulate_reference(requests: list[Req], cfg: RefConfig, step_cost: StepCost)
 
 
 class _Block:
-    __slots__ = ("id", "ref", "in_use", "hash", "tokens")
+    __slots__ = ("hash", "id", "in_use", "ref", "tokens")
 
     def __init__(self, i: int):
         self.id = i
@@ -191,8 +199,16 @@ class BlisKV:
             out.append(self.hash_to_block[h])
         return out
 
-    def allocate(self, r: int, seq: list, prompt_len: int, start: int, end: int,
-                 cached: list[int], prefill: bool) -> bool:
+    def allocate(
+        self,
+        r: int,
+        seq: list,
+        prompt_len: int,
+        start: int,
+        end: int,
+        cached: list[int],
+        prefill: bool,
+    ) -> bool:
         """AllocateKVBlocks(req, start, end, cachedBlocks): KV for tokens [start, end) of
         ``seq`` (the request's token identities); False with everything rolled back."""
         bs = self.bs
@@ -225,7 +241,7 @@ class BlisKV:
                     self.hits += 1
                     self.request_map.setdefault(r, []).append(b)
             if latest is not None and 0 < len(latest.tokens) < bs:
-                take = new_tokens[prog: prog + bs - len(latest.tokens)]
+                take = new_tokens[prog : prog + bs - len(latest.tokens)]
                 latest.tokens = latest.tokens + take
                 prog += len(take)
                 if len(latest.tokens) == bs:  # (i): the concatenation of all its blocks
@@ -348,8 +364,10 @@ class _Blis:
         self.kv = BlisKV(cfg.total_kv_blocks, cfg.block_size, cfg.literal)
         n = len(requests)
         self.res = _new_result(n)
-        self.seq = [[token(q, r, i) for i in range(q.prompt + max(q.output, 1))]
-                    for r, q in enumerate(requests)]
+        self.seq = [
+            [token(q, r, i) for i in range(q.prompt + max(q.output, 1))]
+            for r, q in enumerate(requests)
+        ]
         self.prompt_keys: dict[int, list] = {}
         self.pi = [0] * n  # ProgressIndex
         self.num_new = [0] * n  # NumNewTokens
@@ -404,8 +422,9 @@ class _Blis:
         res.steps = self.step_count
         kv = self.kv
         res.kv_peak, res.hits, res.misses = kv.peak, kv.hits, kv.misses
-        res.itl_us = [x for r in range(len(self.reqs)) if res.state[r] == "done"
-                      for x in self.itl[r]]
+        res.itl_us = [
+            x for r in range(len(self.reqs)) if res.state[r] == "done" for x in self.itl[r]
+        ]
         return res
 
     def queued(self, t: int, r: int) -> None:
@@ -435,8 +454,7 @@ class _Blis:
         evicted: set[int] = set()
 
         def alloc_or_preempt(q: int, start: int, end: int, prefill: bool) -> bool:
-            while not kv.allocate(q, self.seq[q], self.reqs[q].prompt, start, end, [],
-                                  prefill):
+            while not kv.allocate(q, self.seq[q], self.reqs[q].prompt, start, end, [], prefill):
                 if not self.running:
                     return False
                 v = self.running.pop()
@@ -478,13 +496,18 @@ class _Blis:
                 self.computed[q] += 1
 
         # phase 2
-        while (len(self.running) < cfg.max_num_running_reqs and self.wait and budget > 0
-               and not preempted):
+        while (
+            len(self.running) < cfg.max_num_running_reqs
+            and self.wait
+            and budget > 0
+            and not preempted
+        ):
             q = self.wait[0]
             p_len = self.reqs[q].prompt
             if q not in self.prompt_keys:
-                self.prompt_keys[q] = [tuple(self.seq[q][: (i + 1) * bs])
-                                       for i in range(p_len // bs)]
+                self.prompt_keys[q] = [
+                    tuple(self.seq[q][: (i + 1) * bs]) for i in range(p_len // bs)
+                ]
             cached = kv.get_cached_blocks(self.prompt_keys[q])
             c = len(cached)
             n = p_len - bs * c
@@ -541,8 +564,9 @@ class _Blis:
             if self.pi[q] == self.reqs[q].prompt + max(m, 1) - 1:
                 if m > 0:
                     self.itl[q].append(adv)  # Q1: phantom entry
-                    if not kv.allocate(q, self.seq[q], self.reqs[q].prompt, self.pi[q],
-                                       self.pi[q] + 1, [], False):
+                    if not kv.allocate(
+                        q, self.seq[q], self.reqs[q].prompt, self.pi[q], self.pi[q] + 1, [], False
+                    ):
                         res.kv_allocation_failures += 1
                 kv.release(q)
                 self.heap.push((now + adv, "left", q))
@@ -600,8 +624,7 @@ class VllmKV:
             out.append(next(iter(holders)))
         return out
 
-    def allocate(self, r: int, n_before: int, n_tok: int, keys: list,
-                 cached: list[int]) -> bool:
+    def allocate(self, r: int, n_before: int, n_tok: int, keys: list, cached: list[int]) -> bool:
         """Blocks for the first n_tok tokens of r (keys[j] = content key of its block j; the
         first n_before tokens were already held), attaching ``cached`` first; False, with
         nothing changed, when they do not fit."""
@@ -650,7 +673,7 @@ class VllmKV:
 
 
 class _Slot:
-    __slots__ = ("r", "nc", "n")
+    __slots__ = ("n", "nc", "r")
 
     def __init__(self, r: int, nc: int):
         self.r = r

@@ -19,8 +19,16 @@ EPS = 1e-4
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1, "fp8": 1,
-               "int4": 1, "nf4": 1}
+DTYPE_BYTES = {
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "fp8": 1,
+    "int4": 1,
+    "nf4": 1,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,18 +73,25 @@ def ref_model_from_dict(cfg: dict) -> RefModel:
 
     H = first("num_attention_heads")
     dtype = m.get("torch_dtype") if isinstance(m.get("torch_dtype"), str) else m.get("dtype")
-    return RefModel(L=first("num_hidden_layers"), d=first("hidden_size"), H=H,
-                    KV=first("num_key_value_heads", "num_kv_heads", "multi_query_group_num") or H,
-                    d_ff_raw=first("intermediate_size", "ffn_hidden_size"),
-                    B=float(DTYPE_BYTES.get(str(dtype).lower(), 0)))
+    return RefModel(
+        L=first("num_hidden_layers"),
+        d=first("hidden_size"),
+        H=H,
+        KV=first("num_key_value_heads", "num_kv_heads", "multi_query_group_num") or H,
+        d_ff_raw=first("intermediate_size", "ffn_hidden_size"),
+        B=float(DTYPE_BYTES.get(str(dtype).lower(), 0)),
+    )
 
 
 def ref_model(name: str) -> RefModel:
     return ref_model_from_dict(json.loads((DATA / "models" / name / "config.json").read_text()))
 
 
-HW_FILES = {"minimal": "hardware_config_minimal.json", "full_487017bc": "hardware_config.json",
-            "v2": "hardware_config_v2.json"}
+HW_FILES = {
+    "minimal": "hardware_config_minimal.json",
+    "full_487017bc": "hardware_config.json",
+    "v2": "hardware_config_v2.json",
+}
 
 
 def ref_hardware(hw_config: str, gpu: str = "H100") -> dict:
@@ -85,9 +100,20 @@ def ref_hardware(hw_config: str, gpu: str = "H100") -> dict:
     return normalise_hw(raw)
 
 
-HW_KEYS = ("TFlopsPeak", "BwPeakTBs", "TOverheadMicros", "PrefillOverheadMicros",
-           "MixedPrefillOverheadMicros", "AllReduceLatency", "bwEfficiencyFactor",
-           "perLayerOverhead", "MemoryGiB", "BwEffConstant", "mfuPrefill", "mfuDecode")
+HW_KEYS = (
+    "TFlopsPeak",
+    "BwPeakTBs",
+    "TOverheadMicros",
+    "PrefillOverheadMicros",
+    "MixedPrefillOverheadMicros",
+    "AllReduceLatency",
+    "bwEfficiencyFactor",
+    "perLayerOverhead",
+    "MemoryGiB",
+    "BwEffConstant",
+    "mfuPrefill",
+    "mfuDecode",
+)
 
 
 def normalise_hw(raw: dict) -> dict:
@@ -133,14 +159,19 @@ class RefTables:
 
     def __init__(self, root: Path | str | None = None, gpu: str = "H100") -> None:
         root = Path(root) if root is not None else DATA / "bench_data"
-        self.gemm = [(int(r[0]), int(r[1]), int(r[2]), float(r[4]))
-                     for r in _rows(_gpu_dir(root / "gemm", gpu) / "data.csv")]
+        self.gemm = [
+            (int(r[0]), int(r[1]), int(r[2]), float(r[4]))
+            for r in _rows(_gpu_dir(root / "gemm", gpu) / "data.csv")
+        ]
         pdir = _gpu_dir(root / "mha" / "prefill", gpu)
-        self.prefill = {f.stem: [(int(r[1]), float(r[3])) for r in _rows(f)]
-                        for f in sorted(pdir.glob("*.csv"))}
+        self.prefill = {
+            f.stem: [(int(r[1]), float(r[3])) for r in _rows(f)] for f in sorted(pdir.glob("*.csv"))
+        }
         ddir = _gpu_dir(root / "mha" / "decode", gpu)
-        self.decode = {f.stem: [(int(r[2]), int(r[3]), float(r[5])) for r in _rows(f)]
-                       for f in sorted(ddir.glob("*.csv"))}
+        self.decode = {
+            f.stem: [(int(r[2]), int(r[3]), float(r[5])) for r in _rows(f)]
+            for f in sorted(ddir.glob("*.csv"))
+        }
 
     # -- choices ---------------------------------------------------------------------------
     def attention_key(self, m: RefModel) -> str:
@@ -180,8 +211,11 @@ class RefTables:
         pts = sorted((mm, f) for mm, k2, n2, f in self.gemm if (k2, n2) == (kk, nn))
         ms = [p[0] for p in pts]
         lo, hi = bracket(ms, m)
-        mfu = pts[lo][1] if lo == hi else lerp(pts[lo][1], pts[hi][1],
-                                                float(m - ms[lo]) / float(ms[hi] - ms[lo]))
+        mfu = (
+            pts[lo][1]
+            if lo == hi
+            else lerp(pts[lo][1], pts[hi][1], float(m - ms[lo]) / float(ms[hi] - ms[lo]))
+        )
         if mfu < EPS:
             best = None
             for mm, k2, n2, f in self.gemm:
@@ -198,8 +232,11 @@ class RefTables:
         srt = sorted(rows, key=lambda r: r[0])
         seqs = [r[0] for r in srt]
         lo, hi = bracket(seqs, s)
-        mfu = srt[lo][1] if lo == hi else lerp(srt[lo][1], srt[hi][1],
-                                                float(s - seqs[lo]) / float(seqs[hi] - seqs[lo]))
+        mfu = (
+            srt[lo][1]
+            if lo == hi
+            else lerp(srt[lo][1], srt[hi][1], float(s - seqs[lo]) / float(seqs[hi] - seqs[lo]))
+        )
         if mfu < EPS:
             best = None
             for seq, f in rows:
@@ -275,8 +312,15 @@ class RefStepCost:
         self.tau = 1.0 / tp
         m = model
         d_kv = m.KV * (m.d // m.H)
-        self.shapes = [(m.d, m.d), (m.d, d_kv), (m.d, d_kv), (m.d, m.d), (m.d, m.d_ff),
-                       (m.d, m.d_ff), (m.d_ff, m.d)]
+        self.shapes = [
+            (m.d, m.d),
+            (m.d, d_kv),
+            (m.d, d_kv),
+            (m.d, m.d),
+            (m.d, m.d_ff),
+            (m.d, m.d_ff),
+            (m.d_ff, m.d),
+        ]
         if not self.v1:
             self.key = tables.attention_key(m)
             self.drows = tables.decode_rows(self.key, tp)
@@ -408,8 +452,14 @@ class RefStepCost:
 _TABLES: dict[str, RefTables] = {}
 
 
-def ref_cost(model: str | RefModel, hw: str | dict, tp: int, *, v1: bool = False,
-             bench_root: str | None = None) -> RefStepCost:
+def ref_cost(
+    model: str | RefModel,
+    hw: str | dict,
+    tp: int,
+    *,
+    v1: bool = False,
+    bench_root: str | None = None,
+) -> RefStepCost:
     """Convenience: ``ref_cost("llama-3.1-8b-instruct", "minimal", 1).step_us(...)``."""
     m = ref_model(model) if isinstance(model, str) else model
     h = ref_hardware(hw) if isinstance(hw, str) else normalise_hw(hw)

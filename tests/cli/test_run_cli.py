@@ -16,7 +16,7 @@ def metrics_of(stdout: str) -> dict:
     lines = stdout.splitlines()
     start = lines.index("=== Simulation Metrics ===") + 1
     end = lines.index("}", start)
-    return json.loads("\n".join(lines[start:end + 1]))
+    return json.loads("\n".join(lines[start : end + 1]))
 
 
 @pytest.fixture
@@ -33,10 +33,19 @@ def test_seed_command_verbatim(seed_dir, cli):
     m = metrics_of(res.out)
     keys = list(m)
     # the reference's keys first, in its order
-    assert keys[:5] == ["instance_id", "completed_requests", "still_queued", "still_running",
-                        "injected_requests"]
-    assert keys.index("scheduling_delay_p99_ms") < keys.index("preemption_count") \
-        < keys.index("dropped_unservable") < keys.index("ttft_p50_ms")
+    assert keys[:5] == [
+        "instance_id",
+        "completed_requests",
+        "still_queued",
+        "still_running",
+        "injected_requests",
+    ]
+    assert (
+        keys.index("scheduling_delay_p99_ms")
+        < keys.index("preemption_count")
+        < keys.index("dropped_unservable")
+        < keys.index("ttft_p50_ms")
+    )
     assert m["completed_requests"] == 100 and m["injected_requests"] == 100
     assert 0 < m["ttft_mean_ms"] < m["e2e_mean_ms"]
     assert m["ttft_p50_ms"] <= m["ttft_p90_ms"] <= m["ttft_p95_ms"] <= m["ttft_p99_ms"]
@@ -48,30 +57,62 @@ def test_seed_command_as_simulation_worker_process(seed_dir):
         pytest.skip("console script not installed in this environment")
     import subprocess
 
-    proc = subprocess.run([str(exe), "run", *SEED_FLAGS], capture_output=True, text=True,
-                          cwd=seed_dir, timeout=300)
+    proc = subprocess.run(
+        [str(exe), "run", *SEED_FLAGS], capture_output=True, text=True, cwd=seed_dir, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert metrics_of(proc.stdout)["completed_requests"] == 100
 
 
 def test_embedded_data_needs_no_files(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    res = cli("run", "--model", "llama-3.1-8b-instruct", "--hardware", "H100", "--tp", "1",
-              "--workload", "chatbot", "--num-requests", "20")
+    res = cli(
+        "run",
+        "--model",
+        "llama-3.1-8b-instruct",
+        "--hardware",
+        "H100",
+        "--tp",
+        "1",
+        "--workload",
+        "chatbot",
+        "--num-requests",
+        "20",
+    )
     assert res.code == 0, res.err
     assert metrics_of(res.out)["completed_requests"] == 20
 
 
 def test_results_path_json_and_parquet(tmp_path, cli):
     js = tmp_path / "out" / "r.json"
-    res = cli("run", "--model", "llama-3.1-8b-instruct", "--workload", "chatbot",
-              "--num-requests", "30", "--rate", "5", "--results-path", js)
+    res = cli(
+        "run",
+        "--model",
+        "llama-3.1-8b-instruct",
+        "--workload",
+        "chatbot",
+        "--num-requests",
+        "30",
+        "--rate",
+        "5",
+        "--results-path",
+        js,
+    )
     assert res.code == 0, res.err
     doc = json.loads(js.read_text())
     assert doc["completed_requests"] == 30 and len(doc["requests"]) == 30
     rec = doc["requests"][0]
-    assert list(rec) == ["arrived_at", "requestID", "num_prefill_tokens", "num_decode_tokens",
-                         "ttft_ms", "itl_ms", "e2e_ms", "scheduling_delay_ms", "handled_by"]
+    assert list(rec) == [
+        "arrived_at",
+        "requestID",
+        "num_prefill_tokens",
+        "num_decode_tokens",
+        "ttft_ms",
+        "itl_ms",
+        "e2e_ms",
+        "scheduling_delay_ms",
+        "handled_by",
+    ]
     arrivals = [r["arrived_at"] for r in doc["requests"]]
     assert arrivals == sorted(arrivals)
     # the stdout metrics equal the file's
@@ -79,14 +120,26 @@ def test_results_path_json_and_parquet(tmp_path, cli):
     for k, v in printed.items():
         assert doc[k] == v
     pq_path = tmp_path / "r.parquet"
-    res = cli("run", "--model", "llama-3.1-8b-instruct", "--workload", "chatbot",
-              "--num-requests", "30", "--rate", "5", "--results-path", pq_path)
+    res = cli(
+        "run",
+        "--model",
+        "llama-3.1-8b-instruct",
+        "--workload",
+        "chatbot",
+        "--num-requests",
+        "30",
+        "--rate",
+        "5",
+        "--results-path",
+        pq_path,
+    )
     assert res.code == 0, res.err
     tbl = pq.read_table(pq_path)
     assert tbl.num_rows == 30
     assert {"request_id", "arrival_s", "ttft_ms", "e2e_ms"} <= set(tbl.column_names)
-    assert [round(x, 3) for x in tbl.column("ttft_ms").to_pylist()] == \
-        [round(r["ttft_ms"], 3) for r in doc["requests"]]
+    assert [round(x, 3) for x in tbl.column("ttft_ms").to_pylist()] == [
+        round(r["ttft_ms"], 3) for r in doc["requests"]
+    ]
 
 
 @pytest.mark.parametrize("scenario", ["chatbot_tp1_seedlike", "chunked_prefill_lpt256_rate20"])
@@ -98,24 +151,50 @@ def test_reference_replay_stdout_lines(scenario, cli):
     cmd = (d / "cmd.txt").read_text()
     if "--long-prefill-token-threshold 256" in cmd:
         flags = ["--long-prefill-token-threshold", "256"]
-    res = cli("run", "--model", "meta-llama/llama-3.1-8b-instruct", "--hardware-config",
-              "minimal", "--hardware", "H100", "--tp", "1", "--semantics", "blis", "--workload",
-              "traces", "--workload-traces-filepath", d / "trace.csv", *flags)
+    res = cli(
+        "run",
+        "--model",
+        "meta-llama/llama-3.1-8b-instruct",
+        "--hardware-config",
+        "minimal",
+        "--hardware",
+        "H100",
+        "--tp",
+        "1",
+        "--semantics",
+        "blis",
+        "--workload",
+        "traces",
+        "--workload-traces-filepath",
+        d / "trace.csv",
+        *flags,
+    )
     assert res.code == 0, res.err
     ref = (d / "stdout.txt").read_text().splitlines()
     mine = res.out.splitlines()
     # every line of the reference up to its last key, then our additional keys
-    assert [x.rstrip(",") for x in mine[:len(ref) - 1]] == [x.rstrip(",") for x in ref[:-1]]
+    assert [x.rstrip(",") for x in mine[: len(ref) - 1]] == [x.rstrip(",") for x in ref[:-1]]
 
 
 def test_prompt_longer_than_cache_is_dropped_and_counted(tmp_path, cli):
     trace = tmp_path / "t.csv"
-    trace.write_text("arrival_time_s,prompt_tokens,output_tokens\n0.1,100,10\n0.2,5000,10\n"
-                     "0.3,100,10\n")
+    trace.write_text(
+        "arrival_time_s,prompt_tokens,output_tokens\n0.1,100,10\n0.2,5000,10\n0.3,100,10\n"
+    )
     for sem in ("vllm", "blis"):
-        res = cli("run", "--model", "llama-3.1-8b-instruct", "--workload", "traces",
-                  "--workload-traces-filepath", trace, "--total-kv-blocks", "64",
-                  "--semantics", sem)
+        res = cli(
+            "run",
+            "--model",
+            "llama-3.1-8b-instruct",
+            "--workload",
+            "traces",
+            "--workload-traces-filepath",
+            trace,
+            "--total-kv-blocks",
+            "64",
+            "--semantics",
+            sem,
+        )
         assert res.code == 0, res.err
         m = metrics_of(res.out)
         assert m["dropped_unservable"] == 1
@@ -133,24 +212,31 @@ def _one_error_line(res):
     return lines[0]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--workload", "nosuch"], "nosuch"),
-    (["--rate", "-1"], "--rate"),
-    (["--rate", "nan"], "--rate"),
-    (["--num-requests", "0"], "--num-requests"),
-    (["--workload", "distribution", "--prompt-tokens-min", "600", "--prompt-tokens", "500"],
-     "--prompt-tokens-min"),
-    (["--workload", "distribution", "--output-tokens-max", "10", "--output-tokens", "500"],
-     "--output-tokens-max"),
-    (["--tp", "0"], "--tp"),
-    (["--hardware", "Z9000"], "Z9000"),
-    (["--semantics", "sglang"], "sglang"),
-    (["--total-kv-blocks", "lots"], "--total-kv-blocks"),
-    (["--max-num-scheduled-tokens", "0"], "--max-num-scheduled-tokens"),
-    (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
-    (["--model", "no-such-model"], "no-such-model"),
-    (["--log", "loud"], "--log"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--workload", "nosuch"], "nosuch"),
+        (["--rate", "-1"], "--rate"),
+        (["--rate", "nan"], "--rate"),
+        (["--num-requests", "0"], "--num-requests"),
+        (
+            ["--workload", "distribution", "--prompt-tokens-min", "600", "--prompt-tokens", "500"],
+            "--prompt-tokens-min",
+        ),
+        (
+            ["--workload", "distribution", "--output-tokens-max", "10", "--output-tokens", "500"],
+            "--output-tokens-max",
+        ),
+        (["--tp", "0"], "--tp"),
+        (["--hardware", "Z9000"], "Z9000"),
+        (["--semantics", "sglang"], "sglang"),
+        (["--total-kv-blocks", "lots"], "--total-kv-blocks"),
+        (["--max-num-scheduled-tokens", "0"], "--max-num-scheduled-tokens"),
+        (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
+        (["--model", "no-such-model"], "no-such-model"),
+        (["--log", "loud"], "--log"),
+    ],
+)
 def test_bad_inputs(args, needle, cli):
     base = {"--model": "llama-3.1-8b-instruct", "--workload": "chatbot"}
     flags = []
@@ -163,26 +249,43 @@ def test_bad_inputs(args, needle, cli):
     assert needle in line
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("", "empty"),
-    ("arrival_time_s,prompt_tokens,output_tokens\n", "no requests"),
-    ("arrival_time_s,prompt_tokens\n0.1,5\n", "output_tokens"),
-    ("arrival_time_s,prompt_tokens,output_tokens\n0.1,abc,5\n", "abc"),
-    ("arrival_time_s,prompt_tokens,output_tokens\n-0.1,5,5\n", "arrival_time_s"),
-    ("arrival_time_s,prompt_tokens,output_tokens\n0.1,0,5\n", "prompt_tokens"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("", "empty"),
+        ("arrival_time_s,prompt_tokens,output_tokens\n", "no requests"),
+        ("arrival_time_s,prompt_tokens\n0.1,5\n", "output_tokens"),
+        ("arrival_time_s,prompt_tokens,output_tokens\n0.1,abc,5\n", "abc"),
+        ("arrival_time_s,prompt_tokens,output_tokens\n-0.1,5,5\n", "arrival_time_s"),
+        ("arrival_time_s,prompt_tokens,output_tokens\n0.1,0,5\n", "prompt_tokens"),
+    ],
+)
 def test_bad_traces(tmp_path, content, needle, cli):
     trace = tmp_path / "trace.csv"
     trace.write_text(content)
-    res = cli("run", "--model", "llama-3.1-8b-instruct", "--workload", "traces",
-              "--workload-traces-filepath", trace)
+    res = cli(
+        "run",
+        "--model",
+        "llama-3.1-8b-instruct",
+        "--workload",
+        "traces",
+        "--workload-traces-filepath",
+        trace,
+    )
     line = _one_error_line(res)
     assert needle in line and "trace.csv" in line
 
 
 def test_missing_trace_file(tmp_path, cli):
-    res = cli("run", "--model", "llama-3.1-8b-instruct", "--workload", "traces",
-              "--workload-traces-filepath", tmp_path / "none.csv")
+    res = cli(
+        "run",
+        "--model",
+        "llama-3.1-8b-instruct",
+        "--workload",
+        "traces",
+        "--workload-traces-filepath",
+        tmp_path / "none.csv",
+    )
     assert "none.csv" in _one_error_line(res)
 
 
@@ -197,8 +300,7 @@ def test_unknown_option_is_one_line(cli):
 
 
 def test_verbose_shows_the_traceback():
-    proc = run_subprocess("run", "--model", "llama-3.1-8b-instruct", "--rate", "-1",
-                          "--verbose")
+    proc = run_subprocess("run", "--model", "llama-3.1-8b-instruct", "--rate", "-1", "--verbose")
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
 

@@ -15,8 +15,19 @@ import pytest
 from tests.conftest import REPO, assert_one_error_line, run_subprocess
 
 LLAMA = "llama-3.1-8b-instruct"
-MODEL_ARGS = ("step-time", "--model", LLAMA, "--hardware", "H100", "--tp", "1",
-              "--decode", "32x1024", "--prefill", "512")
+MODEL_ARGS = (
+    "step-time",
+    "--model",
+    LLAMA,
+    "--hardware",
+    "H100",
+    "--tp",
+    "1",
+    "--decode",
+    "32x1024",
+    "--prefill",
+    "512",
+)
 
 
 def write_hw(tmp_path: Path, text: str, name: str = "hw.json") -> Path:
@@ -49,17 +60,20 @@ def test_hardware_config_is_a_folder(cli, tmp_path):
     assert_one_error_line(res, str(tmp_path))
 
 
-@pytest.mark.parametrize("text", [
-    '{"H100": {"TFlopsPeak": 989.5, ',
-    '{"H100": {"TFlopsPeak": 989.5 "BwPeakTBs": 3.35}}',
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"H100": {"TFlopsPeak": 989.5, ',
+        '{"H100": {"TFlopsPeak": 989.5 "BwPeakTBs": 3.35}}',
+        "",
+    ],
+)
 def test_malformed_json(cli, tmp_path, text):
     path = write_hw(tmp_path, text)
     assert_one_error_line(cli(*MODEL_ARGS, "--hardware-config", path), str(path), "JSON")
 
 
-@pytest.mark.parametrize("text", ['[1, 2]', '{"H100": 5}', '{"H100": [989.5, 3.35]}'])
+@pytest.mark.parametrize("text", ["[1, 2]", '{"H100": 5}', '{"H100": [989.5, 3.35]}'])
 def test_wrong_json_shape(cli, tmp_path, text):
     path = write_hw(tmp_path, text)
     assert_one_error_line(cli(*MODEL_ARGS, "--hardware-config", path), str(path))
@@ -67,14 +81,32 @@ def test_wrong_json_shape(cli, tmp_path, text):
 
 def test_unknown_gpu_lists_known(cli, tmp_path):
     path = write_hw(tmp_path, hw_entry())
-    res = cli("step-time", "--model", LLAMA, "--hardware", "B200", "--hardware-config", path,
-              "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model",
+        LLAMA,
+        "--hardware",
+        "B200",
+        "--hardware-config",
+        path,
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, str(path), "B200", "H100", "A100-SXM")
 
 
 def test_unknown_gpu_in_alias_file(cli):
-    res = cli("step-time", "--model", LLAMA, "--hardware", "TPUv9", "--hardware-config",
-              "minimal", "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model",
+        LLAMA,
+        "--hardware",
+        "TPUv9",
+        "--hardware-config",
+        "minimal",
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, "TPUv9", "H100", "A100-SXM")
 
 
@@ -106,9 +138,17 @@ def test_bad_required_field(cli, tmp_path, field, literal, shown):
     assert_one_error_line(res, str(path), f"H100.{field}", shown)
 
 
-@pytest.mark.parametrize("field", ["TOverheadMicros", "PrefillOverheadMicros",
-                                   "MixedPrefillOverheadMicros", "AllReduceLatency",
-                                   "perLayerOverhead", "MemoryGiB"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "TOverheadMicros",
+        "PrefillOverheadMicros",
+        "MixedPrefillOverheadMicros",
+        "AllReduceLatency",
+        "perLayerOverhead",
+        "MemoryGiB",
+    ],
+)
 def test_negative_overhead(cli, tmp_path, field):
     path = write_hw(tmp_path, hw_entry(**{field: -5}))
     res = cli(*MODEL_ARGS, "--hardware-config", path)
@@ -117,8 +157,9 @@ def test_negative_overhead(cli, tmp_path, field):
 
 @pytest.mark.parametrize("field", ["TOverheadMicros", "AllReduceLatency"])
 def test_nan_overhead(cli, tmp_path, field):
-    path = write_hw(tmp_path, '{"H100": {"TFlopsPeak": 989.5, "BwPeakTBs": 3.35, '
-                              f'"{field}": NaN}}}}')
+    path = write_hw(
+        tmp_path, f'{{"H100": {{"TFlopsPeak": 989.5, "BwPeakTBs": 3.35, "{field}": NaN}}}}'
+    )
     res = cli(*MODEL_ARGS, "--hardware-config", path)
     assert_one_error_line(res, str(path), field, "nan")
 
@@ -132,8 +173,18 @@ def test_bw_efficiency_factor_out_of_range(cli, tmp_path, value):
 
 def test_valid_custom_hardware_file_and_case_insensitive_gpu(cli, tmp_path):
     path = write_hw(tmp_path, hw_entry(bwEfficiencyFactor=0.82, perLayerOverhead=100))
-    res = cli("step-time", "--model", LLAMA, "--hardware", "h100", "--hardware-config", path,
-              "--decode", "32x1024", "--json")
+    res = cli(
+        "step-time",
+        "--model",
+        LLAMA,
+        "--hardware",
+        "h100",
+        "--hardware-config",
+        path,
+        "--decode",
+        "32x1024",
+        "--json",
+    )
     assert res.code == 0, res.err
     assert json.loads(res.out)["step_us"] == 11_828  # REFERENCE §5.8 (d)
 
@@ -142,8 +193,14 @@ def test_valid_custom_hardware_file_and_case_insensitive_gpu(cli, tmp_path):
 # model config
 # ---------------------------------------------------------------------------------------------
 
-TOY = {"num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 4,
-       "num_key_value_heads": 4, "intermediate_size": 512, "torch_dtype": "bfloat16"}
+TOY = {
+    "num_hidden_layers": 2,
+    "hidden_size": 256,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 512,
+    "torch_dtype": "bfloat16",
+}
 
 
 def model_folder(tmp_path: Path, cfg: dict | None) -> Path:
@@ -163,16 +220,30 @@ def test_model_config_bad_required_key(cli, tmp_path, key, how):
     else:
         cfg[key] = {"zero": 0, "negative": -4, "string": "many"}[how]
     folder = model_folder(tmp_path, cfg)
-    res = cli("step-time", "--model-config-folder", folder, "--hardware-config", "minimal",
-              "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model-config-folder",
+        folder,
+        "--hardware-config",
+        "minimal",
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, str(folder / "config.json"), key)
 
 
 @pytest.mark.parametrize("dtype", ["complex128", "bfloat17", ""])
 def test_model_config_unknown_dtype(cli, tmp_path, dtype):
     folder = model_folder(tmp_path, {**TOY, "torch_dtype": dtype})
-    res = cli("step-time", "--model-config-folder", folder, "--hardware-config", "minimal",
-              "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model-config-folder",
+        folder,
+        "--hardware-config",
+        "minimal",
+        "--decode",
+        "4x100",
+    )
     line = assert_one_error_line(res, str(folder / "config.json"), "dtype")
     if dtype:
         assert dtype in line
@@ -182,21 +253,42 @@ def test_model_config_no_dtype(cli, tmp_path):
     cfg = dict(TOY)
     del cfg["torch_dtype"]
     folder = model_folder(tmp_path, cfg)
-    res = cli("step-time", "--model-config-folder", folder, "--hardware-config", "minimal",
-              "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model-config-folder",
+        folder,
+        "--hardware-config",
+        "minimal",
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, str(folder / "config.json"), "dtype")
 
 
 def test_model_folder_without_config_json(cli, tmp_path):
     folder = model_folder(tmp_path, None)
-    res = cli("step-time", "--model-config-folder", folder, "--hardware-config", "minimal",
-              "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model-config-folder",
+        folder,
+        "--hardware-config",
+        "minimal",
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, str(folder), "config.json")
 
 
 def test_model_folder_missing(cli, tmp_path):
-    res = cli("step-time", "--model-config-folder", tmp_path / "absent", "--hardware-config",
-              "minimal", "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model-config-folder",
+        tmp_path / "absent",
+        "--hardware-config",
+        "minimal",
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, str(tmp_path / "absent"))
 
 
@@ -204,14 +296,20 @@ def test_model_config_malformed_json(cli, tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text('{"num_hidden_layers": 2,')
-    res = cli("step-time", "--model-config-folder", folder, "--hardware-config", "minimal",
-              "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model-config-folder",
+        folder,
+        "--hardware-config",
+        "minimal",
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, str(folder / "config.json"), "JSON")
 
 
 def test_unknown_model_name_lists_known(cli):
-    res = cli("step-time", "--model", "gpt-17", "--hardware-config", "minimal",
-              "--decode", "4x100")
+    res = cli("step-time", "--model", "gpt-17", "--hardware-config", "minimal", "--decode", "4x100")
     assert_one_error_line(res, "gpt-17", LLAMA)
 
 
@@ -219,8 +317,17 @@ def test_toy_model_without_tables_needs_v1_fields(cli, tmp_path):
     """A GPU without MFU tables and without mfuPrefill/mfuDecode: the error says how to fix."""
     folder = model_folder(tmp_path, TOY)
     hw = write_hw(tmp_path, json.dumps({"TOY": {"TFlopsPeak": 100, "BwPeakTBs": 2}}))
-    res = cli("step-time", "--model-config-folder", folder, "--hardware", "TOY",
-              "--hardware-config", hw, "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model-config-folder",
+        folder,
+        "--hardware",
+        "TOY",
+        "--hardware-config",
+        hw,
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, "mfuPrefill", "mfuDecode")
 
 
@@ -231,14 +338,32 @@ def test_toy_model_without_tables_needs_v1_fields(cli, tmp_path):
 
 @pytest.mark.parametrize("tp", ["0", "-1"])
 def test_tp_below_one(cli, tp):
-    res = cli("step-time", "--model", LLAMA, "--hardware-config", "minimal", "--tp", tp,
-              "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model",
+        LLAMA,
+        "--hardware-config",
+        "minimal",
+        "--tp",
+        tp,
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, "--tp", tp)
 
 
 def test_tp_not_an_integer(cli):
-    res = cli("step-time", "--model", LLAMA, "--hardware-config", "minimal", "--tp", "two",
-              "--decode", "4x100")
+    res = cli(
+        "step-time",
+        "--model",
+        LLAMA,
+        "--hardware-config",
+        "minimal",
+        "--tp",
+        "two",
+        "--decode",
+        "4x100",
+    )
     assert_one_error_line(res, "--tp")
 
 
@@ -263,13 +388,16 @@ def bench_copy(tmp_path) -> Path:
 DECODE_CSV = Path("mha") / "decode" / "h100" / "32-8-128-tp1.csv"
 
 
-@pytest.mark.parametrize(("row", "needles"), [
-    ("bf16,bf16,oops,4096,23.498,0.003", ["line 3", "batch_size", "oops"]),
-    ("bf16,bf16,1,4096", ["line 3", "columns"]),
-    ("bf16,bf16,1,4096,23.498,-0.5", ["line 3", "mfu", "-0.5"]),
-    ("bf16,bf16,1,4096,23.498,nan", ["line 3", "mfu", "nan"]),
-    ("bf16,bf16,1,4k,23.498,0.003", ["line 3", "kv_len", "4k"]),
-])
+@pytest.mark.parametrize(
+    ("row", "needles"),
+    [
+        ("bf16,bf16,oops,4096,23.498,0.003", ["line 3", "batch_size", "oops"]),
+        ("bf16,bf16,1,4096", ["line 3", "columns"]),
+        ("bf16,bf16,1,4096,23.498,-0.5", ["line 3", "mfu", "-0.5"]),
+        ("bf16,bf16,1,4096,23.498,nan", ["line 3", "mfu", "nan"]),
+        ("bf16,bf16,1,4k,23.498,0.003", ["line 3", "kv_len", "4k"]),
+    ],
+)
 def test_malformed_decode_csv_row(cli, bench_copy, row, needles):
     path = bench_copy / DECODE_CSV
     lines = path.read_text().splitlines()
@@ -289,14 +417,17 @@ def test_malformed_gemm_csv_row(cli, bench_copy):
 
 
 def test_bench_copy_unchanged_gives_same_answer(cli, bench_copy):
-    res = cli(*MODEL_ARGS, "--hardware-config", "minimal", "--bench-data-path", bench_copy,
-              "--json")
+    res = cli(
+        *MODEL_ARGS, "--hardware-config", "minimal", "--bench-data-path", bench_copy, "--json"
+    )
     assert res.code == 0, res.err
     assert json.loads(res.out)["step_us"] == 13_694
 
 
-@pytest.mark.parametrize(("flag", "spec"), [("--decode", "32xabc"), ("--prefill", "0"),
-                                            ("--decode", "-5"), ("--prefill", "0x512")])
+@pytest.mark.parametrize(
+    ("flag", "spec"),
+    [("--decode", "32xabc"), ("--prefill", "0"), ("--decode", "-5"), ("--prefill", "0x512")],
+)
 def test_bad_step_spec(cli, flag, spec):
     res = cli("step-time", "--model", LLAMA, "--hardware-config", "minimal", flag, spec)
     assert_one_error_line(res, flag, spec)
@@ -313,8 +444,9 @@ def test_unknown_option_is_one_line(cli):
 
 
 def test_missing_cases_file(cli, tmp_path):
-    assert_one_error_line(cli("step-time", "--cases", tmp_path / "none.jsonl"),
-                          str(tmp_path / "none.jsonl"))
+    assert_one_error_line(
+        cli("step-time", "--cases", tmp_path / "none.jsonl"), str(tmp_path / "none.jsonl")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,8 +455,18 @@ def test_missing_cases_file(cli, tmp_path):
 
 
 def test_tp_not_dividing_heads_is_a_warning(cli):
-    res = cli("step-time", "--model", "qwen2.5-7b-instruct", "--hardware-config", "minimal",
-              "--tp", "8", "--decode", "4x1024", "--json")
+    res = cli(
+        "step-time",
+        "--model",
+        "qwen2.5-7b-instruct",
+        "--hardware-config",
+        "minimal",
+        "--tp",
+        "8",
+        "--decode",
+        "4x1024",
+        "--json",
+    )
     assert res.code == 0, res.err
     assert "Traceback" not in res.err
     lines = res.err.strip().splitlines()
@@ -337,16 +479,26 @@ def test_tp_not_dividing_heads_is_a_warning(cli):
 
 
 def test_tp_dividing_heads_has_no_divide_warning(cli):
-    res = cli("step-time", "--model", "qwen2.5-7b-instruct", "--hardware-config", "minimal",
-              "--tp", "4", "--decode", "4x1024", "--json")
+    res = cli(
+        "step-time",
+        "--model",
+        "qwen2.5-7b-instruct",
+        "--hardware-config",
+        "minimal",
+        "--tp",
+        "4",
+        "--decode",
+        "4x1024",
+        "--json",
+    )
     assert res.code == 0, res.err
     assert "divide" not in res.err
     assert res.err.strip() == ""
 
 
 def test_json_breakdown_matches_api(cli):
-    from engine.config import load_hardware, load_model
-    from engine.stepcost import build_cost_model
+    from infersweep.config.models import load_hardware, load_model
+    from infersweep.costmodel.stepcost import build_cost_model
 
     res = cli(*MODEL_ARGS, "--hardware-config", "minimal", "--json")
     assert res.code == 0, res.err
@@ -365,14 +517,17 @@ def test_json_breakdown_matches_api(cli):
     assert info["prefill_buckets"]["512"]["attention_mfu"] == 0.228
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (("--decode", "32x1024"), 8628),
-    (("--prefill", "512"), 13_694),
-    (("--prefill", "512@512"), 14_032),
-    (("--decode", "1127"), 10_103),
-    (("--decode", "16x1024", "--decode", "16x1024"), 8628),
-    ((), 1),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--decode", "32x1024"), 8628),
+        (("--prefill", "512"), 13_694),
+        (("--prefill", "512@512"), 14_032),
+        (("--decode", "1127"), 10_103),
+        (("--decode", "16x1024", "--decode", "16x1024"), 8628),
+        ((), 1),
+    ],
+)
 def test_step_specs(cli, args, expected):
     res = cli("step-time", "--model", LLAMA, "--hardware-config", "minimal", *args, "--json")
     assert res.code == 0, res.err
@@ -426,23 +581,27 @@ def test_cases_file_malformed_json_line(cli, tmp_path):
     assert answers[2]["line"] == 3 and "error" in answers[2]
 
 
-@pytest.mark.parametrize("bad", [
-    pytest.param({"prefills": [[0, 10 ** 20]], "decodes": []}),
-    pytest.param({"prefills": [], "decodes": [2 ** 64]}),
-    pytest.param({"bench_data": 5, "decodes": [5]}),
-    {"step_model": 5, "decodes": [5]},
-    {"hardware": 5, "decodes": [5]},
-    {"hw_config": ["minimal"], "decodes": [5]},
-    {"tp": "2", "decodes": [5]},
-    pytest.param({"tp": True, "decodes": [5]}),
-    {"prefills": [[0, 1.5]], "decodes": []},
-    {"decodes": [None]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param({"prefills": [[0, 10**20]], "decodes": []}),
+        pytest.param({"prefills": [], "decodes": [2**64]}),
+        pytest.param({"bench_data": 5, "decodes": [5]}),
+        {"step_model": 5, "decodes": [5]},
+        {"hardware": 5, "decodes": [5]},
+        {"hw_config": ["minimal"], "decodes": [5]},
+        {"tp": "2", "decodes": [5]},
+        pytest.param({"tp": True, "decodes": [5]}),
+        {"prefills": [[0, 1.5]], "decodes": []},
+        {"decodes": [None]},
+    ],
+)
 def test_cases_file_bad_field_stays_on_its_line(cli, tmp_path, bad):
     base = {"model": LLAMA, "tp": 1, "hw_config": "minimal"}
     cases = tmp_path / "cases.jsonl"
-    cases.write_text(json.dumps({**base, "decodes": [1024]}) + "\n"
-                     + json.dumps({**base, **bad}) + "\n")
+    cases.write_text(
+        json.dumps({**base, "decodes": [1024]}) + "\n" + json.dumps({**base, **bad}) + "\n"
+    )
     res = cli("step-time", "--cases", cases)
     assert "internal error" not in res.err
     answers = [json.loads(line) for line in res.out.splitlines()]

@@ -36,22 +36,47 @@ from tests.conftest import REPO, CliResult, assert_one_error_line
 #: SPEC_inputs_outputs §5: the reference simulator's metric keys (instance_id excluded) and the
 #: documented additions; each must be a metric column of a sweep result.
 REFERENCE_METRICS = (
-    "completed_requests", "still_queued", "still_running", "injected_requests",
-    "total_input_tokens", "total_output_tokens", "vllm_estimated_duration_s",
-    "responses_per_sec", "tokens_per_sec", "e2e_mean_ms", "e2e_p90_ms", "e2e_p95_ms",
-    "e2e_p99_ms", "ttft_mean_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms", "itl_mean_ms",
-    "itl_p90_ms", "itl_p95_ms", "itl_p99_ms", "scheduling_delay_p99_ms", "preemption_count",
+    "completed_requests",
+    "still_queued",
+    "still_running",
+    "injected_requests",
+    "total_input_tokens",
+    "total_output_tokens",
+    "vllm_estimated_duration_s",
+    "responses_per_sec",
+    "tokens_per_sec",
+    "e2e_mean_ms",
+    "e2e_p90_ms",
+    "e2e_p95_ms",
+    "e2e_p99_ms",
+    "ttft_mean_ms",
+    "ttft_p90_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "itl_mean_ms",
+    "itl_p90_ms",
+    "itl_p95_ms",
+    "itl_p99_ms",
+    "scheduling_delay_p99_ms",
+    "preemption_count",
     "dropped_unservable",
 )
-DOCUMENTED_EXTRAS = ("ttft_p50_ms", "e2e_p50_ms", "itl_p50_ms", "tpot_mean_ms", "tpot_p99_ms",
-                     "kv_blocks_total", "kv_peak_blocks")
+DOCUMENTED_EXTRAS = (
+    "ttft_p50_ms",
+    "e2e_p50_ms",
+    "itl_p50_ms",
+    "tpot_mean_ms",
+    "tpot_p99_ms",
+    "kv_blocks_total",
+    "kv_peak_blocks",
+)
 #: keys of the ``run`` metrics object that are not numeric metrics
 NON_METRIC_KEYS = {"instance_id", "semantics", "status"}
 
 
 def main_in_process(*args) -> CliResult:
     """``infersweep ARGS`` in this process, for module-scoped fixtures (no capsys there)."""
-    from sweeps.cli import main
+    from infersweep.sweeps.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
@@ -65,6 +90,7 @@ def main_in_process(*args) -> CliResult:
 
 def write_spec(path: Path, name: str, fixed: dict, grid: dict) -> Path:
     """A TOML sweep spec, axes in the given order."""
+
     def lit(v):
         return json.dumps(v)  # TOML and JSON agree on strings, ints, floats and booleans here
 
@@ -80,7 +106,7 @@ def run_metrics(stdout: str) -> dict:
     """The JSON object printed by ``run`` after ``=== Simulation Metrics ===``."""
     head = "=== Simulation Metrics ===\n"
     assert stdout.startswith(head), stdout[:200]
-    obj, _ = json.JSONDecoder().raw_decode(stdout[len(head):])
+    obj, _ = json.JSONDecoder().raw_decode(stdout[len(head) :])
     return obj
 
 
@@ -109,8 +135,9 @@ def meta_of(path: Path) -> dict:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under a folder (relative path -> bytes)."""
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def point_index(grid: dict, labels: dict) -> int:
@@ -146,14 +173,17 @@ MIXED_GRID = {
     "model": ["qwen2.5-7b-instruct", "llama-2-70b-hf", "llama-3.1-8b-instruct"],
     "rate": [5.0],
 }
-MIXED_INVALID = {(8, "qwen2.5-7b-instruct", 5.0): ("tp 8", "divide", "28", "4"),
-                 (1, "llama-2-70b-hf", 5.0): ("fit", "80")}
+MIXED_INVALID = {
+    (8, "qwen2.5-7b-instruct", 5.0): ("tp 8", "divide", "28", "4"),
+    (1, "llama-2-70b-hf", 5.0): ("fit", "80"),
+}
 
 
 @pytest.fixture(scope="module")
 def oracle_spec(tmp_path_factory) -> Path:
-    return write_spec(tmp_path_factory.mktemp("spec") / "oracle.toml", "oracle", ORACLE_FIXED,
-                      ORACLE_GRID)
+    return write_spec(
+        tmp_path_factory.mktemp("spec") / "oracle.toml", "oracle", ORACLE_FIXED, ORACLE_GRID
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,16 +196,18 @@ def oracle_result(oracle_spec, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def mixed_spec(tmp_path_factory) -> Path:
-    return write_spec(tmp_path_factory.mktemp("spec") / "mixed.toml", "mixed", MIXED_FIXED,
-                      MIXED_GRID)
+    return write_spec(
+        tmp_path_factory.mktemp("spec") / "mixed.toml", "mixed", MIXED_FIXED, MIXED_GRID
+    )
 
 
 @pytest.fixture(scope="module")
 def mixed_result(mixed_spec, tmp_path_factory) -> Path:
     """The mixed sweep, with --per-request."""
     out = tmp_path_factory.mktemp("mixed") / "out"
-    res = main_in_process("sweep", mixed_spec, "--out", out, "--per-request", "--no-show",
-                          "--quiet")
+    res = main_in_process(
+        "sweep", mixed_spec, "--out", out, "--per-request", "--no-show", "--quiet"
+    )
     assert res.code == 0, res.err
     return out
 
@@ -198,17 +230,34 @@ def oracle_rows(oracle_result):
     return pq.read_table(oracle_result / "result.parquet").to_pylist()
 
 
-@pytest.mark.parametrize("labels", ORACLE_POINTS,
-                         ids=["-".join(map(str, p)) for p in ORACLE_POINTS])
+@pytest.mark.parametrize(
+    "labels", ORACLE_POINTS, ids=["-".join(map(str, p)) for p in ORACLE_POINTS]
+)
 def test_point_equals_run_alone(cli, oracle_rows, labels):
     point = dict(zip(ORACLE_GRID, labels))
     rows = [r for r in oracle_rows if all(r[k] == v for k, v in point.items())]
     assert len(rows) == 1, (point, len(rows))
     row = rows[0]
-    res = cli("run", "--model", point["model"], "--hardware", point["hardware"], "--tp",
-              point["tp"], "--workload", ORACLE_FIXED["workload"], "--rate", point["rate"],
-              "--num-requests", ORACLE_FIXED["num_requests"], "--seed", ORACLE_FIXED["seed"],
-              "--semantics", point["semantics"], "--quiet")
+    res = cli(
+        "run",
+        "--model",
+        point["model"],
+        "--hardware",
+        point["hardware"],
+        "--tp",
+        point["tp"],
+        "--workload",
+        ORACLE_FIXED["workload"],
+        "--rate",
+        point["rate"],
+        "--num-requests",
+        ORACLE_FIXED["num_requests"],
+        "--seed",
+        ORACLE_FIXED["seed"],
+        "--semantics",
+        point["semantics"],
+        "--quiet",
+    )
     assert res.code == 0, res.err
     alone = run_metrics(res.out)
     assert row["status"] == alone["status"] == "ok"
@@ -226,7 +275,7 @@ def test_point_equals_run_alone(cli, oracle_rows, labels):
     assert not mismatches, f"sweep point != run alone (got, want): {mismatches}"
     # the only metric run may leave out is kv_allocation_failures (omitted when 0)
     ncols = list(row)
-    metric_cols = ncols[len(ORACLE_GRID):ncols.index("status")]
+    metric_cols = ncols[len(ORACLE_GRID) : ncols.index("status")]
     missing = [m for m in metric_cols if m not in alone]
     assert missing in ([], ["kv_allocation_failures"]), missing
     if missing:
@@ -250,8 +299,18 @@ def test_oracle_rows_are_in_point_order(oracle_result):
 def test_same_spec_twice_is_bit_identical(cli, oracle_spec, oracle_result, tmp_path):
     """Another run of the same spec (1 thread, another chunk size) gives identical columns."""
     out = tmp_path / "again"
-    res = cli("sweep", oracle_spec, "--out", out, "--threads", "1", "--chunk-size", "5",
-              "--no-show", "--quiet")
+    res = cli(
+        "sweep",
+        oracle_spec,
+        "--out",
+        out,
+        "--threads",
+        "1",
+        "--chunk-size",
+        "5",
+        "--no-show",
+        "--quiet",
+    )
     assert res.code == 0, res.err
     a = pq.read_table(oracle_result / "result.parquet")
     b = pq.read_table(out / "result.parquet")
@@ -276,8 +335,11 @@ def test_rerun_of_finished_sweep_reuses_everything(cli, good_copy, mixed_spec):
 # ---------------------------------------------------------------------------------------------
 
 RESUME_FIXED = {"workload": "chatbot", "num_requests": 4000, "seed": 3}
-RESUME_GRID = {"model": ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct"],
-               "rate": [30.0, 120.0, 400.0], "semantics": ["vllm", "blis"]}
+RESUME_GRID = {
+    "model": ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct"],
+    "rate": [30.0, 120.0, 400.0],
+    "semantics": ["vllm", "blis"],
+}
 RESUME_POINTS = list(itertools.product(*RESUME_GRID.values()))
 
 
@@ -290,9 +352,25 @@ def test_resume_after_kill(cli, tmp_path):
     chunks = out / "chunks"
     log = (tmp_path / "stdout.txt").open("w"), (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sweeps.cli", "sweep", str(spec), "--out", str(out),
-         "--chunk-size", "2", "--threads", "1", "--no-show", "--quiet"],
-        cwd=REPO, stdout=log[0], stderr=log[1])
+        [
+            sys.executable,
+            "-m",
+            "infersweep.sweeps.cli",
+            "sweep",
+            str(spec),
+            "--out",
+            str(out),
+            "--chunk-size",
+            "2",
+            "--threads",
+            "1",
+            "--no-show",
+            "--quiet",
+        ],
+        cwd=REPO,
+        stdout=log[0],
+        stderr=log[1],
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -305,8 +383,10 @@ def test_resume_after_kill(cli, tmp_path):
         proc.wait(timeout=30)
         log[0].close()
         log[1].close()
-    assert not finished_early, ("the sweep ended before the first chunk could be seen "
-                                f"(rc {proc.returncode}): " + (tmp_path / "stderr.txt").read_text())
+    assert not finished_early, (
+        "the sweep ended before the first chunk could be seen "
+        f"(rc {proc.returncode}): " + (tmp_path / "stderr.txt").read_text()
+    )
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "result.parquet").exists()
     done = sorted(chunks.glob("chunk-*.parquet"))
@@ -317,8 +397,7 @@ def test_resume_after_kill(cli, tmp_path):
     res = cli("sweep", spec, "--out", out, "--chunk-size", "5", "--threads", "2", "--no-show")
     assert res.code == 0, res.err
     reused = 2 * len(done)
-    assert re.search(rf"\b{n} points \({n - reused} simulated, {reused} reused\)", res.err), \
-        res.err
+    assert re.search(rf"\b{n} points \({n - reused} simulated, {reused} reused\)", res.err), res.err
     assert not chunks.exists(), "chunk files should be removed once the result is written"
     resumed = pq.read_table(out / "result.parquet")
     keys = list(zip(*(resumed.column(k).to_pylist() for k in RESUME_GRID)))
@@ -338,22 +417,24 @@ def test_resume_after_kill(cli, tmp_path):
 
 HEAD = '[sweep]\nname = "bad"\nnum_requests = 20\nmodel = "qwen2.5-7b-instruct"\n'
 BAD_SPECS = {  # id: (TOML text, text the error line must contain)
-    "unknown-axis": (HEAD + '[grid]\nfoo = [1, 2]\n', ("foo", "unknown setting")),
-    "empty-axis": (HEAD + '[grid]\nrate = []\n', ("rate", "at least one value")),
+    "unknown-axis": (HEAD + "[grid]\nfoo = [1, 2]\n", ("foo", "unknown setting")),
+    "empty-axis": (HEAD + "[grid]\nrate = []\n", ("rate", "at least one value")),
     "tp-two": (HEAD + '[grid]\ntp = ["two"]\n', ("tp", "two", "integer")),
     "tp-two-fixed": (HEAD + 'tp = "two"\n[grid]\nrate = [1]\n', ("tp", "two", "integer")),
     "axis-not-a-list": (HEAD + '[grid]\ntp = "two"\n', ("tp", "list")),
-    "rate-true": (HEAD + '[grid]\nrate = [true]\n', ("rate", "true", "number")),
+    "rate-true": (HEAD + "[grid]\nrate = [true]\n", ("rate", "true", "number")),
     "rate-word": (HEAD + '[grid]\nrate = [1, "fast"]\n', ("rate", "fast")),
-    "rate-negative": (HEAD + '[grid]\nrate = [1, -2]\n', ("rate", "-2")),
-    "tp-zero": (HEAD + '[grid]\ntp = [0, 1]\n', ("tp", "0")),
-    "duplicate-label": (HEAD + '[grid]\nrate = [1, 1.0]\n', ("rate", "twice")),
+    "rate-negative": (HEAD + "[grid]\nrate = [1, -2]\n", ("rate", "-2")),
+    "tp-zero": (HEAD + "[grid]\ntp = [0, 1]\n", ("tp", "0")),
+    "duplicate-label": (HEAD + "[grid]\nrate = [1, 1.0]\n", ("rate", "twice")),
     "unknown-gpu": (HEAD + '[grid]\nhardware = ["H100", "Z900"]\n', ("Z900", "H100")),
-    "unknown-model": (HEAD + '[grid]\nmodel = ["qwen2.5-7b-instruct", "no-such-model"]\n',
-                      ("no-such-model", "unknown model")),
+    "unknown-model": (
+        HEAD + '[grid]\nmodel = ["qwen2.5-7b-instruct", "no-such-model"]\n',
+        ("no-such-model", "unknown model"),
+    ),
     "unknown-semantics": (HEAD + '[grid]\nsemantics = ["vllm", "sglang"]\n', ("sglang",)),
     "unknown-workload": (HEAD + '[grid]\nworkload = ["chatbot", "nope"]\n', ("nope",)),
-    "unknown-table": (HEAD + '[grids]\nrate = [1]\n', ("grids",)),
+    "unknown-table": (HEAD + "[grids]\nrate = [1]\n", ("grids",)),
     "malformed-toml": (HEAD + '[grid]\nmodel = ["qwen2.5-7b-instruct"\n', ("TOML",)),
 }
 
@@ -389,47 +470,61 @@ BAD_FLAGS = {
 def test_bad_cli_axes(cli, tmp_path, case):
     flags, needles = BAD_FLAGS[case]
     fresh = tmp_path / "fresh"
-    assert_one_error_line(cli("sweep", *flags, "--set", "num_requests=10", "--out", fresh,
-                              "--no-show"), *needles)
+    assert_one_error_line(
+        cli("sweep", *flags, "--set", "num_requests=10", "--out", fresh, "--no-show"), *needles
+    )
     assert not fresh.exists()
 
 
 def test_missing_spec_file(cli, tmp_path):
-    assert_one_error_line(cli("sweep", tmp_path / "nope.toml", "--out", tmp_path / "o"),
-                          "nope.toml", "not found")
+    assert_one_error_line(
+        cli("sweep", tmp_path / "nope.toml", "--out", tmp_path / "o"), "nope.toml", "not found"
+    )
 
 
 def test_out_under_a_regular_file(cli, tmp_path, mixed_spec):
     blocker = tmp_path / "file.txt"
     blocker.write_text("keep me\n")
-    assert_one_error_line(cli("sweep", mixed_spec, "--out", blocker / "sub", "--no-show"),
-                          str(blocker / "sub"), "cannot write")
-    assert_one_error_line(cli("sweep", mixed_spec, "--out", blocker, "--no-show"),
-                          str(blocker), "cannot write")
+    assert_one_error_line(
+        cli("sweep", mixed_spec, "--out", blocker / "sub", "--no-show"),
+        str(blocker / "sub"),
+        "cannot write",
+    )
+    assert_one_error_line(
+        cli("sweep", mixed_spec, "--out", blocker, "--no-show"), str(blocker), "cannot write"
+    )
     assert blocker.read_text() == "keep me\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root ignores directory permissions")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores directory permissions"
+)
 def test_out_in_read_only_folder(cli, tmp_path, mixed_spec):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        assert_one_error_line(cli("sweep", mixed_spec, "--out", ro / "out", "--no-show"),
-                              "cannot")
+        assert_one_error_line(cli("sweep", mixed_spec, "--out", ro / "out", "--no-show"), "cannot")
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o700)
 
 
 def test_different_spec_needs_force(cli, tmp_path, good_copy):
-    other = write_spec(tmp_path / "other.toml", "other", {"num_requests": 20},
-                       {"model": ["qwen2.5-1.5b-instruct"], "rate": [2.0, 7.0]})
+    other = write_spec(
+        tmp_path / "other.toml",
+        "other",
+        {"num_requests": 20},
+        {"model": ["qwen2.5-1.5b-instruct"], "rate": [2.0, 7.0]},
+    )
     before = snapshot(good_copy)
-    assert_one_error_line(cli("sweep", other, "--out", good_copy, "--no-show"),
-                          str(good_copy), "different sweep", "--force")
+    assert_one_error_line(
+        cli("sweep", other, "--out", good_copy, "--no-show"),
+        str(good_copy),
+        "different sweep",
+        "--force",
+    )
     assert snapshot(good_copy) == before
     res = cli("sweep", other, "--out", good_copy, "--no-show", "--quiet", "--force")
     assert res.code == 0, res.err
@@ -442,8 +537,12 @@ def test_different_spec_needs_force(cli, tmp_path, good_copy):
 def test_result_without_manifest_is_not_reused_for_another_spec(cli, tmp_path, good_copy):
     (good_copy / "manifest.json").unlink()
     old = (good_copy / "result.parquet").read_bytes()
-    other = write_spec(tmp_path / "other.toml", "other", {"num_requests": 20},
-                       {"model": ["qwen2.5-1.5b-instruct"], "rate": [2.0, 7.0]})
+    other = write_spec(
+        tmp_path / "other.toml",
+        "other",
+        {"num_requests": 20},
+        {"model": ["qwen2.5-1.5b-instruct"], "rate": [2.0, 7.0]},
+    )
     res = cli("sweep", other, "--out", good_copy, "--no-show", "--quiet")
     if res.code == 0:  # acceptable: the new sweep computed and written
         tbl = pq.read_table(good_copy / "result.parquet")
@@ -481,13 +580,24 @@ def test_missing_mfu_data_is_an_invalid_point(cli, tmp_path):
     """A100-SXM in the 2-field minimal hardware file has neither MFU tables nor v1
     efficiencies: the point is kept as invalid, H100 (with tables) runs."""
     out = tmp_path / "out"
-    res = cli("sweep", "--set", "hardware_config=minimal", "--hardware", "H100,A100-SXM",
-              "--model", "qwen2.5-7b-instruct", "--set", "num_requests=20", "--out", out,
-              "--no-show", "--quiet")
+    res = cli(
+        "sweep",
+        "--set",
+        "hardware_config=minimal",
+        "--hardware",
+        "H100,A100-SXM",
+        "--model",
+        "qwen2.5-7b-instruct",
+        "--set",
+        "num_requests=20",
+        "--out",
+        out,
+        "--no-show",
+        "--quiet",
+    )
     assert res.code == 0, res.err
     rows = pq.read_table(out / "result.parquet").to_pylist()
-    assert [(r["hardware"], r["status"]) for r in rows] == [("H100", "ok"),
-                                                             ("A100-SXM", "invalid")]
+    assert [(r["hardware"], r["status"]) for r in rows] == [("H100", "ok"), ("A100-SXM", "invalid")]
     assert "A100-SXM" in rows[1]["reason"] and "mfu" in rows[1]["reason"].lower()
     assert rows[1]["ttft_p99_ms"] is None  # null in Parquet
 
@@ -497,19 +607,30 @@ def test_missing_mfu_data_is_an_invalid_point(cli, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 DASK_FIXED = {"workload": "chatbot", "num_requests": 50, "seed": 5}
-DASK_GRID = {"model": ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct"], "tp": [1, 8],
-             "rate": [4.0, 40.0]}
+DASK_GRID = {
+    "model": ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct"],
+    "tp": [1, 8],
+    "rate": [4.0, 40.0],
+}
 
 
 @pytest.mark.slow
 def test_dask_local_equals_local(cli, tmp_path):
     spec = write_spec(tmp_path / "dask.toml", "dask", DASK_FIXED, DASK_GRID)
-    res = cli("sweep", spec, "--out", tmp_path / "dask", "--dask", "local", "--chunk-size", "2",
-              "--no-show")
+    res = cli(
+        "sweep",
+        spec,
+        "--out",
+        tmp_path / "dask",
+        "--dask",
+        "local",
+        "--chunk-size",
+        "2",
+        "--no-show",
+    )
     assert res.code == 0, res.err
     assert re.search(r"\b8 points \(8 simulated, 0 reused\)", res.err), res.err
-    res = cli("sweep", spec, "--out", tmp_path / "local", "--threads", "1", "--no-show",
-              "--quiet")
+    res = cli("sweep", spec, "--out", tmp_path / "local", "--threads", "1", "--no-show", "--quiet")
     assert res.code == 0, res.err
     a = pq.read_table(tmp_path / "dask" / "result.parquet")
     b = pq.read_table(tmp_path / "local" / "result.parquet")
@@ -524,13 +645,13 @@ def test_dask_local_equals_local(cli, tmp_path):
 
 def check_columns(cols: list[str], axes: list[str]) -> None:
     """Axis columns first in spec order, then metrics, then status and reason, then facts."""
-    assert cols[:len(axes)] == axes, cols[:len(axes) + 2]
+    assert cols[: len(axes)] == axes, cols[: len(axes) + 2]
     i = cols.index("status")
     assert cols[i + 1] == "reason"
-    metrics = cols[len(axes):i]
+    metrics = cols[len(axes) : i]
     for m in REFERENCE_METRICS + DOCUMENTED_EXTRAS:
         assert m in metrics, f"documented metric {m} missing"
-    facts = cols[i + 2:]
+    facts = cols[i + 2 :]
     assert all(any(f.startswith(a + "_") for a in axes) for f in facts), facts
 
 
@@ -547,10 +668,10 @@ def test_parquet_opens_in_duckdb(mixed_result):
     counts = dict(con.sql(f"SELECT status, count(*) FROM '{path}' GROUP BY status").fetchall())
     assert counts == {"ok": 4, "invalid": 2}
     # invalid points have null metrics, which SQL filters natively
-    invalid = con.sql(f"SELECT tp, model, ttft_p99_ms FROM '{path}' "
-                      "WHERE ttft_p99_ms IS NULL ORDER BY tp").fetchall()
-    assert [(tp, m) for tp, m, _ in invalid] == [(1, "llama-2-70b-hf"),
-                                                 (8, "qwen2.5-7b-instruct")]
+    invalid = con.sql(
+        f"SELECT tp, model, ttft_p99_ms FROM '{path}' WHERE ttft_p99_ms IS NULL ORDER BY tp"
+    ).fetchall()
+    assert [(tp, m) for tp, m, _ in invalid] == [(1, "llama-2-70b-hf"), (8, "qwen2.5-7b-instruct")]
     assert all(v is None for _, _, v in invalid)
     ok = con.sql(f"SELECT completed_requests FROM '{path}' WHERE status = 'ok'").fetchall()
     assert ok == [(60.0,)] * 4
@@ -587,7 +708,7 @@ def test_parquet_opens_in_pandas(mixed_result):
 def test_result_reads_back_as_dataset(mixed_result, tmp_path):
     import xarray as xr
 
-    from sweeps.results import read_dataset, write_parquet
+    from infersweep.sweeps.results import read_dataset, write_parquet
 
     ds = read_dataset(mixed_result / "result.parquet")
     assert list(ds.dims) == list(MIXED_GRID)
@@ -615,7 +736,7 @@ def test_result_reads_back_as_dataset(mixed_result, tmp_path):
 def test_oracle_result_round_trips(oracle_result, tmp_path):
     import xarray as xr
 
-    from sweeps.results import dataset_to_table, read_dataset, write_parquet
+    from infersweep.sweeps.results import dataset_to_table, read_dataset, write_parquet
 
     path = oracle_result / "result.parquet"
     ds = read_dataset(path)
@@ -634,15 +755,17 @@ def test_oracle_result_round_trips(oracle_result, tmp_path):
 def test_per_request_dataset(mixed_result):
     import pyarrow.dataset as pads
 
-    from engine.simulate import simulate
+    from infersweep.api import simulate
 
     root = mixed_result / "per_request"
     dataset = pads.dataset(root, format="parquet", partitioning="hive")
     assert "point" in dataset.schema.names
     tbl = dataset.to_table()
-    valid = {point_index(MIXED_GRID, dict(zip(MIXED_GRID, p)))
-             for p in itertools.product(*MIXED_GRID.values())
-             if p not in MIXED_INVALID}
+    valid = {
+        point_index(MIXED_GRID, dict(zip(MIXED_GRID, p)))
+        for p in itertools.product(*MIXED_GRID.values())
+        if p not in MIXED_INVALID
+    }
     assert set(tbl.column("point").to_pylist()) == valid
     for p in itertools.product(*MIXED_GRID.values()):
         if p in MIXED_INVALID:
@@ -652,12 +775,21 @@ def test_per_request_dataset(mixed_result):
         part = dataset.to_table(filter=pads.field("point") == idx)
         assert part.num_rows == MIXED_FIXED["num_requests"]
         assert part.column("request_id").to_pylist() == list(range(part.num_rows))
-        alone = simulate(model=labels["model"], hardware=MIXED_FIXED["hardware"],
-                         tp=labels["tp"], workload=MIXED_FIXED["workload"], rate=labels["rate"],
-                         num_requests=MIXED_FIXED["num_requests"], seed=MIXED_FIXED["seed"])
-        for col, want in (("ttft_ms", alone.ttft_ms), ("e2e_ms", alone.e2e_ms),
-                          ("scheduling_delay_ms", alone.scheduling_delay_ms),
-                          ("arrival_s", alone.workload.arrival_us / 1e6)):
+        alone = simulate(
+            model=labels["model"],
+            hardware=MIXED_FIXED["hardware"],
+            tp=labels["tp"],
+            workload=MIXED_FIXED["workload"],
+            rate=labels["rate"],
+            num_requests=MIXED_FIXED["num_requests"],
+            seed=MIXED_FIXED["seed"],
+        )
+        for col, want in (
+            ("ttft_ms", alone.ttft_ms),
+            ("e2e_ms", alone.e2e_ms),
+            ("scheduling_delay_ms", alone.scheduling_delay_ms),
+            ("arrival_s", alone.workload.arrival_us / 1e6),
+        ):
             assert float_bits(part.column(col)) == float_bits(want), (labels, col)
         assert part.column("prompt_tokens").to_pylist() == alone.workload.prompt_tok.tolist()
         assert part.column("completed").to_pylist() == alone.completed.tolist()
@@ -668,8 +800,12 @@ def test_no_per_request_data_without_the_flag(oracle_result):
 
 
 def test_per_request_on_a_finished_sweep(cli, tmp_path):
-    spec = write_spec(tmp_path / "s.toml", "s", {"num_requests": 10, "workload": "chatbot"},
-                      {"model": ["qwen2.5-1.5b-instruct"], "rate": [2.0, 9.0]})
+    spec = write_spec(
+        tmp_path / "s.toml",
+        "s",
+        {"num_requests": 10, "workload": "chatbot"},
+        {"model": ["qwen2.5-1.5b-instruct"], "rate": [2.0, 9.0]},
+    )
     out = tmp_path / "out"
     assert cli("sweep", spec, "--out", out, "--no-show", "--quiet").code == 0
     res = cli("sweep", spec, "--out", out, "--per-request", "--no-show", "--quiet")
@@ -687,8 +823,11 @@ def test_per_request_on_a_finished_sweep(cli, tmp_path):
 
 def table_rows(text: str) -> list[list[str]]:
     """Body rows of a rich table (lines starting with the vertical bar)."""
-    return [[c.strip() for c in ln.strip().strip("│").split("│")]
-            for ln in text.splitlines() if ln.startswith("│")]
+    return [
+        [c.strip() for c in ln.strip().strip("│").split("│")]
+        for ln in text.splitlines()
+        if ln.startswith("│")
+    ]
 
 
 def test_show_counts_and_table(cli, monkeypatch, mixed_result):
@@ -712,25 +851,32 @@ def test_show_sorts_by_metric(cli, monkeypatch, oracle_result):
     assert "best 3 by tokens_per_sec (desc)" in res.out
     df = pd.read_parquet(oracle_result / "result.parquet")
     best = df.sort_values("tokens_per_sec", ascending=False).head(3)
-    want = [[str(r[k]) if k != "rate" else f"{r[k]:,.3f}" for k in ORACLE_GRID]
-            for _, r in best.iterrows()]
-    got = [row[:len(ORACLE_GRID)] for row in table_rows(res.out)]
+    want = [
+        [str(r[k]) if k != "rate" else f"{r[k]:,.3f}" for k in ORACLE_GRID]
+        for _, r in best.iterrows()
+    ]
+    got = [row[: len(ORACLE_GRID)] for row in table_rows(res.out)]
     assert got == want
     res = cli("show", oracle_result, "--by", "ttft_p99_ms", "--top", "2", "--desc")
     assert res.code == 0, res.err
     assert "best 2 by ttft_p99_ms (desc)" in res.out
     worst = df.sort_values("ttft_p99_ms", ascending=False).head(2)
-    got = [row[:len(ORACLE_GRID)] for row in table_rows(res.out)]
-    assert got == [[str(r[k]) if k != "rate" else f"{r[k]:,.3f}" for k in ORACLE_GRID]
-                   for _, r in worst.iterrows()]
+    got = [row[: len(ORACLE_GRID)] for row in table_rows(res.out)]
+    assert got == [
+        [str(r[k]) if k != "rate" else f"{r[k]:,.3f}" for k in ORACLE_GRID]
+        for _, r in worst.iterrows()
+    ]
 
 
-@pytest.mark.parametrize("args,needles", [
-    (["--by", "no_such_metric"], ("--by", "no_such_metric", "unknown metric")),
-    (["--by", "rate"], ("--by", "rate")),
-    (["--by", "status"], ("--by", "status")),
-    (["--top", "0"], ("--top",)),
-])
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--by", "no_such_metric"], ("--by", "no_such_metric", "unknown metric")),
+        (["--by", "rate"], ("--by", "rate")),
+        (["--by", "status"], ("--by", "status")),
+        (["--top", "0"], ("--top",)),
+    ],
+)
 def test_show_bad_options(cli, mixed_result, args, needles):
     assert_one_error_line(cli("show", mixed_result, *args), *needles)
 

@@ -12,16 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from engine.metrics import request_records
-from engine.simulate import simulate
-from engine.workload import read_trace
+from infersweep.api import simulate
+from infersweep.metrics.summary import request_records
+from infersweep.workload.trace import read_trace
 from tests.conftest import need_reference, reference_dir
 
 REL = 1e-9
 
 #: cmd.txt's --hardware-config file -> the embedded alias it stands for (reference README)
-HARDWARE_CONFIGS = {"hardware_config_minimal.json": "minimal",
-                    "hardware_config.json": "full_487017bc"}
+HARDWARE_CONFIGS = {
+    "hardware_config_minimal.json": "minimal",
+    "hardware_config.json": "full_487017bc",
+}
 #: integer scheduler flags of ``blis run`` -> simulate() keyword
 INT_FLAGS = {
     "--max-num-running-reqs": "max_num_running_reqs",
@@ -41,12 +43,13 @@ def _scenarios() -> list[str]:
 
 def parse_cmd(text: str) -> dict:
     """The ``run`` flags of a cmd.txt (comment lines skipped) as simulate() arguments."""
-    lines = [ln.strip() for ln in text.splitlines()
-             if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     runs = [ln for ln in lines if " run " in f" {ln} "]
     assert len(runs) == 1, f"expected one run command line, got {runs}"
     words = shlex.split(runs[0].split("<", 1)[0])  # drop the "<requests: ...>" note
-    words = words[words.index("run") + 1:]
+    words = words[words.index("run") + 1 :]
     flags: dict[str, str] = {}
     i = 0
     while i < len(words):
@@ -78,16 +81,24 @@ def parse_cmd(text: str) -> dict:
 
 
 def test_parse_cmd_reads_the_flags():
-    text = ("# comment\nsimulation_worker run --model meta-llama/x --model-config-folder "
-            "model_configs/llama-3.1-8b-instruct --hardware-config hardware_config.json "
-            "--hardware H100 --tp 2 --long-prefill-token-threshold 256 --total-kv-blocks 900 "
-            "--block-size-in-tokens 32 --max-num-running-reqs 7 --max-num-scheduled-tokens 512 "
-            "--log error --results-path results.json  <requests: trace.csv>\n")
+    text = (
+        "# comment\nsimulation_worker run --model meta-llama/x --model-config-folder "
+        "model_configs/llama-3.1-8b-instruct --hardware-config hardware_config.json "
+        "--hardware H100 --tp 2 --long-prefill-token-threshold 256 --total-kv-blocks 900 "
+        "--block-size-in-tokens 32 --max-num-running-reqs 7 --max-num-scheduled-tokens 512 "
+        "--log error --results-path results.json  <requests: trace.csv>\n"
+    )
     assert parse_cmd(text) == {
-        "hardware": "H100", "tp": 2, "model": "llama-3.1-8b-instruct",
-        "hardware_config": "full_487017bc", "long_prefill_token_threshold": 256,
-        "total_kv_blocks": 900, "block_size": 32, "max_num_running_reqs": 7,
-        "max_num_scheduled_tokens": 512}
+        "hardware": "H100",
+        "tp": 2,
+        "model": "llama-3.1-8b-instruct",
+        "hardware_config": "full_487017bc",
+        "long_prefill_token_threshold": 256,
+        "total_kv_blocks": 900,
+        "block_size": 32,
+        "max_num_running_reqs": 7,
+        "max_num_scheduled_tokens": 512,
+    }
 
 
 def _same(a, b) -> bool:
@@ -103,8 +114,9 @@ def replay(request):
     folder = need_reference("e2e", request.param)
     expected = json.loads((folder / "metrics.json").read_text())
     if expected.get("preemption_count", 0) > 0:
-        pytest.skip(f"{request.param}: the reference run preempted (Q3 territory, exempt "
-                    "by SPEC §4)")
+        pytest.skip(
+            f"{request.param}: the reference run preempted (Q3 territory, exempt by SPEC §4)"
+        )
     args = parse_cmd((folder / "cmd.txt").read_text())
     wl = read_trace(folder / "trace.csv")
     res = simulate(workload=wl, semantics="blis", **args)
@@ -115,12 +127,14 @@ def replay(request):
 def test_metrics_match(replay):
     name, res, expected, _ = replay
     got = res.summary
-    bad = [f"{k}: got {got.get(k, '<missing>')!r}, expected {v!r}"
-           for k, v in expected.items() if k not in got or not _same(got[k], v)]
+    bad = [
+        f"{k}: got {got.get(k, '<missing>')!r}, expected {v!r}"
+        for k, v in expected.items()
+        if k not in got or not _same(got[k], v)
+    ]
     # an optional key (kv_allocation_failures) is printed only when non-zero
     if "kv_allocation_failures" in got and "kv_allocation_failures" not in expected:
-        bad.append(f"kv_allocation_failures: got {got['kv_allocation_failures']}, "
-                   "expected absent")
+        bad.append(f"kv_allocation_failures: got {got['kv_allocation_failures']}, expected absent")
     assert not bad, f"{name}: {len(bad)} metric(s) differ:\n  " + "\n  ".join(bad)
 
 

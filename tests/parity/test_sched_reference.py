@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
-from engine import sched_common_nb as S
-from engine.config import load_hardware, load_model
-from engine.scheduler import SchedulerConfig, run_scheduler
-from engine.simulate import cost_model_for
-from engine.workload import Workload
+from infersweep.api import cost_model_for
+from infersweep.config.models import load_hardware, load_model
+from infersweep.scheduler import common_nb as S
+from infersweep.scheduler.driver import SchedulerConfig, run_scheduler
+from infersweep.workload.generate import Workload
 from tests.reference_sched import GoHeap, RefConfig, Req, simulate_reference
 from tests.reference_stepcost import ref_cost
 
@@ -29,8 +29,13 @@ N_BLIS = 90
 N_LITERAL = 25  # random preempting cases in literal blis mode
 LIVELOCK_SEEDS = [3, 7, 38]  # random blis cases whose literal run livelocks (found by search)
 
-STATE_NAMES = {S.STATE_PENDING: "pending", S.STATE_QUEUED: "queued",
-               S.STATE_RUNNING: "running", S.STATE_DONE: "done", S.STATE_DROPPED: "dropped"}
+STATE_NAMES = {
+    S.STATE_PENDING: "pending",
+    S.STATE_QUEUED: "queued",
+    S.STATE_RUNNING: "running",
+    S.STATE_DONE: "done",
+    S.STATE_DROPPED: "dropped",
+}
 STATUS_NAMES = {S.STATUS_OK: "ok", S.STATUS_HORIZON: "horizon", S.STATUS_STALLED: "stalled"}
 
 
@@ -50,8 +55,11 @@ class Oracle:
         key = (tuple(prefills), tuple(decodes))
         v = self.memo.get(key)
         if v is None:
-            v = (self.slow.step_us(prefills, decodes) if zero
-                 else self.cm.step_time(prefills, decodes)[0])
+            v = (
+                self.slow.step_us(prefills, decodes)
+                if zero
+                else self.cm.step_time(prefills, decodes)[0]
+            )
             self.memo[key] = v
         return v
 
@@ -72,26 +80,42 @@ class Case:
     horizon_us: int = 0
 
     def requests(self) -> list[Req]:
-        return [Req(a, p, o, g, x) for a, p, o, g, x in
-                zip(self.arrival, self.prompt, self.output, self.group, self.prefix)]
+        return [
+            Req(a, p, o, g, x)
+            for a, p, o, g, x in zip(
+                self.arrival, self.prompt, self.output, self.group, self.prefix
+            )
+        ]
 
 
 def run_kernel(case: Case, semantics: str, oracle: Oracle, literal: bool = False):
     """The kernel's run of a case; blis: SPEC §2's safe preemption rules unless ``literal``."""
     wl = Workload.from_arrays(case.arrival, case.prompt, case.output, case.group, case.prefix)
     assert "trace_row" not in wl.extra  # the case is already in arrival order
-    cfg = SchedulerConfig(semantics=semantics, horizon_s=case.horizon_us / 1e6,
-                          blis_preemption="reference" if literal else "safe", **case.sched)
+    cfg = SchedulerConfig(
+        semantics=semantics,
+        horizon_s=case.horizon_us / 1e6,
+        blis_preemption="reference" if literal else "safe",
+        **case.sched,
+    )
     return run_scheduler(wl, oracle.cm, cfg)
 
 
-def run_both(case: Case, semantics: str, oracle: Oracle, literal: bool = False,
-             max_steps: int = 5_000_000):
+def run_both(
+    case: Case, semantics: str, oracle: Oracle, literal: bool = False, max_steps: int = 5_000_000
+):
     raw = run_kernel(case, semantics, oracle, literal)
-    ref = simulate_reference(case.requests(), RefConfig(semantics=semantics,
-                                                        horizon_us=case.horizon_us,
-                                                        literal=literal, max_steps=max_steps,
-                                                        **case.sched), oracle)
+    ref = simulate_reference(
+        case.requests(),
+        RefConfig(
+            semantics=semantics,
+            horizon_us=case.horizon_us,
+            literal=literal,
+            max_steps=max_steps,
+            **case.sched,
+        ),
+        oracle,
+    )
     return raw, ref
 
 
@@ -99,39 +123,71 @@ def assert_same(raw, ref, case: Case, semantics: str) -> None:
     o = raw.out
     bad = []
     for i in range(len(case.arrival)):
-        got = {"ttft": int(o[i, S.O_TTFT]), "e2e": int(o[i, S.O_E2E]),
-               "sched": int(o[i, S.O_SCHED]), "state": STATE_NAMES[int(o[i, S.O_STATE])],
-               "preempt": int(o[i, S.O_PREEMPT]), "tokens": int(o[i, S.O_TOKENS])}
-        want = {"ttft": ref.ttft_us[i], "e2e": ref.e2e_us[i], "sched": ref.sched_us[i],
-                "state": ref.state[i], "preempt": ref.preemptions[i], "tokens": ref.tokens[i]}
+        got = {
+            "ttft": int(o[i, S.O_TTFT]),
+            "e2e": int(o[i, S.O_E2E]),
+            "sched": int(o[i, S.O_SCHED]),
+            "state": STATE_NAMES[int(o[i, S.O_STATE])],
+            "preempt": int(o[i, S.O_PREEMPT]),
+            "tokens": int(o[i, S.O_TOKENS]),
+        }
+        want = {
+            "ttft": ref.ttft_us[i],
+            "e2e": ref.e2e_us[i],
+            "sched": ref.sched_us[i],
+            "state": ref.state[i],
+            "preempt": ref.preemptions[i],
+            "tokens": ref.tokens[i],
+        }
         if semantics == "vllm":  # blis's O_DONE is arrival + E2E (phantom step included)
             got["done"] = int(o[i, S.O_DONE])
             want["done"] = ref.done_us[i]
         if got != want:
             bad.append(f"request {i}: kernel {got}\n{' ' * (10 + len(str(i)))}ref    {want}")
     s = raw.scalars
-    got_sc = {"clock": s[S.SC_CLOCK], "completed": s[S.SC_COMPLETED],
-              "queued": s[S.SC_QUEUED], "running": s[S.SC_RUNNING],
-              "dropped": s[S.SC_DROPPED], "input_tok": s[S.SC_INPUT_TOK],
-              "output_tok": s[S.SC_OUTPUT_TOK], "preemptions": s[S.SC_PREEMPT],
-              "kv_peak": s[S.SC_KV_PEAK], "hits": s[S.SC_HITS], "misses": s[S.SC_MISSES],
-              "kv_fail": s[S.SC_KV_FAIL], "steps": s[S.SC_STEPS], "busy_us": s[S.SC_BUSY_US],
-              "n_itl": s[S.SC_N_ITL]}
+    got_sc = {
+        "clock": s[S.SC_CLOCK],
+        "completed": s[S.SC_COMPLETED],
+        "queued": s[S.SC_QUEUED],
+        "running": s[S.SC_RUNNING],
+        "dropped": s[S.SC_DROPPED],
+        "input_tok": s[S.SC_INPUT_TOK],
+        "output_tok": s[S.SC_OUTPUT_TOK],
+        "preemptions": s[S.SC_PREEMPT],
+        "kv_peak": s[S.SC_KV_PEAK],
+        "hits": s[S.SC_HITS],
+        "misses": s[S.SC_MISSES],
+        "kv_fail": s[S.SC_KV_FAIL],
+        "steps": s[S.SC_STEPS],
+        "busy_us": s[S.SC_BUSY_US],
+        "n_itl": s[S.SC_N_ITL],
+    }
     got_sc = {k: int(v) for k, v in got_sc.items()}
     got_sc["status"] = STATUS_NAMES[int(s[S.SC_STATUS])]
-    want_sc = {"clock": ref.clock_us, "completed": ref.completed, "queued": ref.still_queued,
-               "running": ref.still_running, "dropped": ref.dropped,
-               "input_tok": ref.input_tokens, "output_tok": ref.output_tokens,
-               "preemptions": ref.preemption_count, "kv_peak": ref.kv_peak, "hits": ref.hits,
-               "misses": ref.misses, "kv_fail": ref.kv_allocation_failures, "steps": ref.steps,
-               "busy_us": ref.busy_us, "n_itl": len(ref.itl_us), "status": ref.status}
+    want_sc = {
+        "clock": ref.clock_us,
+        "completed": ref.completed,
+        "queued": ref.still_queued,
+        "running": ref.still_running,
+        "dropped": ref.dropped,
+        "input_tok": ref.input_tokens,
+        "output_tok": ref.output_tokens,
+        "preemptions": ref.preemption_count,
+        "kv_peak": ref.kv_peak,
+        "hits": ref.hits,
+        "misses": ref.misses,
+        "kv_fail": ref.kv_allocation_failures,
+        "steps": ref.steps,
+        "busy_us": ref.busy_us,
+        "n_itl": len(ref.itl_us),
+        "status": ref.status,
+    }
     for k in want_sc:
         if got_sc[k] != want_sc[k]:
             bad.append(f"{k}: kernel {got_sc[k]}, ref {want_sc[k]}")
     if sorted(raw.itl_us.tolist()) != sorted(ref.itl_us):
         bad.append("ITL samples differ (as multisets)")
-    assert not bad, (f"{semantics}: {len(bad)} difference(s) for {case}\n"
-                     + "\n".join(bad[:12]))
+    assert not bad, f"{semantics}: {len(bad)} difference(s) for {case}\n" + "\n".join(bad[:12])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,24 +245,37 @@ def random_case(seed: int, semantics: str) -> Case:
         prompt = np.where(fits, np.minimum(prompt, (blocks - 1) * bs), prompt)
         prefix = np.minimum(prefix, prompt)
         output = np.where(fits, np.minimum(output, (blocks - 1) * bs - prompt + 1), output)
-    budget = int(rng.integers(16, 513)) if rng.random() < 0.5 else \
-        int(rng.choice([16, 32, 64, 256, 512]))
+    budget = (
+        int(rng.integers(16, 513))
+        if rng.random() < 0.5
+        else int(rng.choice([16, 32, 64, 256, 512]))
+    )
     thr = 0 if rng.random() < 0.5 else int(rng.choice([int(rng.integers(1, 300)), 8, 256]))
-    sched = {"max_num_scheduled_tokens": budget,
-             "max_num_running_reqs": int(rng.integers(1, 9)),
-             "long_prefill_token_threshold": thr, "block_size": bs, "total_kv_blocks": blocks}
+    sched = {
+        "max_num_scheduled_tokens": budget,
+        "max_num_running_reqs": int(rng.integers(1, 9)),
+        "long_prefill_token_threshold": thr,
+        "block_size": bs,
+        "total_kv_blocks": blocks,
+    }
     if semantics == "vllm" and rng.random() < 0.2:
         sched["prefix_caching"] = False
     horizon = int(rng.integers(1_000, 400_000)) if rng.random() < 0.1 else 0
-    return Case([int(v) for v in arrival], [int(v) for v in prompt], [int(v) for v in output],
-                [int(v) for v in group], [int(v) for v in prefix], sched, horizon)
+    return Case(
+        [int(v) for v in arrival],
+        [int(v) for v in prompt],
+        [int(v) for v in output],
+        [int(v) for v in group],
+        [int(v) for v in prefix],
+        sched,
+        horizon,
+    )
 
 
 def at_step_boundaries(case: Case, semantics: str, oracle: Oracle, seed: int) -> Case:
     """Move the next 1-3 arrivals after a step start of the reference run to exactly that
     step start (the run before it is unchanged, so it stays a step boundary)."""
-    ref = simulate_reference(case.requests(), RefConfig(semantics=semantics, **case.sched),
-                             oracle)
+    ref = simulate_reference(case.requests(), RefConfig(semantics=semantics, **case.sched), oracle)
     rng = np.random.default_rng(seed)
     starts = sorted({t for t, *_ in ref.step_log})
     arrival = list(case.arrival)
@@ -268,9 +337,17 @@ def test_blis_literal_livelock_falls_back_to_safe(seed, oracle):
     many steps), the kernel flags the livelock and returns the safe-mode run."""
     case = random_case(seed, "blis")
     with pytest.raises(RuntimeError, match="too many steps"):
-        simulate_reference(case.requests(), RefConfig(semantics="blis",
-                                                      horizon_us=case.horizon_us, literal=True,
-                                                      max_steps=20_000, **case.sched), oracle)
+        simulate_reference(
+            case.requests(),
+            RefConfig(
+                semantics="blis",
+                horizon_us=case.horizon_us,
+                literal=True,
+                max_steps=20_000,
+                **case.sched,
+            ),
+            oracle,
+        )
     lit = run_kernel(case, "blis", oracle, literal=True)
     safe = run_kernel(case, "blis", oracle, literal=False)
     assert lit.scalars[S.SC_LIVELOCK] == 1 and safe.scalars[S.SC_LIVELOCK] == 0
@@ -303,8 +380,9 @@ def test_blis_simultaneous_arrivals_start_two_step_chains(oracle):
     """Q6: three requests at the same µs at an idle instance; each QueuedEvent sees stepEvent
     nil, so two StepEvents (and two step chains) exist at that µs."""
     t0 = 1_000_000
-    case = Case([t0, t0, t0], [200, 120, 300], [20, 30, 10], [-1] * 3, [0] * 3,
-                {"total_kv_blocks": 1_000})
+    case = Case(
+        [t0, t0, t0], [200, 120, 300], [20, 30, 10], [-1] * 3, [0] * 3, {"total_kv_blocks": 1_000}
+    )
     raw, ref = run_both(case, "blis", oracle)
     assert_same(raw, ref, case, "blis")
     starts = [t for t, *_ in ref.step_log]
@@ -314,8 +392,14 @@ def test_blis_simultaneous_arrivals_start_two_step_chains(oracle):
 def test_blis_whole_prompt_cached_admits_with_zero_new_tokens(oracle):
     """A prompt that is entirely a resident shared prefix (64 tokens = 4 full blocks) is
     admitted with 0 new tokens: the step prices a 0-token prefill entry."""
-    case = Case([0, 30_000, 30_000], [64, 64, 100], [50, 5, 5], [0, 0, 0], [64, 64, 64],
-                {"block_size": 16, "total_kv_blocks": 100})
+    case = Case(
+        [0, 30_000, 30_000],
+        [64, 64, 100],
+        [50, 5, 5],
+        [0, 0, 0],
+        [64, 64, 64],
+        {"block_size": 16, "total_kv_blocks": 100},
+    )
     before = oracle.zero_token_calls
     raw, ref = run_both(case, "blis", oracle)
     assert_same(raw, ref, case, "blis")
@@ -330,9 +414,20 @@ def test_vllm_prefix_hit_on_any_resident_copy(oracle):
     # 6-token chunks: both then compute group block 3, request 1 first.  Request 1 is
     # preempted, its copy of block 3 is evicted, and at its re-admission request 0's copy
     # (resident, in the free list after request 0 finished) hits.
-    case = Case([115_956, 150_238], [337, 199], [1, 1], [0, 0], [64, 64],
-                {"max_num_scheduled_tokens": 12, "max_num_running_reqs": 2,
-                 "long_prefill_token_threshold": 6, "block_size": 16, "total_kv_blocks": 22})
+    case = Case(
+        [115_956, 150_238],
+        [337, 199],
+        [1, 1],
+        [0, 0],
+        [64, 64],
+        {
+            "max_num_scheduled_tokens": 12,
+            "max_num_running_reqs": 2,
+            "long_prefill_token_threshold": 6,
+            "block_size": 16,
+            "total_kv_blocks": 22,
+        },
+    )
     raw, ref = run_both(case, "vllm", oracle)
     assert ref.preemptions[1] == 1 and ref.hits == 7
     assert_same(raw, ref, case, "vllm")
@@ -343,9 +438,19 @@ def test_blis_zero_token_chunk_in_its_own_bucket(oracle):
     §5.2, §5.6), not 0 (a regression case: the kernel's GEMM table used to hold 0 at M = 0)."""
     # request 2's 32-token prompt is the resident shared prefix: it is admitted with 0 new
     # tokens (bucket 512) while request 1 prefills past token 512 (bucket 1024)
-    case = Case([5_114] * 4, [1, 520, 32, 42], [1, 1, 1, 1], [-1, -1, 0, 0], [0, 0, 32, 32],
-                {"max_num_scheduled_tokens": 2, "max_num_running_reqs": 2, "block_size": 16,
-                 "total_kv_blocks": 35})
+    case = Case(
+        [5_114] * 4,
+        [1, 520, 32, 42],
+        [1, 1, 1, 1],
+        [-1, -1, 0, 0],
+        [0, 0, 32, 32],
+        {
+            "max_num_scheduled_tokens": 2,
+            "max_num_running_reqs": 2,
+            "block_size": 16,
+            "total_kv_blocks": 35,
+        },
+    )
     before = oracle.zero_token_calls
     raw, ref = run_both(case, "blis", oracle)
     assert oracle.zero_token_calls > before

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from engine.config import load_hardware, load_model
-from engine.stepcases import CaseRunner
-from engine.stepcost import build_cost_model
+from infersweep.config.models import load_hardware, load_model
+from infersweep.costmodel.stepcases import CaseRunner
+from infersweep.costmodel.stepcost import build_cost_model
 from tests.conftest import need_reference
 from tests.reference_stepcost import ref_cost
 
@@ -26,10 +26,15 @@ def cases() -> list[dict]:
 
 
 def _mismatch_report(cases, got) -> tuple[int, str]:
-    bad = [(c["case_id"], c["kind"], c["model"], c["tp"], c["hw_config"], g, c["expected_step_us"])
-           for c, g in zip(cases, got) if g != c["expected_step_us"]]
-    lines = "\n".join(f"  case {i} ({k}, {m}, TP {t}, {h}): got {g}, expected {e}"
-                      for i, k, m, t, h, g, e in bad[:20])
+    bad = [
+        (c["case_id"], c["kind"], c["model"], c["tp"], c["hw_config"], g, c["expected_step_us"])
+        for c, g in zip(cases, got)
+        if g != c["expected_step_us"]
+    ]
+    lines = "\n".join(
+        f"  case {i} ({k}, {m}, TP {t}, {h}): got {g}, expected {e}"
+        for i, k, m, t, h, g, e in bad[:20]
+    )
     return len(cases) - len(bad), lines
 
 
@@ -39,8 +44,9 @@ def test_step_cases_api(cases):
     for c in cases:
         key = (c["model"], c["hw_config"], c["tp"])
         if key not in cms:
-            cms[key] = build_cost_model(load_model(c["model"]),
-                                        load_hardware("H100", c["hw_config"]), c["tp"])
+            cms[key] = build_cost_model(
+                load_model(c["model"]), load_hardware("H100", c["hw_config"]), c["tp"]
+            )
         got.append(cms[key].step_time([tuple(p) for p in c["prefills"]], c["decodes"])[0])
     n_ok, detail = _mismatch_report(cases, got)
     assert n_ok == len(cases), f"{n_ok} of {len(cases)} cases match (API)\n{detail}"
@@ -68,8 +74,14 @@ def test_step_cases_cli(cases, cli, tmp_path):
     for c, a in zip(cases, answers):
         assert a["case_id"] == c["case_id"]  # order and pass-through of the input fields
         assert "error" not in a, a
-        assert {"prefill_compute_us", "prefill_memory_us", "decode_compute_us",
-                "decode_memory_us", "overhead_us", "hardware_us"} <= set(a)
+        assert {
+            "prefill_compute_us",
+            "prefill_memory_us",
+            "decode_compute_us",
+            "decode_memory_us",
+            "overhead_us",
+            "hardware_us",
+        } <= set(a)
     n_ok, detail = _mismatch_report(cases, [a["step_us"] for a in answers])
     assert n_ok == len(cases), f"{n_ok} of {len(cases)} cases match (CLI)\n{detail}"
 
@@ -91,18 +103,30 @@ def test_pure_python_reference_reproduces_recorded_cases(cases):
 # Many more cases than the recorded sample (SPEC §4: "make the model right, not the sample")
 # ---------------------------------------------------------------------------------------------
 
-MODELS = ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "llama-2-7b-hf",
-          "codellama-34b-instruct-hf", "qwen3-14b", "llama-2-70b-hf", "qwen2.5-1.5b-instruct"]
+MODELS = [
+    "llama-3.1-8b-instruct",
+    "qwen2.5-7b-instruct",
+    "llama-2-7b-hf",
+    "codellama-34b-instruct-hf",
+    "qwen3-14b",
+    "llama-2-70b-hf",
+    "qwen2.5-1.5b-instruct",
+]
 
 
 def _random_step(rng: random.Random):
     n_pf = rng.choice([0, 0, 1, 1, 2, 4])
     n_dc = rng.choice([0, 1, 3, 16, 31, 64, 200, 300, 513])
-    prefills = [(rng.choice([0, 0, rng.randint(0, 70_000)]),
-                 rng.choice([1, 2, rng.randint(1, 600), rng.randint(1, 20_000)]))
-                for _ in range(n_pf)]
-    decodes = [rng.choice([0, 1, rng.randint(1000, 1300), rng.randint(0, 140_000)])
-               for _ in range(n_dc)]
+    prefills = [
+        (
+            rng.choice([0, 0, rng.randint(0, 70_000)]),
+            rng.choice([1, 2, rng.randint(1, 600), rng.randint(1, 20_000)]),
+        )
+        for _ in range(n_pf)
+    ]
+    decodes = [
+        rng.choice([0, 1, rng.randint(1000, 1300), rng.randint(0, 140_000)]) for _ in range(n_dc)
+    ]
     return prefills, decodes
 
 

@@ -10,21 +10,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import sched_common_nb as S
-from engine.config import load_hardware, load_model
-from engine.scheduler import SchedulerConfig, run_scheduler
-from engine.simulate import cost_model_for
-from engine.workload import Workload
+from infersweep.api import cost_model_for
+from infersweep.config.models import load_hardware, load_model
+from infersweep.scheduler import common_nb as S
+from infersweep.scheduler.driver import SchedulerConfig, run_scheduler
+from infersweep.workload.generate import Workload
 
-PROPS = settings(max_examples=40, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 LOG_CAP = 200_000
 SEMANTICS = ["vllm", "blis"]
 
 
 def cost():
-    return cost_model_for(load_model("llama-3.1-8b-instruct"), load_hardware("H100", "minimal"),
-                          1)
+    return cost_model_for(load_model("llama-3.1-8b-instruct"), load_hardware("H100", "minimal"), 1)
 
 
 def ceil_div(a, b):
@@ -35,8 +37,15 @@ def ceil_div(a, b):
 def scenarios(draw, semantics: str, kv: str = "any", horizon: bool = False):
     """(workload arrays, SchedulerConfig kwargs).  kv: "any", "tiny" (preemption likely)."""
     n = draw(st.integers(1, 24))
-    arrival = sorted(draw(st.lists(st.sampled_from([0, 1, 2_000, 7_000, 30_000, 90_000])
-                                   | st.integers(0, 250_000), min_size=n, max_size=n)))
+    arrival = sorted(
+        draw(
+            st.lists(
+                st.sampled_from([0, 1, 2_000, 7_000, 30_000, 90_000]) | st.integers(0, 250_000),
+                min_size=n,
+                max_size=n,
+            )
+        )
+    )
     prompt = draw(st.lists(st.integers(1, 600), min_size=n, max_size=n))
     output = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
     group = draw(st.lists(st.integers(-1, 2), min_size=n, max_size=n))
@@ -81,9 +90,10 @@ def check_invariants(wl, raw, settings_: dict) -> None:
     status = int(s[S.SC_STATUS])
     done = state == S.STATE_DONE
     # every request is accounted for
-    counts = {k: int((state == k).sum()) for k in (S.STATE_PENDING, S.STATE_QUEUED,
-                                                   S.STATE_RUNNING, S.STATE_DONE,
-                                                   S.STATE_DROPPED)}
+    counts = {
+        k: int((state == k).sum())
+        for k in (S.STATE_PENDING, S.STATE_QUEUED, S.STATE_RUNNING, S.STATE_DONE, S.STATE_DROPPED)
+    }
     assert sum(counts.values()) == n
     assert counts[S.STATE_DONE] == s[S.SC_COMPLETED]
     assert counts[S.STATE_DROPPED] == s[S.SC_DROPPED]
@@ -97,8 +107,11 @@ def check_invariants(wl, raw, settings_: dict) -> None:
     # a request is dropped only if its prompt (blis) or whole sequence (vllm) cannot fit
     bs = cfg.block_size
     blocks = raw.kv_blocks_total
-    kept_tok = wl.prompt_tok if raw.semantics == "blis" else \
-        wl.prompt_tok + np.maximum(wl.output_tok, 1) - 1
+    kept_tok = (
+        wl.prompt_tok
+        if raw.semantics == "blis"
+        else wl.prompt_tok + np.maximum(wl.output_tok, 1) - 1
+    )
     too_big = ceil_div(kept_tok, bs) > blocks
     arrived = state != S.STATE_PENDING
     assert ((state == S.STATE_DROPPED) == (too_big & arrived)).all()
@@ -171,14 +184,24 @@ def test_step_log_does_not_change_the_run(semantics, data):
 def test_fast_loops_under_kv_pressure(semantics, blocks, block_size):
     """Long decode stretches of large batches that fill blocks and preempt: the fast decode
     loops (off with a step log) give the same run as the general step."""
-    from engine.simulate import simulate
-    kw = dict(model="llama-3.1-8b-instruct", hardware="H100", tp=1, semantics=semantics,
-              workload="chatbot", num_requests=400, rate=20.0, total_kv_blocks=blocks,
-              block_size=block_size, max_num_running_reqs=64)
+    from infersweep.api import simulate
+
+    kw = dict(
+        model="llama-3.1-8b-instruct",
+        hardware="H100",
+        tp=1,
+        semantics=semantics,
+        workload="chatbot",
+        num_requests=400,
+        rate=20.0,
+        total_kv_blocks=blocks,
+        block_size=block_size,
+        max_num_running_reqs=64,
+    )
     fast = simulate(**kw).raw
     logged = simulate(**kw, log_steps=2_000_000).raw
     assert fast.scalars[S.SC_STATUS] == S.STATUS_OK
-    assert block_size == 16 and blocks == 800 or fast.scalars[S.SC_PREEMPT] > 0
+    assert (block_size == 16 and blocks == 800) or fast.scalars[S.SC_PREEMPT] > 0
     np.testing.assert_array_equal(fast.out, logged.out)
     keep = [i for i in range(S.N_SC) if i != S.SC_LOG_N]
     np.testing.assert_array_equal(fast.scalars[keep], logged.scalars[keep])
@@ -222,8 +245,12 @@ def test_tiny_kv_cache_does_preempt(semantics):
     """A directed case that must preempt: 8 requests at once, room for about 1.5 of them."""
     n = 8
     arrays = ([0] * n, [100] * n, [200] * n, [-1] * n, [0] * n)
-    cfg = {"semantics": semantics, "block_size": 16, "total_kv_blocks": 28,
-           "max_num_running_reqs": 8}
+    cfg = {
+        "semantics": semantics,
+        "block_size": 16,
+        "total_kv_blocks": 28,
+        "max_num_running_reqs": 8,
+    }
     wl, raw = run(arrays, cfg)
     check_invariants(wl, raw, cfg)
     s = raw.scalars
@@ -241,11 +268,17 @@ def test_prompt_longer_than_kv_cache_is_dropped(semantics, data):
     cfg["total_kv_blocks"] = min(cfg["total_kv_blocks"], 10_000)
     # one more request whose prompt alone needs more blocks than exist
     k = data.draw(st.integers(0, len(arrival)))
-    at = data.draw(st.integers(arrival[k - 1] if k else 0,
-                               arrival[k] if k < len(arrival) else 300_000))
+    at = data.draw(
+        st.integers(arrival[k - 1] if k else 0, arrival[k] if k < len(arrival) else 300_000)
+    )
     big = cfg["total_kv_blocks"] * bs + data.draw(st.integers(1, 40))
-    for lst, v in ((arrival, at), (prompt, big), (output, data.draw(st.integers(1, 50))),
-                   (group, -1), (prefix, 0)):
+    for lst, v in (
+        (arrival, at),
+        (prompt, big),
+        (output, data.draw(st.integers(1, 50))),
+        (group, -1),
+        (prefix, 0),
+    ):
         lst.insert(k, v)
     wl, raw = run((arrival, prompt, output, group, prefix), cfg)
     check_invariants(wl, raw, cfg)
@@ -267,8 +300,11 @@ LIVELOCKS = {
     # last block (REFERENCE §6.4): the 8-token chunks [0,8) [8,16) [16,24) take both blocks,
     # [24,25) asks for 1 free block, and the prefix-cache hit on block 0 at re-admission
     # replays the same chunks
-    "prefill_feasibility_ignores_partial_block": ([25], [1], {
-        "total_kv_blocks": 2, "long_prefill_token_threshold": 8}),
+    "prefill_feasibility_ignores_partial_block": (
+        [25],
+        [1],
+        {"total_kv_blocks": 2, "long_prefill_token_threshold": 8},
+    ),
 }
 
 
@@ -278,11 +314,12 @@ def test_blis_unfinishable_request_terminates(name):
     # a normal request arrives later and must still complete
     arrays = ([0, 500_000], prompt + [10], output + [3], [-1, -1], [0, 0])
     cfg = {"semantics": "blis", "block_size": 16, "horizon_s": 30.0, **extra}
-    wl, raw = run(arrays, cfg)
+    _wl, raw = run(arrays, cfg)
     s = raw.scalars
     state = raw.out[:, S.O_STATE]
     assert s[S.SC_STATUS] == S.STATUS_OK, (
-        f"{name}: still running at the horizon after {int(s[S.SC_PREEMPT])} preemptions")
+        f"{name}: still running at the horizon after {int(s[S.SC_PREEMPT])} preemptions"
+    )
     assert state[1] == S.STATE_DONE
     assert state[0] in (S.STATE_DONE, S.STATE_DROPPED)
     assert s[S.SC_COMPLETED] + s[S.SC_DROPPED] == 2

@@ -23,37 +23,60 @@ from __future__ import annotations
 
 import csv
 import math
-from functools import lru_cache
+from functools import cache
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from engine.config import load_hardware, load_model, parse_hardware_entry, parse_model_config
-from engine.stepcost import build_cost_model
+from infersweep.config.models import (
+    load_hardware,
+    load_model,
+    parse_hardware_entry,
+    parse_model_config,
+)
+from infersweep.costmodel.stepcost import build_cost_model
 from tests.conftest import REPO
 
 BENCH = REPO / "data" / "bench_data"
-PROPS = settings(max_examples=60, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-MODELS = ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "llama-2-7b-hf",
-          "codellama-34b-instruct-hf", "qwen3-14b", "qwen2.5-1.5b-instruct"]
+MODELS = [
+    "llama-3.1-8b-instruct",
+    "qwen2.5-7b-instruct",
+    "llama-2-7b-hf",
+    "codellama-34b-instruct-hf",
+    "qwen3-14b",
+    "qwen2.5-1.5b-instruct",
+]
 
 
-@lru_cache(maxsize=None)
+@cache
 def cost(model: str, hw_config: str, tp: int):
     return build_cost_model(load_model(model), load_hardware("H100", hw_config), tp)
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_cost(tp: int):
     """A very small v1 model on a very fast GPU: its hardware time is far below 1 µs."""
-    model = parse_model_config({"num_hidden_layers": 1, "hidden_size": 64,
-                                "num_attention_heads": 2, "intermediate_size": 128,
-                                "torch_dtype": "int8"}, name="tiny", source="tiny")
-    hw = parse_hardware_entry("FASTGPU", {"TFlopsPeak": 1e6, "BwPeakTBs": 1e4,
-                                          "mfuPrefill": 1.0, "mfuDecode": 1.0})
+    model = parse_model_config(
+        {
+            "num_hidden_layers": 1,
+            "hidden_size": 64,
+            "num_attention_heads": 2,
+            "intermediate_size": 128,
+            "torch_dtype": "int8",
+        },
+        name="tiny",
+        source="tiny",
+    )
+    hw = parse_hardware_entry(
+        "FASTGPU", {"TFlopsPeak": 1e6, "BwPeakTBs": 1e4, "mfuPrefill": 1.0, "mfuDecode": 1.0}
+    )
     return build_cost_model(model, hw, tp)
 
 
@@ -62,11 +85,11 @@ def go_round(x: float) -> int:
     return int(t + 1 if x - t >= 0.5 else t)
 
 
-prefill_entries = st.lists(st.tuples(st.integers(0, 100_000), st.integers(1, 20_000)),
-                           max_size=4)
+prefill_entries = st.lists(st.tuples(st.integers(0, 100_000), st.integers(1, 20_000)), max_size=4)
 decode_entries = st.one_of(
     st.lists(st.integers(0, 150_000), max_size=40),
-    st.builds(lambda n, c: [c] * n, st.integers(0, 600), st.integers(0, 150_000)))
+    st.builds(lambda n, c: [c] * n, st.integers(0, 600), st.integers(0, 150_000)),
+)
 
 # ---------------------------------------------------------------------------------------------
 # 1. never below 1 µs
@@ -74,8 +97,13 @@ decode_entries = st.one_of(
 
 
 @PROPS
-@given(model=st.sampled_from(MODELS), hw_config=st.sampled_from(["minimal", "full_487017bc"]),
-       tp=st.sampled_from([1, 2, 3, 4, 8]), prefills=prefill_entries, decodes=decode_entries)
+@given(
+    model=st.sampled_from(MODELS),
+    hw_config=st.sampled_from(["minimal", "full_487017bc"]),
+    tp=st.sampled_from([1, 2, 3, 4, 8]),
+    prefills=prefill_entries,
+    decodes=decode_entries,
+)
 def test_step_time_at_least_one_microsecond(model, hw_config, tp, prefills, decodes):
     us, comp = cost(model, hw_config, tp).step_time(prefills, decodes)
     assert isinstance(us, int)
@@ -86,9 +114,11 @@ def test_step_time_at_least_one_microsecond(model, hw_config, tp, prefills, deco
 
 
 @PROPS
-@given(tp=st.sampled_from([1, 2, 4]),
-       prefills=st.lists(st.tuples(st.integers(0, 50), st.integers(1, 50)), max_size=3),
-       decodes=st.lists(st.integers(0, 100), max_size=20))
+@given(
+    tp=st.sampled_from([1, 2, 4]),
+    prefills=st.lists(st.tuples(st.integers(0, 50), st.integers(1, 50)), max_size=3),
+    decodes=st.lists(st.integers(0, 100), max_size=20),
+)
 def test_tiny_steps_are_clamped_to_one_microsecond(tp, prefills, decodes):
     us, comp = tiny_cost(tp).step_time(prefills, decodes)
     assert comp["hardware_us"] < 0.5  # the clamp is what makes it 1
@@ -131,8 +161,11 @@ def test_decode_domain_guard(model, tp, table):
 
 
 @PROPS
-@given(domain=st.sampled_from(DECODE_DOMAINS), hw_config=st.sampled_from(["minimal", "v2"]),
-       data=st.data())
+@given(
+    domain=st.sampled_from(DECODE_DOMAINS),
+    hw_config=st.sampled_from(["minimal", "v2"]),
+    data=st.data(),
+)
 def test_decode_monotone_in_context(domain, hw_config, data):
     model, tp, _ = domain
     bs = data.draw(st.integers(BS_LO, BS_HI), label="bs")
@@ -149,8 +182,12 @@ def test_decode_monotone_in_context(domain, hw_config, data):
 
 
 @PROPS
-@given(domain=st.sampled_from(DECODE_DOMAINS), bs=st.sampled_from([16, 32, 64]),
-       c0=st.integers(K0, K1), c1=st.integers(K0, K1))
+@given(
+    domain=st.sampled_from(DECODE_DOMAINS),
+    bs=st.sampled_from([16, 32, 64]),
+    c0=st.integers(K0, K1),
+    c1=st.integers(K0, K1),
+)
 def test_decode_monotone_uniform_batch(domain, bs, c0, c1):
     model, tp, _ = domain
     lo, hi = sorted((c0, c1))
@@ -225,9 +262,13 @@ def prefill_batches(draw, bucket: int, segment: tuple[int, int]):
 
 
 @PROPS
-@given(model=st.sampled_from(MODELS), tp=st.sampled_from([1, 2, 4, 8]),
-       hw_config=st.sampled_from(["minimal", "full_487017bc", "v2"]),
-       domain=st.sampled_from(PREFILL_DOMAINS), data=st.data())
+@given(
+    model=st.sampled_from(MODELS),
+    tp=st.sampled_from([1, 2, 4, 8]),
+    hw_config=st.sampled_from(["minimal", "full_487017bc", "v2"]),
+    domain=st.sampled_from(PREFILL_DOMAINS),
+    data=st.data(),
+)
 def test_prefill_monotone_in_tokens(model, tp, hw_config, domain, data):
     bucket, segment = domain
     entries, bigger = data.draw(prefill_batches(bucket, segment), label="prefills")
@@ -244,22 +285,34 @@ def test_prefill_monotone_in_tokens(model, tp, hw_config, domain, data):
 # 4. overhead fields add exactly, before the minimum and the rounding
 # ---------------------------------------------------------------------------------------------
 
-overhead_us = st.one_of(st.just(0.0), st.floats(0, 500, allow_nan=False, allow_infinity=False),
-                        st.integers(0, 500).map(float))
+overhead_us = st.one_of(
+    st.just(0.0),
+    st.floats(0, 500, allow_nan=False, allow_infinity=False),
+    st.integers(0, 500).map(float),
+)
 
 
 @PROPS
-@given(model=st.sampled_from(MODELS[:4]), tp=st.sampled_from([1, 2, 3, 8]),
-       t_ovh=overhead_us, pf_ovh=overhead_us, mix_ovh=overhead_us, ar=overhead_us,
-       per_layer=overhead_us,
-       prefills=st.lists(st.tuples(st.integers(0, 8000), st.integers(1, 4000)), max_size=3),
-       decodes=st.lists(st.integers(0, 40_000), max_size=64))
-def test_overheads_add_exactly(model, tp, t_ovh, pf_ovh, mix_ovh, ar, per_layer, prefills,
-                               decodes):
+@given(
+    model=st.sampled_from(MODELS[:4]),
+    tp=st.sampled_from([1, 2, 3, 8]),
+    t_ovh=overhead_us,
+    pf_ovh=overhead_us,
+    mix_ovh=overhead_us,
+    ar=overhead_us,
+    per_layer=overhead_us,
+    prefills=st.lists(st.tuples(st.integers(0, 8000), st.integers(1, 4000)), max_size=3),
+    decodes=st.lists(st.integers(0, 40_000), max_size=64),
+)
+def test_overheads_add_exactly(model, tp, t_ovh, pf_ovh, mix_ovh, ar, per_layer, prefills, decodes):
     base_hw = load_hardware("H100", "minimal")
-    hw = base_hw.with_fields(TOverheadMicros=t_ovh, PrefillOverheadMicros=pf_ovh,
-                             MixedPrefillOverheadMicros=mix_ovh, AllReduceLatency=ar,
-                             perLayerOverhead=per_layer)
+    hw = base_hw.with_fields(
+        TOverheadMicros=t_ovh,
+        PrefillOverheadMicros=pf_ovh,
+        MixedPrefillOverheadMicros=mix_ovh,
+        AllReduceLatency=ar,
+        perLayerOverhead=per_layer,
+    )
     m = load_model(model)
     cm = build_cost_model(m, hw, tp)
     L = m.n_layers
@@ -279,8 +332,7 @@ def test_overheads_add_exactly(model, tp, t_ovh, pf_ovh, mix_ovh, ar, per_layer,
     assert comp0["overhead_us"] == 0.0
     assert comp["overhead_us"] == pytest.approx(expected, rel=1e-12, abs=1e-9)
     assert comp["hardware_us"] == comp0["hardware_us"]  # overheads never change the hardware
-    for key in ("prefill_compute_us", "prefill_memory_us", "decode_compute_us",
-                "decode_memory_us"):
+    for key in ("prefill_compute_us", "prefill_memory_us", "decode_compute_us", "decode_memory_us"):
         assert comp[key] == comp0[key]
     total = max(comp0["hardware_us"] + expected, 1.0)
     if abs(total - math.floor(total) - 0.5) > 1e-6:  # away from a rounding tie

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import sched_common_nb as S
-from engine.batch import Job, run_jobs
-from engine.scheduler import LIVELOCK_NOTE, SchedulerConfig
-from engine.simulate import simulate
-from engine.summary_nb import M_LIVELOCK
-from engine.workload import WorkloadSpec, generate
+from infersweep.api import simulate
+from infersweep.metrics.summary_nb import M_LIVELOCK
+from infersweep.scheduler import common_nb as S
+from infersweep.scheduler.batch import Job, run_jobs
+from infersweep.scheduler.driver import LIVELOCK_NOTE, SchedulerConfig
+from infersweep.workload.generate import WorkloadSpec, generate
 
 MODEL = dict(model="llama-3.1-8b-instruct", hardware="H100", tp=1)
 
@@ -57,5 +57,5 @@ def test_batched_kernel_matches_run(chat, blocks):
     """Sweeps (one kernel call for many points) take the same fallback as run."""
     res, sc = run(chat, blocks)
     br = run_jobs([Job(chat, res.cost, sc)], keep_requests=True)
-    np.testing.assert_array_equal(br.out_req[br.req_off[0]:br.req_off[1]], res.raw.out)
+    np.testing.assert_array_equal(br.out_req[br.req_off[0] : br.req_off[1]], res.raw.out)
     assert br.metrics[0, M_LIVELOCK] == res.summary["blis_safe_fallback"] == (blocks == 1000)

@@ -1,4 +1,4 @@
-"""engine.otlp: vLLM OTLP spans → measured trace.
+"""infersweep.fitting.otlp: vLLM OTLP spans → measured trace.
 
 Expected values come from the published example (measured.csv and manifest.json next to the
 spans, read here with the csv/json modules) or are written out by hand from literal inputs.
@@ -7,14 +7,20 @@ spans, read here with the csv/json modules) or are written out by hand from lite
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
-from engine.errors import ConfigError
-from engine.otlp import (MEASURED_CSV_COLUMNS, import_otlp, infer_phases, measured_csv_text,
-                         write_measured_csv)
+from infersweep.errors import ConfigError
+from infersweep.fitting.otlp import (
+    MEASURED_CSV_COLUMNS,
+    import_otlp,
+    infer_phases,
+    measured_csv_text,
+    write_measured_csv,
+)
 from tests.conftest import need_reference
 
 EXAMPLE = ("vllm", "jan21-llama7b-train-1")
@@ -34,21 +40,49 @@ def attr(key: str, value) -> dict:
     return {"key": key, "value": {"doubleValue": value}}
 
 
-def span(start_ns: int, *, ttft=0.05, e2e=1.0, queue=0.001, prompt=100, completion=10,
-         name="llm_request", span_id=None, drop=(), extra=None) -> dict:
-    attrs = {"gen_ai.latency.time_to_first_token": ttft, "gen_ai.latency.e2e": e2e,
-             "gen_ai.latency.time_in_queue": queue, "gen_ai.usage.prompt_tokens": prompt,
-             "gen_ai.usage.completion_tokens": completion}
+def span(
+    start_ns: int,
+    *,
+    ttft=0.05,
+    e2e=1.0,
+    queue=0.001,
+    prompt=100,
+    completion=10,
+    name="llm_request",
+    span_id=None,
+    drop=(),
+    extra=None,
+) -> dict:
+    attrs = {
+        "gen_ai.latency.time_to_first_token": ttft,
+        "gen_ai.latency.e2e": e2e,
+        "gen_ai.latency.time_in_queue": queue,
+        "gen_ai.usage.prompt_tokens": prompt,
+        "gen_ai.usage.completion_tokens": completion,
+    }
     attrs.update(extra or {})
-    return {"traceId": "ab" * 16, "spanId": span_id or f"{start_ns % 10**16:016x}",
-            "name": name, "kind": 2, "startTimeUnixNano": str(start_ns),
-            "endTimeUnixNano": str(start_ns + 10**9),
-            "attributes": [attr(k, v) for k, v in attrs.items() if k not in drop]}
+    return {
+        "traceId": "ab" * 16,
+        "spanId": span_id or f"{start_ns % 10**16:016x}",
+        "name": name,
+        "kind": 2,
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(start_ns + 10**9),
+        "attributes": [attr(k, v) for k, v in attrs.items() if k not in drop],
+    }
 
 
 def line(*spans: dict) -> str:
-    return json.dumps({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [
-        {"scope": {"name": "vllm.llm_engine"}, "spans": list(spans)}]}]})
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {"attributes": []},
+                    "scopeSpans": [{"scope": {"name": "vllm.llm_engine"}, "spans": list(spans)}],
+                }
+            ]
+        }
+    )
 
 
 def write(tmp_path: Path, *lines: str, name: str = "spans.jsonl") -> Path:
@@ -88,7 +122,7 @@ def test_example_arrival_times_to_the_microsecond(example):
         assert abs(r.arrival_time_s - float(p["arrival_time_s"])) <= 0.5e-6 + 1e-12
         assert r.csv_fields()[0] == p["arrival_time_s"]
     assert rows[0].arrival_ns == 0
-    assert all(a.arrival_ns <= b.arrival_ns for a, b in zip(rows, rows[1:]))
+    assert all(a.arrival_ns <= b.arrival_ns for a, b in itertools.pairwise(rows))
 
 
 def test_example_token_counts_exact(example):
@@ -134,10 +168,14 @@ def test_example_csv_is_the_published_file(example, tmp_path):
 
 def test_order_by_start_and_relative_to_first_valid_span(tmp_path):
     # exported by end time: the later-starting span comes first in the file
-    p = write(tmp_path,
-              line(span(T0 + 3_000_000_000, prompt=30, completion=3)),
-              line(span(T0 + 1_000_000_000, prompt=10, completion=1, ttft=0.25, e2e=0.25),
-                   span(T0 + 2_500_001_500, prompt=20, completion=2)))
+    p = write(
+        tmp_path,
+        line(span(T0 + 3_000_000_000, prompt=30, completion=3)),
+        line(
+            span(T0 + 1_000_000_000, prompt=10, completion=1, ttft=0.25, e2e=0.25),
+            span(T0 + 2_500_001_500, prompt=20, completion=2),
+        ),
+    )
     rows, report = import_otlp(p)
     assert [r.prompt_tokens for r in rows] == [10, 20, 30]
     assert [r.csv_fields()[0] for r in rows] == ["0.000000", "1.500002", "2.000000"]
@@ -147,8 +185,13 @@ def test_order_by_start_and_relative_to_first_valid_span(tmp_path):
 
 
 def test_int_value_as_string_or_number_and_double_as_string(tmp_path):
-    s1 = span(T0, extra={"gen_ai.usage.prompt_tokens": {"intValue": 77},
-                         "gen_ai.latency.e2e": {"doubleValue": "2.5"}})
+    s1 = span(
+        T0,
+        extra={
+            "gen_ai.usage.prompt_tokens": {"intValue": 77},
+            "gen_ai.latency.e2e": {"doubleValue": "2.5"},
+        },
+    )
     s2 = span(T0 + 5 * 10**9, extra={"gen_ai.usage.prompt_tokens": {"intValue": "88"}})
     rows, report = import_otlp(write(tmp_path, line(s1, s2)))
     assert [r.prompt_tokens for r in rows] == [77, 88]
@@ -161,32 +204,60 @@ def test_arrival_rounds_half_to_even_on_the_microsecond(tmp_path):
     p = write(tmp_path, *(line(span(s, span_id=f"{k:016x}")) for k, s in enumerate(starts)))
     rows, _ = import_otlp(p)
     assert [r.csv_fields()[0] for r in rows] == [
-        "0.000000", "0.000002", "0.000002", "0.000003", "1.000000", "1.000001"]
+        "0.000000",
+        "0.000002",
+        "0.000002",
+        "0.000003",
+        "1.000000",
+        "1.000001",
+    ]
 
 
 def test_malformed_and_partial_spans_are_reported_and_skipped(tmp_path):
-    good = [span(T0 + (k + 1) * 10**9, prompt=100 + k, span_id=f"{k:016x}")
-            for k in range(3)]
+    good = [span(T0 + (k + 1) * 10**9, prompt=100 + k, span_id=f"{k:016x}") for k in range(3)]
     lines = [
-        line(good[0]),                                                          # 1
-        '{"resourceSpans": [ this is not json',                                 # 2
-        line(span(T0 + 50, name="http_request", span_id="f1")),                 # 3
-        line(span(T0 + 60, drop=("gen_ai.latency.e2e",), span_id="f2"),        # 4: 2 spans
-             good[1]),
-        line(span(T0 + 70, ttft=-0.1, span_id="f3")),                           # 5
-        line(span(T0 + 80, extra={"gen_ai.usage.prompt_tokens":                 # 6
-                                  {"stringValue": "many"}}, span_id="f4")),
-        line(span(T0 + 90, extra={"gen_ai.latency.e2e": {"doubleValue": "NaN"}},  # 7
-                  span_id="f5")),
-        line(span(T0 + 95, ttft=2.0, e2e=1.0, span_id="f6")),                   # 8
-        line(good[1]),                                                          # 9: repeat
-        "",                                                                     # 10: blank
-        json.dumps({"something": "else"}),                                      # 11
-        line(span(T0 + 99, prompt=0, span_id="f7")),                            # 12
-        line(span(T0 + 98, extra={"gen_ai.usage.completion_tokens":             # 13
-                                  {"doubleValue": 2.5}}, span_id="f8")),
-        line(good[2]),                                                          # 14
-        line(span(T0 + 97, ttft=0.05, queue=0.5, span_id="f9")),                # 15
+        line(good[0]),  # 1
+        '{"resourceSpans": [ this is not json',  # 2
+        line(span(T0 + 50, name="http_request", span_id="f1")),  # 3
+        line(
+            span(T0 + 60, drop=("gen_ai.latency.e2e",), span_id="f2"),  # 4: 2 spans
+            good[1],
+        ),
+        line(span(T0 + 70, ttft=-0.1, span_id="f3")),  # 5
+        line(
+            span(
+                T0 + 80,
+                extra={
+                    "gen_ai.usage.prompt_tokens":  # 6
+                    {"stringValue": "many"}
+                },
+                span_id="f4",
+            )
+        ),
+        line(
+            span(
+                T0 + 90,
+                extra={"gen_ai.latency.e2e": {"doubleValue": "NaN"}},  # 7
+                span_id="f5",
+            )
+        ),
+        line(span(T0 + 95, ttft=2.0, e2e=1.0, span_id="f6")),  # 8
+        line(good[1]),  # 9: repeat
+        "",  # 10: blank
+        json.dumps({"something": "else"}),  # 11
+        line(span(T0 + 99, prompt=0, span_id="f7")),  # 12
+        line(
+            span(
+                T0 + 98,
+                extra={
+                    "gen_ai.usage.completion_tokens":  # 13
+                    {"doubleValue": 2.5}
+                },
+                span_id="f8",
+            )
+        ),
+        line(good[2]),  # 14
+        line(span(T0 + 97, ttft=0.05, queue=0.5, span_id="f9")),  # 15
     ]
     rows, report = import_otlp(write(tmp_path, *lines))
     # only the three good spans, never the broken ones
@@ -195,11 +266,20 @@ def test_malformed_and_partial_spans_are_reported_and_skipped(tmp_path):
     # relative to the first *valid* span (the broken ones start earlier, at T0 + 50 ns ...)
     assert [r.csv_fields()[0] for r in rows] == ["0.000000", "1.000000", "2.000000"]
     got = [(s.line, s.span, s.kind) for s in report.skipped]
-    assert got == [(2, None, "bad-json"), (3, 0, "not-llm-request"),
-                   (4, 0, "missing-attribute"), (5, 0, "negative-value"), (6, 0, "bad-value"),
-                   (7, 0, "bad-value"), (8, 0, "inconsistent"), (9, 0, "duplicate"),
-                   (11, None, "bad-structure"), (12, 0, "bad-value"), (13, 0, "bad-value"),
-                   (15, 0, "inconsistent")]
+    assert got == [
+        (2, None, "bad-json"),
+        (3, 0, "not-llm-request"),
+        (4, 0, "missing-attribute"),
+        (5, 0, "negative-value"),
+        (6, 0, "bad-value"),
+        (7, 0, "bad-value"),
+        (8, 0, "inconsistent"),
+        (9, 0, "duplicate"),
+        (11, None, "bad-structure"),
+        (12, 0, "bad-value"),
+        (13, 0, "bad-value"),
+        (15, 0, "inconsistent"),
+    ]
     reasons = {s.line: s.reason for s in report.skipped}
     assert "gen_ai.latency.e2e" in reasons[4]
     assert "gen_ai.latency.time_to_first_token" in reasons[5]
@@ -209,15 +289,26 @@ def test_malformed_and_partial_spans_are_reported_and_skipped(tmp_path):
     assert report.imported == 3
     assert report.n_skipped == 12
     assert report.blank_lines == 1
-    assert report.skipped_by_kind() == {"bad-json": 1, "not-llm-request": 1,
-                                        "missing-attribute": 1, "negative-value": 1,
-                                        "bad-value": 4, "inconsistent": 2, "duplicate": 1,
-                                        "bad-structure": 1}
+    assert report.skipped_by_kind() == {
+        "bad-json": 1,
+        "not-llm-request": 1,
+        "missing-attribute": 1,
+        "negative-value": 1,
+        "bad-value": 4,
+        "inconsistent": 2,
+        "duplicate": 1,
+        "bad-structure": 1,
+    }
     d = report.to_dict()
     json.dumps(d, allow_nan=False)
     assert d["skipped"] == 12 and d["imported"] == 3
-    assert d["skipped_spans"][0] == {"line": 2, "span": None, "kind": "bad-json",
-                                     "reason": report.skipped[0].reason, "span_id": ""}
+    assert d["skipped_spans"][0] == {
+        "line": 2,
+        "span": None,
+        "kind": "bad-json",
+        "reason": report.skipped[0].reason,
+        "span_id": "",
+    }
     text = "\n".join(report.lines_text())
     assert "12 skipped" in text and "line 2" in text
 
@@ -261,8 +352,14 @@ def test_write_measured_csv_text_and_errors(tmp_path):
     rows, _ = import_otlp(p)
     out = tmp_path / "m.csv"
     write_measured_csv(rows, out)
-    assert out.read_bytes() == (",".join(MEASURED_CSV_COLUMNS) + "\r\n"
-                                + "0.000000,5,2,0,0,12.346,500.000,synchronous\r\n").encode()
+    assert (
+        out.read_bytes()
+        == (
+            ",".join(MEASURED_CSV_COLUMNS)
+            + "\r\n"
+            + "0.000000,5,2,0,0,12.346,500.000,synchronous\r\n"
+        ).encode()
+    )
     assert measured_csv_text(rows).encode() == out.read_bytes()
     with pytest.raises(ConfigError, match="no requests"):
         write_measured_csv([], tmp_path / "none.csv")
@@ -304,8 +401,9 @@ def timeline():
 def test_phase_rule_on_a_hand_built_sweep():
     start, e2e = timeline()
     labels, rates = infer_phases(start, e2e)
-    assert labels == (["synchronous"] * 3 + ["throughput"] * 4
-                      + ["constant-rate sweep (2 rates)"] * 17)
+    assert labels == (
+        ["synchronous"] * 3 + ["throughput"] * 4 + ["constant-rate sweep (2 rates)"] * 17
+    )
     assert [r.n for r in rates] == [7, 10]
     assert rates[0].rate_rps == pytest.approx(1.0, rel=0.01)
     assert rates[1].rate_rps == pytest.approx(1.25, rel=0.01)
@@ -320,16 +418,20 @@ def test_phase_rule_one_rate_and_synchronous_only():
     assert labels == ["synchronous"] * 3 and rates == []
     # overlapping from the start: no synchronous phase; two requests after: no rate grid
     labels, rates = infer_phases([0, 1, 5 * S, 6 * S], [1.0, 1.0, 0.1, 0.1])
-    assert labels == ["throughput", "throughput", "constant-rate sweep",
-                      "constant-rate sweep"]
+    assert labels == ["throughput", "throughput", "constant-rate sweep", "constant-rate sweep"]
     assert rates == []
 
 
 def test_phases_through_import(tmp_path):
     start, e2e = timeline()
-    spans = [span(T0 + s, e2e=d, ttft=0.01, span_id=f"{k:016x}")
-             for k, (s, d) in enumerate(zip(start, e2e))]
+    spans = [
+        span(T0 + s, e2e=d, ttft=0.01, span_id=f"{k:016x}")
+        for k, (s, d) in enumerate(zip(start, e2e))
+    ]
     rows, report = import_otlp(write(tmp_path, *(line(s) for s in reversed(spans))))
-    assert report.phases == [("synchronous", 3), ("throughput", 4),
-                             ("constant-rate sweep (2 rates)", 17)]
+    assert report.phases == [
+        ("synchronous", 3),
+        ("throughput", 4),
+        ("constant-rate sweep (2 rates)", 17),
+    ]
     assert [r.phase for r in rows][6:8] == ["throughput", "constant-rate sweep (2 rates)"]

@@ -7,10 +7,10 @@ import struct
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError
-from engine.otlp import read_measured
-from engine.validate import compare
-from engine.workload import Workload
+from infersweep.errors import ConfigError
+from infersweep.fitting.otlp import read_measured
+from infersweep.fitting.validate import compare
+from infersweep.workload.generate import Workload
 from tests.conftest import FakeSim
 
 pytest.importorskip("matplotlib")
@@ -20,20 +20,29 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def small_report(tmp_path, completed=(True,) * 6):
-    rows = ["0.0,100,50,30,400,synchronous", "1.0,120,60,35,450,synchronous",
-            "2.0,90,1,28,28,throughput", "2.1,110,40,300,900,throughput",
-            "5.0,130,70,40,520,constant-rate sweep (1 rate)",
-            "6.0,140,80,42,600,constant-rate sweep (1 rate)"]
+    rows = [
+        "0.0,100,50,30,400,synchronous",
+        "1.0,120,60,35,450,synchronous",
+        "2.0,90,1,28,28,throughput",
+        "2.1,110,40,300,900,throughput",
+        "5.0,130,70,40,520,constant-rate sweep (1 rate)",
+        "6.0,140,80,42,600,constant-rate sweep (1 rate)",
+    ]
     p = tmp_path / "m.csv"
-    p.write_text("arrival_time_s,prompt_tokens,output_tokens,measured_ttft_ms,"
-                 "measured_e2e_ms,phase\n" + "\n".join(rows) + "\n")
+    p.write_text(
+        "arrival_time_s,prompt_tokens,output_tokens,measured_ttft_ms,"
+        "measured_e2e_ms,phase\n" + "\n".join(rows) + "\n"
+    )
     wl = read_measured(p)
     n = len(wl)
-    sim = FakeSim(workload=Workload.from_arrays(wl.arrival_us, wl.prompt_tok, wl.output_tok),
-                  request_id=np.arange(n),
-                  ttft_ms=np.array([33, 30, 25, 280, 45, 40], float),
-                  e2e_ms=np.array([420, 430, 25, 1000, 500, 640], float),
-                  completed=np.array(completed), dropped=~np.array(completed))
+    sim = FakeSim(
+        workload=Workload.from_arrays(wl.arrival_us, wl.prompt_tok, wl.output_tok),
+        request_id=np.arange(n),
+        ttft_ms=np.array([33, 30, 25, 280, 45, 40], float),
+        e2e_ms=np.array([420, 430, 25, 1000, 500, 640], float),
+        completed=np.array(completed),
+        dropped=~np.array(completed),
+    )
     return compare(wl, sim, skip_first=1)
 
 
@@ -43,7 +52,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_png_is_written(tmp_path):
-    from sweeps.plot import plot_validation
+    from infersweep.sweeps.plot import plot_validation
 
     out = tmp_path / "plots" / "validation.png"
     plot_validation(small_report(tmp_path), out)
@@ -56,7 +65,7 @@ def test_png_is_written(tmp_path):
 
 
 def test_png_without_any_compared_request(tmp_path):
-    from sweeps.plot import plot_validation
+    from infersweep.sweeps.plot import plot_validation
 
     report = small_report(tmp_path, completed=(False,) * 6)
     assert report.overall.compared == 0 and report.overall.dropped == 5
@@ -66,7 +75,7 @@ def test_png_without_any_compared_request(tmp_path):
 
 
 def test_png_replaces_an_old_file_and_refuses_a_folder(tmp_path):
-    from sweeps.plot import plot_validation
+    from infersweep.sweeps.plot import plot_validation
 
     out = tmp_path / "v.png"
     out.write_bytes(b"old")

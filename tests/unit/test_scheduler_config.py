@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import ConfigError
-from engine.scheduler import SchedulerConfig
+from infersweep.errors import ConfigError
+from infersweep.scheduler.driver import SchedulerConfig
 
 
 @pytest.mark.parametrize("value", ["auto", "AUTO", " Auto ", None])

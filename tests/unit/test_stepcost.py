@@ -8,13 +8,13 @@ None is computed by ``engine``.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
-from engine.config import Hardware, load_hardware, load_model, parse_hardware_entry
-from engine.errors import ConfigError
-from engine.stepcost import build_cost_model
+from infersweep.config.models import Hardware, load_hardware, load_model, parse_hardware_entry
+from infersweep.costmodel.stepcost import build_cost_model
+from infersweep.errors import ConfigError
 
 LLAMA = "llama-3.1-8b-instruct"
 P_H100 = 989.5e12  # FLOP/s
@@ -27,7 +27,7 @@ MIXED = ([(0, 512)], [1024] * 32)
 EMPTY = ([], [])
 
 
-@lru_cache(maxsize=None)
+@cache
 def cost(model: str = LLAMA, hw_config: str = "minimal", tp: int = 1):
     return build_cost_model(load_model(model), load_hardware("H100", hw_config), tp)
 
@@ -41,21 +41,27 @@ def step(cm, s) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "s", "expected"), [
-    ("a: decode bs 32 @1024", DEC32, 8628),
-    ("b: prefill 512", PRE512, 13_694),
-    ("c: mixed (a)+(b)", MIXED, 13_694),
-])
+@pytest.mark.parametrize(
+    ("name", "s", "expected"),
+    [
+        ("a: decode bs 32 @1024", DEC32, 8628),
+        ("b: prefill 512", PRE512, 13_694),
+        ("c: mixed (a)+(b)", MIXED, 13_694),
+    ],
+)
 def test_worked_example_minimal(name, s, expected):
     assert step(cost(), s) == expected, name
 
 
-@pytest.mark.parametrize(("name", "s", "expected"), [
-    ("decode-32 + 3200", DEC32, 11_828),
-    ("prefill-512 + 3200", PRE512, 16_894),
-    ("mixed + 3200", MIXED, 16_894),
-    ("empty step = overhead", EMPTY, 3200),
-])
+@pytest.mark.parametrize(
+    ("name", "s", "expected"),
+    [
+        ("decode-32 + 3200", DEC32, 11_828),
+        ("prefill-512 + 3200", PRE512, 16_894),
+        ("mixed + 3200", MIXED, 16_894),
+        ("empty step = overhead", EMPTY, 3200),
+    ],
+)
 def test_worked_example_full_config(name, s, expected):
     assert step(cost(hw_config="full_487017bc"), s) == expected, name
 
@@ -67,21 +73,24 @@ def test_empty_step_minimal_is_one_microsecond():
     assert comp["overhead_us"] == 0.0
 
 
-@pytest.mark.parametrize(("tp", "s", "expected"), [
-    (1, ([], [1024]), 4235),  # mfu_d fallback 0.008; G(1) = full weight read
-    (1, ([(0, 2048)], []), 51_811),  # mfu_p 0.3646667
-    (1, ([(512, 512)], []), 14_032),  # bucket 1024
-    (2, DEC32, 4686),
-    (4, DEC32, 2446),
-    (8, DEC32, 1223),
-    (2, PRE512, 6847),
-    (4, PRE512, 3423),
-    (8, PRE512, 1712),
-    (1, ([], [1126]), 4241),  # Q7: fallback still applies
-    (1, ([], [1127]), 10_103),  # Q7: tiny MFU just above epsilon, no fallback
-    (1, ([], [2000]), 5279),  # Q7 evidence
-    (1, ([], [4096]), 4890),  # Q7 evidence
-])
+@pytest.mark.parametrize(
+    ("tp", "s", "expected"),
+    [
+        (1, ([], [1024]), 4235),  # mfu_d fallback 0.008; G(1) = full weight read
+        (1, ([(0, 2048)], []), 51_811),  # mfu_p 0.3646667
+        (1, ([(512, 512)], []), 14_032),  # bucket 1024
+        (2, DEC32, 4686),
+        (4, DEC32, 2446),
+        (8, DEC32, 1223),
+        (2, PRE512, 6847),
+        (4, PRE512, 3423),
+        (8, PRE512, 1712),
+        (1, ([], [1126]), 4241),  # Q7: fallback still applies
+        (1, ([], [1127]), 10_103),  # Q7: tiny MFU just above epsilon, no fallback
+        (1, ([], [2000]), 5279),  # Q7 evidence
+        (1, ([], [4096]), 4890),  # Q7 evidence
+    ],
+)
 def test_worked_example_more_values(tp, s, expected):
     assert step(cost(tp=tp), s) == expected
 
@@ -97,9 +106,13 @@ def _gemm_s(m, k, n, mfu, w=W_MIN, b=2):
 
 def _llama_G_us(m, mfu_qkvo, mfu_ffn, w=W_MIN):
     d, dkv, dff = 4096, 1024, 14336
-    per_layer = (_gemm_s(m, d, d, mfu_qkvo, w) + 2 * _gemm_s(m, d, dkv, mfu_qkvo, w)
-                 + _gemm_s(m, d, d, mfu_qkvo, w) + 2 * _gemm_s(m, d, dff, mfu_ffn, w)
-                 + _gemm_s(m, dff, d, mfu_ffn, w))
+    per_layer = (
+        _gemm_s(m, d, d, mfu_qkvo, w)
+        + 2 * _gemm_s(m, d, dkv, mfu_qkvo, w)
+        + _gemm_s(m, d, d, mfu_qkvo, w)
+        + 2 * _gemm_s(m, d, dff, mfu_ffn, w)
+        + _gemm_s(m, dff, d, mfu_ffn, w)
+    )
     return per_layer * 32 * 1e6
 
 
@@ -183,12 +196,15 @@ QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
 FFN = ("gate_proj", "up_proj", "down_proj")
 
 
-@pytest.mark.parametrize(("m", "qkvo", "ffn"), [
-    (32, 0.054, 0.069),
-    (512, 0.495, 0.553),
-    (100, 0.108 + (0.176 - 0.108) * 36 / 64, 0.138 + (0.265 - 0.138) * 36 / 64),
-    (64, 0.108, 0.138),
-])
+@pytest.mark.parametrize(
+    ("m", "qkvo", "ffn"),
+    [
+        (32, 0.054, 0.069),
+        (512, 0.495, 0.553),
+        (100, 0.108 + (0.176 - 0.108) * 36 / 64, 0.138 + (0.265 - 0.138) * 36 / 64),
+        (64, 0.108, 0.138),
+    ],
+)
 def test_gemm_mfu_llama(m, qkvo, ffn):
     mfus = cost().gemm_mfus(m)
     assert set(mfus) == set(QKVO + FFN)
@@ -202,29 +218,37 @@ def test_gemm_mfu_example_value():
     assert cost().gemm_mfus(100)["q_proj"] == pytest.approx(0.14625, rel=1e-12)
 
 
-@pytest.mark.parametrize(("model", "groups"), [
-    (LLAMA, [(4096, 6144)] * 4 + [(8192, 11008)] * 3),
-    ("qwen2.5-7b-instruct", [(3584, 6144)] * 4 + [(8192, 11008)] * 3),
-    ("llama-2-7b-hf", [(4096, 6144)] * 4 + [(4096, 11008)] * 2 + [(8192, 11008)]),
-    ("codellama-34b-instruct-hf",
-     [(8192, 11008), (8192, 6144), (8192, 6144), (8192, 11008)] + [(8192, 11008)] * 3),
-    ("qwen3-14b", [(8192, 6144)] * 4 + [(8192, 11008)] * 3),
-])
+@pytest.mark.parametrize(
+    ("model", "groups"),
+    [
+        (LLAMA, [(4096, 6144)] * 4 + [(8192, 11008)] * 3),
+        ("qwen2.5-7b-instruct", [(3584, 6144)] * 4 + [(8192, 11008)] * 3),
+        ("llama-2-7b-hf", [(4096, 6144)] * 4 + [(4096, 11008)] * 2 + [(8192, 11008)]),
+        (
+            "codellama-34b-instruct-hf",
+            [(8192, 11008), (8192, 6144), (8192, 6144), (8192, 11008)] + [(8192, 11008)] * 3,
+        ),
+        ("qwen3-14b", [(8192, 6144)] * 4 + [(8192, 11008)] * 3),
+    ],
+)
 def test_gemm_group_mapping(model, groups):
     assert list(cost(model).gemm_groups) == groups
 
 
-@pytest.mark.parametrize(("tp", "bs", "kv", "expected", "rel"), [
-    (1, 32, 1024, 0.010, 1e-12),
-    (1, 1, 1024, 0.008, 1e-12),  # 0.0 cell -> nearest non-zero row (16, 1024)
-    (1, 1, 2000, 0.003 * 976 / 3072, 1e-12),  # tiny, no fallback (Q7)
-    (1, 1, 2000, 0.000953, 1e-3),
-    (1, 200, 40000, 0.0056875, 1e-12),  # two missing corners read as 0
-    (1, 300, 40000, 0.013, 1e-12),  # all corners missing -> fallback (128, 32768)
-    (8, 32, 1024, 0.006, 1e-12),  # TP 8 -> tp4 file
-    (1, 1, 1126, 0.008, 1e-12),
-    (1, 1, 1127, 0.003 * 103 / 3072, 1e-12),
-])
+@pytest.mark.parametrize(
+    ("tp", "bs", "kv", "expected", "rel"),
+    [
+        (1, 32, 1024, 0.010, 1e-12),
+        (1, 1, 1024, 0.008, 1e-12),  # 0.0 cell -> nearest non-zero row (16, 1024)
+        (1, 1, 2000, 0.003 * 976 / 3072, 1e-12),  # tiny, no fallback (Q7)
+        (1, 1, 2000, 0.000953, 1e-3),
+        (1, 200, 40000, 0.0056875, 1e-12),  # two missing corners read as 0
+        (1, 300, 40000, 0.013, 1e-12),  # all corners missing -> fallback (128, 32768)
+        (8, 32, 1024, 0.006, 1e-12),  # TP 8 -> tp4 file
+        (1, 1, 1126, 0.008, 1e-12),
+        (1, 1, 1127, 0.003 * 103 / 3072, 1e-12),
+    ],
+)
 def test_decode_mfu(tp, bs, kv, expected, rel):
     assert cost(tp=tp).decode_mfu(bs, kv) == pytest.approx(expected, rel=rel)
 
@@ -244,15 +268,18 @@ def test_attention_key_substitution_qwen3():
     assert cm.decode_table == "32-8-128-tp1"
 
 
-@pytest.mark.parametrize(("s", "expected"), [
-    (2048, 0.228 + (0.638 - 0.228) / 3),  # not a bucket value: bucket of S = 2048 is 2048
-    (512, 0.228),  # clamped to seq_len 1024
-    (1, 0.228),
-    (1024, 0.228),
-    (4096, 0.638),
-    (32768, 0.72),
-    (65536, 0.72),  # clamped to the last row
-])
+@pytest.mark.parametrize(
+    ("s", "expected"),
+    [
+        (2048, 0.228 + (0.638 - 0.228) / 3),  # not a bucket value: bucket of S = 2048 is 2048
+        (512, 0.228),  # clamped to seq_len 1024
+        (1, 0.228),
+        (1024, 0.228),
+        (4096, 0.638),
+        (32768, 0.72),
+        (65536, 0.72),  # clamped to the last row
+    ],
+)
 def test_prefill_mfu_at_bucket(s, expected):
     assert cost().prefill_mfu(s) == pytest.approx(expected, rel=1e-12)
 
@@ -266,14 +293,17 @@ def test_prefill_mfu_2048_value():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("per_layer", "expected"), [
-    (0.078125, 3),  # 32 layers -> 2.5 µs exactly -> half away from zero -> 3
-    (1.5 / 32, 2),  # 1.5 -> 2
-    (0.5 / 32, 1),  # 0.5 -> minimum 1
-    (0.01, 1),  # 0.32 -> minimum 1
-    (0.05, 2),  # 1.6 -> 2
-    (100.0, 3200),
-])
+@pytest.mark.parametrize(
+    ("per_layer", "expected"),
+    [
+        (0.078125, 3),  # 32 layers -> 2.5 µs exactly -> half away from zero -> 3
+        (1.5 / 32, 2),  # 1.5 -> 2
+        (0.5 / 32, 1),  # 0.5 -> minimum 1
+        (0.01, 1),  # 0.32 -> minimum 1
+        (0.05, 2),  # 1.6 -> 2
+        (100.0, 3200),
+    ],
+)
 def test_empty_step_overhead_rounding(per_layer, expected):
     hw = load_hardware("H100", "minimal").with_fields(perLayerOverhead=per_layer)
     cm = build_cost_model(load_model(LLAMA), hw, 1)
@@ -283,7 +313,7 @@ def test_empty_step_overhead_rounding(per_layer, expected):
 
 
 def test_round_half_away_kernel():
-    from engine.stepcost_nb import round_half_away_nb
+    from infersweep.costmodel.stepcost_nb import round_half_away_nb
 
     assert round_half_away_nb(2.5) == 3
     assert round_half_away_nb(8627.5) == 8628
@@ -308,55 +338,87 @@ MIXED_TP4 = ([(94, 42), (0, 44), (104, 1331)], [6088] * 3)  # recorded: 10212 (T
 MULTI_PF_TP2 = ([(0, 593), (1144, 1519), (0, 1374)], [])  # recorded: 44362 (TP 2)
 
 
-@pytest.mark.parametrize(("tp", "s", "base", "added"), [
-    (1, DEC32, 8628, 50), (1, PRE512, 13_694, 50), (1, MIXED, 13_694, 50), (1, EMPTY, 1, 0),
-    (2, DEC32, 4686, 50),
-])
+@pytest.mark.parametrize(
+    ("tp", "s", "base", "added"),
+    [
+        (1, DEC32, 8628, 50),
+        (1, PRE512, 13_694, 50),
+        (1, MIXED, 13_694, 50),
+        (1, EMPTY, 1, 0),
+        (2, DEC32, 4686, 50),
+    ],
+)
 def test_t_overhead(tp, s, base, added):
     us, comp = _with(tp, TOverheadMicros=50).step_time(*s)
     assert us == base + added
     assert comp["overhead_us"] == added
 
 
-@pytest.mark.parametrize(("tp", "s", "base", "added"), [
-    (1, PRE512, 13_694, 100), (1, MULTI_PF, 7200, 200), (2, MULTI_PF_TP2, 44_362, 300),
-    (1, DEC32, 8628, 0), (1, MIXED, 13_694, 0), (1, EMPTY, 1, 0), (4, MIXED_TP4, 10_212, 0),
-])
+@pytest.mark.parametrize(
+    ("tp", "s", "base", "added"),
+    [
+        (1, PRE512, 13_694, 100),
+        (1, MULTI_PF, 7200, 200),
+        (2, MULTI_PF_TP2, 44_362, 300),
+        (1, DEC32, 8628, 0),
+        (1, MIXED, 13_694, 0),
+        (1, EMPTY, 1, 0),
+        (4, MIXED_TP4, 10_212, 0),
+    ],
+)
 def test_prefill_overhead(tp, s, base, added):
     us, comp = _with(tp, PrefillOverheadMicros=100).step_time(*s)
     assert us == base + added
     assert comp["overhead_us"] == added
 
 
-@pytest.mark.parametrize(("tp", "s", "base", "added"), [
-    (1, MIXED, 13_694, 50), (4, MIXED_TP4, 10_212, 150),
-    (1, PRE512, 13_694, 0), (1, MULTI_PF, 7200, 0), (1, DEC32, 8628, 0), (1, EMPTY, 1, 0),
-])
+@pytest.mark.parametrize(
+    ("tp", "s", "base", "added"),
+    [
+        (1, MIXED, 13_694, 50),
+        (4, MIXED_TP4, 10_212, 150),
+        (1, PRE512, 13_694, 0),
+        (1, MULTI_PF, 7200, 0),
+        (1, DEC32, 8628, 0),
+        (1, EMPTY, 1, 0),
+    ],
+)
 def test_mixed_prefill_overhead(tp, s, base, added):
     us, comp = _with(tp, MixedPrefillOverheadMicros=50).step_time(*s)
     assert us == base + added
     assert comp["overhead_us"] == added
 
 
-@pytest.mark.parametrize(("tp", "s", "base", "added"), [
-    (1, DEC32, 8628, 0),  # TP 1: no all-reduce
-    (1, PRE512, 13_694, 0),
-    (2, DEC32, 4686, 20 * 2 * 32),
-    (4, DEC32, 2446, 1280),
-    (8, PRE512, 1712, 1280),
-    (4, MIXED_TP4, 10_212, 1280),
-    (2, EMPTY, 1, 0),  # empty steps carry no all-reduce
-])
+@pytest.mark.parametrize(
+    ("tp", "s", "base", "added"),
+    [
+        (1, DEC32, 8628, 0),  # TP 1: no all-reduce
+        (1, PRE512, 13_694, 0),
+        (2, DEC32, 4686, 20 * 2 * 32),
+        (4, DEC32, 2446, 1280),
+        (8, PRE512, 1712, 1280),
+        (4, MIXED_TP4, 10_212, 1280),
+        (2, EMPTY, 1, 0),  # empty steps carry no all-reduce
+    ],
+)
 def test_allreduce_latency(tp, s, base, added):
     us, comp = _with(tp, AllReduceLatency=20).step_time(*s)
     assert us == base + added
     assert comp["overhead_us"] == added
 
 
-@pytest.mark.parametrize(("tp", "s", "base", "added"), [
-    (1, DEC32, 8628, 3200), (2, DEC32, 4686, 1600), (4, DEC32, 2446, 800), (8, DEC32, 1223, 400),
-    (2, PRE512, 6847, 1600), (8, EMPTY, 0, 400), (1, EMPTY, 0, 3200),
-])
+@pytest.mark.parametrize(
+    ("tp", "s", "base", "added"),
+    [
+        (1, DEC32, 8628, 3200),
+        (2, DEC32, 4686, 1600),
+        (4, DEC32, 2446, 800),
+        (8, DEC32, 1223, 400),
+        (2, PRE512, 6847, 1600),
+        (8, EMPTY, 0, 400),
+        (1, EMPTY, 0, 3200),
+    ],
+)
 def test_per_layer_overhead(tp, s, base, added):
     us, comp = _with(tp, perLayerOverhead=100).step_time(*s)
     assert us == base + added
@@ -387,8 +449,14 @@ def test_v2_hardware_config_file():
 
 
 def test_all_overheads_together():
-    cm = _with(4, TOverheadMicros=7, PrefillOverheadMicros=11, MixedPrefillOverheadMicros=13,
-               AllReduceLatency=3, perLayerOverhead=5)
+    cm = _with(
+        4,
+        TOverheadMicros=7,
+        PrefillOverheadMicros=11,
+        MixedPrefillOverheadMicros=13,
+        AllReduceLatency=3,
+        perLayerOverhead=5,
+    )
     # mixed step, 3 prefill entries, TP 4: 5·32/4 + 7 + 3·2·32 + 13·3
     us, comp = cm.step_time(*MIXED_TP4)
     assert comp["overhead_us"] == 40 + 7 + 192 + 39
@@ -400,10 +468,21 @@ def test_all_overheads_together():
 # Roofline v1 (SPEC §1.2) on a tiny synthetic model, checked against hand arithmetic
 # ---------------------------------------------------------------------------------------------
 
-TOY_CFG = {"num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 4,
-           "num_key_value_heads": 4, "intermediate_size": 512, "torch_dtype": "bfloat16"}
-TOY_HW = {"TFlopsPeak": 100, "BwPeakTBs": 2, "mfuPrefill": 0.5, "mfuDecode": 0.25,
-          "BwEffConstant": 0.8}
+TOY_CFG = {
+    "num_hidden_layers": 2,
+    "hidden_size": 256,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 512,
+    "torch_dtype": "bfloat16",
+}
+TOY_HW = {
+    "TFlopsPeak": 100,
+    "BwPeakTBs": 2,
+    "mfuPrefill": 0.5,
+    "mfuDecode": 0.25,
+    "BwEffConstant": 0.8,
+}
 
 
 @pytest.fixture
@@ -414,9 +493,23 @@ def toy_model(tmp_path):
     return load_model(None, folder)
 
 
-def toy_v1_step_us(prefills, decodes, *, tp=1, peak_tflops=100.0, bw_tbs=2.0, bw_eff=0.8,
-                   bw_factor=0.0, mfu_p=0.5, mfu_d=0.25, t_ovh=0.0, pf_ovh=0.0, mix_ovh=0.0,
-                   ar=0.0, per_layer=0.0):
+def toy_v1_step_us(
+    prefills,
+    decodes,
+    *,
+    tp=1,
+    peak_tflops=100.0,
+    bw_tbs=2.0,
+    bw_eff=0.8,
+    bw_factor=0.0,
+    mfu_p=0.5,
+    mfu_d=0.25,
+    t_ovh=0.0,
+    pf_ovh=0.0,
+    mix_ovh=0.0,
+    ar=0.0,
+    per_layer=0.0,
+):
     """SPEC §1.2 for the toy model (L 2, d 256, H 4, KV 4, d_ff 512, 2 B/param), from scratch."""
     L, d, H, KV, dff, B = 2, 256, 4, 4, 512, 2
     hd = d // H
@@ -445,9 +538,11 @@ def toy_v1_step_us(prefills, decodes, *, tp=1, peak_tflops=100.0, bw_tbs=2.0, bw
             while b < pi + n and b < 65536:
                 b *= 2
             buckets.setdefault(b, []).append((pi, n))
-        comp = sum(G(sum(n for _, n in es), mfu_p)
-                   + sum(A(n, pi + n) for pi, n in es) / 1.8 / (P * mfu_p) * tau
-                   for es in buckets.values())
+        comp = sum(
+            G(sum(n for _, n in es), mfu_p)
+            + sum(A(n, pi + n) for pi, n in es) / 1.8 / (P * mfu_p) * tau
+            for es in buckets.values()
+        )
         mem = (wb + sum(dyn(pi, n) for pi, n in prefills)) * tau / W
         phases.append(max(comp, mem))
     if decodes:
@@ -499,9 +594,16 @@ def test_v1_toy_decode_hand_values(toy_model):
 
 
 V1_STEPS = [
-    ([(0, 512)], []), ([], [100] * 8), ([], [2000] * 512), ([(0, 1)], []), ([(7, 1)], [5]),
-    ([(0, 300), (100, 700), (5000, 20000)], []), ([(0, 9000)], []),  # M above the G(M) table
-    ([(0, 256), (256, 256)], [1, 2, 3, 4096, 70000]), ([], [0]), ([], []),
+    ([(0, 512)], []),
+    ([], [100] * 8),
+    ([], [2000] * 512),
+    ([(0, 1)], []),
+    ([(7, 1)], [5]),
+    ([(0, 300), (100, 700), (5000, 20000)], []),
+    ([(0, 9000)], []),  # M above the G(M) table
+    ([(0, 256), (256, 256)], [1, 2, 3, 4096, 70000]),
+    ([], [0]),
+    ([], []),
     ([(40000, 40000)], [10] * 300),
 ]
 V1_HW = [
@@ -511,14 +613,27 @@ V1_HW = [
     {"BwEffConstant": 0},
     {"BwEffConstant": 0.7, "bwEfficiencyFactor": 0.5},  # BwEffConstant wins in v1
     {"mfuPrefill": 0.9, "mfuDecode": 0.05, "TFlopsPeak": 0.5},
-    {"TOverheadMicros": 3.3, "PrefillOverheadMicros": 1.7, "MixedPrefillOverheadMicros": 0.4,
-     "AllReduceLatency": 0.25, "perLayerOverhead": 0.6},
+    {
+        "TOverheadMicros": 3.3,
+        "PrefillOverheadMicros": 1.7,
+        "MixedPrefillOverheadMicros": 0.4,
+        "AllReduceLatency": 0.25,
+        "perLayerOverhead": 0.6,
+    },
 ]
-HW_KW = {"TFlopsPeak": "peak_tflops", "BwPeakTBs": "bw_tbs", "BwEffConstant": "bw_eff",
-         "bwEfficiencyFactor": "bw_factor", "mfuPrefill": "mfu_p", "mfuDecode": "mfu_d",
-         "TOverheadMicros": "t_ovh", "PrefillOverheadMicros": "pf_ovh",
-         "MixedPrefillOverheadMicros": "mix_ovh", "AllReduceLatency": "ar",
-         "perLayerOverhead": "per_layer"}
+HW_KW = {
+    "TFlopsPeak": "peak_tflops",
+    "BwPeakTBs": "bw_tbs",
+    "BwEffConstant": "bw_eff",
+    "bwEfficiencyFactor": "bw_factor",
+    "mfuPrefill": "mfu_p",
+    "mfuDecode": "mfu_d",
+    "TOverheadMicros": "t_ovh",
+    "PrefillOverheadMicros": "pf_ovh",
+    "MixedPrefillOverheadMicros": "mix_ovh",
+    "AllReduceLatency": "ar",
+    "perLayerOverhead": "per_layer",
+}
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4])
@@ -532,8 +647,10 @@ def test_v1_toy_against_hand_formula(toy_model, tp, hw_fields):
         frac = total - int(total)
         if abs(frac - 0.5) > 1e-6:  # a tie within float noise could round either way
             assert us == expected, (prefills, decodes, total)
-        assert comp["hardware_us"] + comp["overhead_us"] == pytest.approx(total, rel=1e-12) \
+        assert (
+            comp["hardware_us"] + comp["overhead_us"] == pytest.approx(total, rel=1e-12)
             or total == 1.0
+        )
 
 
 def test_v1_forced_on_h100_llama():
@@ -570,8 +687,9 @@ def test_auto_uses_v2_when_tables_exist():
 
 def test_v1_without_efficiencies_is_a_clear_error(toy_model):
     with pytest.raises(ConfigError) as info:
-        build_cost_model(toy_model, parse_hardware_entry("TOY", {"TFlopsPeak": 1,
-                                                                "BwPeakTBs": 1}), 1)
+        build_cost_model(
+            toy_model, parse_hardware_entry("TOY", {"TFlopsPeak": 1, "BwPeakTBs": 1}), 1
+        )
     msg = str(info.value)
     assert "mfuPrefill" in msg and "mfuDecode" in msg and "TOY" in msg
 
@@ -583,8 +701,7 @@ def test_v2_forced_without_tables_is_an_error(toy_model):
 
 def test_unknown_step_model():
     with pytest.raises(ConfigError, match="step model"):
-        build_cost_model(load_model(LLAMA), load_hardware("H100", "minimal"), 1,
-                         step_model="v3")
+        build_cost_model(load_model(LLAMA), load_hardware("H100", "minimal"), 1, step_model="v3")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,13 +711,24 @@ def test_unknown_step_model():
 
 def test_components_keys():
     _, comp = cost().step_time(*MIXED)
-    assert set(comp) == {"prefill_compute_us", "prefill_memory_us", "decode_compute_us",
-                         "decode_memory_us", "overhead_us", "hardware_us"}
+    assert set(comp) == {
+        "prefill_compute_us",
+        "prefill_memory_us",
+        "decode_compute_us",
+        "decode_memory_us",
+        "overhead_us",
+        "hardware_us",
+    }
 
 
-@pytest.mark.parametrize(("prefills", "decodes"), [
-    ([(-1, 5)], []), ([(0, 0)], []), ([], [-3]),
-])
+@pytest.mark.parametrize(
+    ("prefills", "decodes"),
+    [
+        ([(-1, 5)], []),
+        ([(0, 0)], []),
+        ([], [-3]),
+    ],
+)
 def test_bad_entries_rejected(prefills, decodes):
     with pytest.raises(ConfigError):
         cost().step_time(prefills, decodes)
@@ -641,7 +769,8 @@ def test_hardware_with_fields():
 
 
 def test_hardware_keys_case_insensitive():
-    hw = parse_hardware_entry("X", {"tflopspeak": 10, "BWPEAKTBS": 1, "toverheadmicros": 4,
-                                    "someCalibrationField": 3})
+    hw = parse_hardware_entry(
+        "X", {"tflopspeak": 10, "BWPEAKTBS": 1, "toverheadmicros": 4, "someCalibrationField": 3}
+    )
     assert (hw.tflops_peak, hw.bw_peak_tbs, hw.t_overhead_us) == (10, 1, 4)
     assert load_hardware("h100", "minimal").name == "H100"

@@ -1,4 +1,4 @@
-"""engine.validate.compare and engine.otlp.read_measured.
+"""infersweep.fitting.validate.compare and infersweep.fitting.otlp.read_measured.
 
 Every expected number is worked out by hand in the comments from the literal inputs.
 """
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from engine.errors import ConfigError
-from engine.otlp import read_measured
-from engine.validate import compare
-from engine.workload import Workload
+from infersweep.errors import ConfigError
+from infersweep.fitting.otlp import read_measured
+from infersweep.fitting.validate import compare
+from infersweep.workload.generate import Workload
 from tests.conftest import FakeSim
 
 HEADER = "arrival_time_s,prompt_tokens,output_tokens,measured_ttft_ms,measured_e2e_ms,phase"
@@ -26,10 +26,14 @@ HEADER = "arrival_time_s,prompt_tokens,output_tokens,measured_ttft_ms,measured_e
 def fake(wl: Workload, ids, prompt, output, ttft, e2e, completed=None, dropped=None):
     n = len(ids)
     swl = Workload.from_arrays(np.arange(n) * 1000, prompt, output, sort=False)
-    return FakeSim(workload=swl, request_id=np.asarray(ids), ttft_ms=np.asarray(ttft, float),
-                   e2e_ms=np.asarray(e2e, float),
-                   completed=np.ones(n, bool) if completed is None else np.asarray(completed),
-                   dropped=np.zeros(n, bool) if dropped is None else np.asarray(dropped))
+    return FakeSim(
+        workload=swl,
+        request_id=np.asarray(ids),
+        ttft_ms=np.asarray(ttft, float),
+        e2e_ms=np.asarray(e2e, float),
+        completed=np.ones(n, bool) if completed is None else np.asarray(completed),
+        dropped=np.zeros(n, bool) if dropped is None else np.asarray(dropped),
+    )
 
 
 def trace(tmp_path: Path, *rows: str, header: str = HEADER, name: str = "m.csv") -> Path:
@@ -112,10 +116,15 @@ def test_phase_breakdown(three):
     assert b.metrics["e2e"].mean_signed_error_pct == pytest.approx(20.0)
     assert b.metrics["tpot"].n == 0 and math.isnan(b.metrics["tpot"].mape_pct)
     d = r.to_dict()
-    assert d["phases"][1]["tpot"] == {"n": 0, "n_pct": 0, "mape_pct": None,
-                                      "mean_signed_error_ms": None,
-                                      "mean_signed_error_pct": None, "mean_measured_ms": None,
-                                      "mean_predicted_ms": None}
+    assert d["phases"][1]["tpot"] == {
+        "n": 0,
+        "n_pct": 0,
+        "mape_pct": None,
+        "mean_signed_error_ms": None,
+        "mean_signed_error_pct": None,
+        "mean_measured_ms": None,
+        "mean_predicted_ms": None,
+    }
 
 
 def test_skip_first_leaves_out_the_earliest_arrivals(three):
@@ -144,10 +153,16 @@ def test_dropped_and_unfinished_requests_are_counted_and_excluded(tmp_path):
     rows = [f"{k}.0,100,5,100,500,p{k % 2}" for k in range(5)]
     wl = read_measured(trace(tmp_path, *rows))
     nan = float("nan")
-    sim = fake(wl, range(5), [100] * 5, [5] * 5,
-               ttft=[120, nan, 90, 5000, 100], e2e=[520, nan, 480, nan, 500],
-               completed=[True, False, True, False, True],
-               dropped=[False, True, False, False, False])
+    sim = fake(
+        wl,
+        range(5),
+        [100] * 5,
+        [5] * 5,
+        ttft=[120, nan, 90, 5000, 100],
+        e2e=[520, nan, 480, nan, 500],
+        completed=[True, False, True, False, True],
+        dropped=[False, True, False, False, False],
+    )
     r = compare(wl, sim, skip_first=0)
     o = r.overall
     assert (o.requests, o.skipped, o.dropped, o.not_completed, o.compared) == (5, 0, 1, 1, 3)
@@ -166,8 +181,13 @@ def test_dropped_and_unfinished_requests_are_counted_and_excluded(tmp_path):
     assert (p0.name, p0.compared, p0.dropped, p0.not_completed) == ("p0", 3, 0, 0)
     assert (p1.name, p1.compared, p1.dropped, p1.not_completed) == ("p1", 0, 1, 1)
     assert p1.metrics["ttft"].n == 0
-    assert r.to_dict()["overall"]["counts"] == {"requests": 5, "skipped": 0, "dropped": 1,
-                                               "not_completed": 1, "compared": 3}
+    assert r.to_dict()["overall"]["counts"] == {
+        "requests": 5,
+        "skipped": 0,
+        "dropped": 1,
+        "not_completed": 1,
+        "compared": 3,
+    }
 
 
 def test_zero_measured_values_stay_out_of_percentages(tmp_path):
@@ -182,8 +202,9 @@ def test_zero_measured_values_stay_out_of_percentages(tmp_path):
 
 
 def test_no_phase_column(tmp_path):
-    wl = read_measured(trace(tmp_path, "0,10,3,10,30", "1,10,3,20,40",
-                             header=HEADER.rsplit(",", 1)[0]))
+    wl = read_measured(
+        trace(tmp_path, "0,10,3,10,30", "1,10,3,20,40", header=HEADER.rsplit(",", 1)[0])
+    )
     sim = fake(wl, [0, 1], [10, 10], [3, 3], [12, 20], [30, 44])
     r = compare(wl, sim, skip_first=0)
     assert r.phases == [] and r.phase is None
@@ -202,11 +223,19 @@ def test_to_dict_is_json_and_render_shows_the_numbers(three):
     assert d["overall"]["ttft"]["mape_pct"] == pytest.approx(20 / 3)
     assert d["overall"]["e2e"]["mean_signed_error_ms"] == pytest.approx(40.0)
     assert len(d["requests"]) == 3
-    assert d["requests"][2] == {"request_id": 0, "arrival_s": 2.0, "phase": "b",
-                                "output_tokens": 1, "status": "compared",
-                                "measured_ttft_ms": 50.0, "predicted_ttft_ms": 50.0,
-                                "measured_e2e_ms": 50.0, "predicted_e2e_ms": 60.0,
-                                "measured_tpot_ms": None, "predicted_tpot_ms": None}
+    assert d["requests"][2] == {
+        "request_id": 0,
+        "arrival_s": 2.0,
+        "phase": "b",
+        "output_tokens": 1,
+        "status": "compared",
+        "measured_ttft_ms": 50.0,
+        "predicted_ttft_ms": 50.0,
+        "measured_e2e_ms": 50.0,
+        "predicted_e2e_ms": 60.0,
+        "measured_tpot_ms": None,
+        "predicted_tpot_ms": None,
+    }
     assert "requests" not in r.to_dict(requests=False)
     buf = io.StringIO()
     r.render(Console(file=buf, width=100, color_system=None))
@@ -248,11 +277,16 @@ def test_unmeasured_workload_is_an_error(three):
 
 
 def test_with_a_real_simulation(tmp_path):
-    from engine.simulate import simulate
+    from infersweep.api import simulate
 
     # rows out of arrival order; distinct lengths so a wrong match shows
-    rows = ["0.30,300,30,40,400,s", "0.00,100,10,20,200,s", "0.20,200,20,30,300,s",
-            "0.10,150,15,25,250,s", "0.40,400,40,50,500,s"]
+    rows = [
+        "0.30,300,30,40,400,s",
+        "0.00,100,10,20,200,s",
+        "0.20,200,20,30,300,s",
+        "0.10,150,15,25,250,s",
+        "0.40,400,40,50,500,s",
+    ]
     wl = read_measured(trace(tmp_path, *rows))
     res = simulate(model="llama-2-7b-hf", hardware="H100", workload=wl)
     r = compare(wl, res, skip_first=1)
@@ -292,8 +326,9 @@ def test_read_measured_empty_trace(tmp_path):
 
 
 def test_read_measured_missing_measurement_columns(tmp_path):
-    p = trace(tmp_path, "0,10,3,10", header="arrival_time_s,prompt_tokens,output_tokens,"
-                                            "measured_ttft_ms")
+    p = trace(
+        tmp_path, "0,10,3,10", header="arrival_time_s,prompt_tokens,output_tokens,measured_ttft_ms"
+    )
     with pytest.raises(ConfigError, match="measured_e2e_ms") as ei:
         read_measured(p)
     assert ei.value.file == str(p)
@@ -306,7 +341,10 @@ def test_read_measured_negative_arrival(tmp_path):
     with pytest.raises(ConfigError, match=">= 0") as ei:
         read_measured(p)
     assert (ei.value.file, ei.value.field, ei.value.value) == (
-        str(p), "line 3 arrival_time_s", "-1.5")
+        str(p),
+        "line 3 arrival_time_s",
+        "-1.5",
+    )
 
 
 def test_read_measured_negative_latency(tmp_path):
@@ -314,7 +352,10 @@ def test_read_measured_negative_latency(tmp_path):
     with pytest.raises(ConfigError, match=">= 0") as ei:
         read_measured(p)
     assert (ei.value.file, ei.value.field, ei.value.value) == (
-        str(p), "line 2 measured_ttft_ms", -3.0)
+        str(p),
+        "line 2 measured_ttft_ms",
+        -3.0,
+    )
     p = trace(tmp_path, "0,10,3,3,-30,a", name="e2e.csv")
     with pytest.raises(ConfigError) as ei:
         read_measured(p)
@@ -327,7 +368,10 @@ def test_read_measured_e2e_below_ttft(tmp_path):
     with pytest.raises(ConfigError, match="below measured_ttft_ms") as ei:
         read_measured(p)
     assert (ei.value.file, ei.value.field, ei.value.value) == (
-        str(p), "line 2 measured_e2e_ms", 30.0)
+        str(p),
+        "line 2 measured_e2e_ms",
+        30.0,
+    )
 
 
 def test_read_measured_missing_file_and_non_number(tmp_path):

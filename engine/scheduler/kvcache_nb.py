@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._jit import hjit
+from infersweep._jit import hjit
 
 # st: pool scalars
 ST_FRESH = 0  # first never-used block
@@ -66,8 +66,7 @@ class KVPool:
     rinfo: np.ndarray
 
 
-def new_pool(total_blocks: int, block_size: int, n_slots: int,
-             capacities: np.ndarray) -> KVPool:
+def new_pool(total_blocks: int, block_size: int, n_slots: int, capacities: np.ndarray) -> KVPool:
     """A pool of ``total_blocks`` blocks; request i may hold up to capacities[i] blocks."""
     st = np.zeros(N_ST, np.int64)
     st[ST_HEAD] = -1
@@ -79,9 +78,13 @@ def new_pool(total_blocks: int, block_size: int, n_slots: int,
     if len(cap) > 1:
         np.cumsum(cap[:-1], out=rinfo[1:, R_OFF])
     rinfo[:, R_ORD] = 1
-    return KVPool(st=st, blk=np.empty((int(total_blocks), N_B), np.int64),
-                  slot_block=np.full(max(int(n_slots), 1), -1, np.int64),
-                  rb=np.empty(max(int(cap.sum()), 1), np.int64), rinfo=rinfo)
+    return KVPool(
+        st=st,
+        blk=np.empty((int(total_blocks), N_B), np.int64),
+        slot_block=np.full(max(int(n_slots), 1), -1, np.int64),
+        rb=np.empty(max(int(cap.sum()), 1), np.int64),
+        rinfo=rinfo,
+    )
 
 
 @hjit
@@ -253,8 +256,22 @@ def head_slot_nb(st, blk):
 
 
 @hjit
-def rollback_nb(st, blk, slot_block, rinfo, r, popped, popped_slot, n_popped, cached,
-                cached_was, n_cached, prev_cnt, prev_tok, prev_ord):
+def rollback_nb(
+    st,
+    blk,
+    slot_block,
+    rinfo,
+    r,
+    popped,
+    popped_slot,
+    n_popped,
+    cached,
+    cached_was,
+    n_cached,
+    prev_cnt,
+    prev_tok,
+    prev_ord,
+):
     """Undo a failed allocation exactly (REFERENCE §6.4 (vii)); the request keeps the blocks
     it owned before the call."""
     for i in range(n_popped - 1, -1, -1):

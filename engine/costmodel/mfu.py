@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from infersweep.errors import ConfigError
 
 EPS_MFU = 1e-4
 
@@ -66,8 +66,9 @@ def _find_gpu_dir(parent: Path, gpu: str) -> Path | None:
 
 def gpu_has_tables(root: str | Path, gpu: str) -> bool:
     root = Path(root)
-    return any(_find_gpu_dir(root / sub, gpu) is not None
-               for sub in ("gemm", "mha/prefill", "mha/decode"))
+    return any(
+        _find_gpu_dir(root / sub, gpu) is not None for sub in ("gemm", "mha/prefill", "mha/decode")
+    )
 
 
 def _read_rows(path: Path, n_cols: int) -> list[tuple[int, list[str]]]:
@@ -85,8 +86,12 @@ def _read_rows(path: Path, n_cols: int) -> list[tuple[int, list[str]]]:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) < n_cols:
-            raise ConfigError(f"malformed CSV row: expected at least {n_cols} columns, got "
-                              f"{len(row)}", file=path, field=f"line {i}", value=",".join(row))
+            raise ConfigError(
+                f"malformed CSV row: expected at least {n_cols} columns, got {len(row)}",
+                file=path,
+                field=f"line {i}",
+                value=",".join(row),
+            )
         out.append((i, row))
     return out
 
@@ -95,19 +100,28 @@ def _int(path: Path, line: int, col: str, text: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise ConfigError("malformed CSV row: not an integer", file=path,
-                          field=f"line {line} {col}", value=text) from None
+        raise ConfigError(
+            "malformed CSV row: not an integer", file=path, field=f"line {line} {col}", value=text
+        ) from None
 
 
 def _mfu(path: Path, line: int, text: str) -> float:
     try:
         v = float(text.strip())
     except ValueError:
-        raise ConfigError("malformed CSV row: mfu is not a number", file=path,
-                          field=f"line {line} mfu", value=text) from None
+        raise ConfigError(
+            "malformed CSV row: mfu is not a number",
+            file=path,
+            field=f"line {line} mfu",
+            value=text,
+        ) from None
     if not math.isfinite(v) or v < 0:
-        raise ConfigError("malformed CSV row: mfu must be finite and >= 0", file=path,
-                          field=f"line {line} mfu", value=text)
+        raise ConfigError(
+            "malformed CSV row: mfu must be finite and >= 0",
+            file=path,
+            field=f"line {line} mfu",
+            value=text,
+        )
     return v
 
 
@@ -120,8 +134,9 @@ def load_bench_tables(root: str, gpu: str) -> BenchTables | None:
         return None
     for sub, d in dirs.items():
         if d is None:
-            raise ConfigError(f"no {sub} tables for GPU {gpu!r} (the other tables exist)",
-                              file=base / sub)
+            raise ConfigError(
+                f"no {sub} tables for GPU {gpu!r} (the other tables exist)", file=base / sub
+            )
     gemm_path = dirs["gemm"] / "data.csv"
     if not gemm_path.is_file():
         raise ConfigError("GEMM table not found", file=gemm_path)
@@ -153,12 +168,19 @@ def load_bench_tables(root: str, gpu: str) -> BenchTables | None:
             bs.append(_int(f, line, "batch_size", row[2]))
             kv.append(_int(f, line, "kv_len", row[3]))
             mfu.append(_mfu(f, line, row[5]))
-        decode[f.stem] = DecodeTable(f.stem, np.array(bs, np.int64), np.array(kv, np.int64),
-                                     np.array(mfu, np.float64))
-    return BenchTables(root=str(base), gpu_dir=dirs["gemm"].name,
-                       gemm_m=np.array(gm, np.int64), gemm_k=np.array(gk, np.int64),
-                       gemm_n=np.array(gn, np.int64), gemm_mfu=np.array(gf, np.float64),
-                       prefill=prefill, decode=decode)
+        decode[f.stem] = DecodeTable(
+            f.stem, np.array(bs, np.int64), np.array(kv, np.int64), np.array(mfu, np.float64)
+        )
+    return BenchTables(
+        root=str(base),
+        gpu_dir=dirs["gemm"].name,
+        gemm_m=np.array(gm, np.int64),
+        gemm_k=np.array(gk, np.int64),
+        gemm_n=np.array(gn, np.int64),
+        gemm_mfu=np.array(gf, np.float64),
+        prefill=prefill,
+        decode=decode,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,8 +206,9 @@ def choose_attention_key(tables: BenchTables, heads: int, kv_heads: int, head_di
     best, best_d = None, math.inf
     for cand in tables.prefill:  # lexical file order, strict <
         shape = _parse_key(cand) or (0, 0, 0)
-        d = math.sqrt((shape[0] - heads) ** 2 + (shape[1] - kv_heads) ** 2
-                      + (shape[2] - head_dim) ** 2)
+        d = math.sqrt(
+            (shape[0] - heads) ** 2 + (shape[1] - kv_heads) ** 2 + (shape[2] - head_dim) ** 2
+        )
         if d < best_d:
             best, best_d = cand, d
     assert best is not None
@@ -197,11 +220,13 @@ def choose_decode_table(tables: BenchTables, key: str, tp: int) -> DecodeTable:
     avail: list[int] = []
     for name in tables.decode:
         prefix = f"{key}-tp"
-        if name.startswith(prefix) and name[len(prefix):].isdigit():
-            avail.append(int(name[len(prefix):]))
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            avail.append(int(name[len(prefix) :]))
     if not avail:
-        raise ConfigError(f"no decode MFU table for attention config {key}",
-                          file=Path(tables.root) / "mha" / "decode" / tables.gpu_dir)
+        raise ConfigError(
+            f"no decode MFU table for attention config {key}",
+            file=Path(tables.root) / "mha" / "decode" / tables.gpu_dir,
+        )
     if tp in avail:
         return tables.decode[f"{key}-tp{tp}"]
     best, best_d = None, None

@@ -1,7 +1,7 @@
 """Roofline step-cost kernels (SPEC §1, REFERENCE §4–§5).
 
 Everything that depends only on (model, GPU, TP) is packed once by
-``engine.stepcost.build_cost_model`` into two flat arrays, ``ctf`` (float64) and ``cti``
+``stepcost.build_cost_model`` into two flat arrays, ``ctf`` (float64) and ``cti``
 (int64), laid out as described by the ``I_*`` header slots of ``cti``; the kernels here
 evaluate one step in O(entries).  (Flat arrays rather than a tuple of arrays: numba reference-
 counts every member of a tuple argument on each call, which would dominate a step's cost.)
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import hjit, jit
+from infersweep._jit import hjit, jit
 
 # ctf[0:N_PAR] -------------------------------------------------------------------------------
 P_PEAK = 0  # peak FLOP/s = TFlopsPeak * 1e12
@@ -338,9 +338,18 @@ def decode_mfu_nb(bs, kv, b0, b1, ctf, cti, memo_k, memo_v):
     ak = cti[I_KV]
     g = cti[I_GRID]
     k0, k1 = bracket_nb(cti, ak, n_kv, kv)
-    mfu = bilerp_nb(bs, kv, cti[ab + b0], cti[ab + b1], cti[ak + k0], cti[ak + k1],
-                    ctf[g + b0 * n_kv + k0], ctf[g + b1 * n_kv + k0],
-                    ctf[g + b0 * n_kv + k1], ctf[g + b1 * n_kv + k1])
+    mfu = bilerp_nb(
+        bs,
+        kv,
+        cti[ab + b0],
+        cti[ab + b1],
+        cti[ak + k0],
+        cti[ak + k1],
+        ctf[g + b0 * n_kv + k0],
+        ctf[g + b1 * n_kv + k0],
+        ctf[g + b0 * n_kv + k1],
+        ctf[g + b1 * n_kv + k1],
+    )
     if mfu < EPS:
         key = (bs << 32) | kv
         h = memo_slot_nb(bs, kv, memo_k.shape[0])
@@ -446,8 +455,9 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
                     mfu = lerp_nb(q00, ctf[r1 + k0], tb)
                 else:
                     tk = float(c - kv0) / float(kv1 - kv0)
-                    mfu = lerp_nb(lerp_nb(q00, ctf[r1 + k0], tb),
-                                  lerp_nb(ctf[r0 + k1], ctf[r1 + k1], tb), tk)
+                    mfu = lerp_nb(
+                        lerp_nb(q00, ctf[r1 + k0], tb), lerp_nb(ctf[r0 + k1], ctf[r1 + k1], tb), tk
+                    )
                 if mfu < EPS:
                     key = (n_dc << 32) | c
                     h = memo_slot_nb(n_dc, c, msize)
@@ -575,7 +585,8 @@ def step_times_nb(pf_off, pf_pi, pf_n, dc_off, dc_pi, ctf, cti, out_us, out_comp
         b = pf_off[i + 1]
         c = dc_off[i]
         d = dc_off[i + 1]
-        out_us[i] = step_time_nb(pf_pi[a:b], pf_n[a:b], b - a, dc_pi[c:d], d - c, ctf, cti,
-                                 memo_k, memo_v, comp)
+        out_us[i] = step_time_nb(
+            pf_pi[a:b], pf_n[a:b], b - a, dc_pi[c:d], d - c, ctf, cti, memo_k, memo_v, comp
+        )
         for j in range(N_COMPONENTS):
             out_comp[i, j] = comp[j]

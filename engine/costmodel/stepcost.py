@@ -12,18 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import stepcost_nb as nb
-from .catalog import resolve_bench_dir
-from .config import Hardware, ModelConfig, check_tp
-from .errors import ConfigError
-from .mfu import (BenchTables, choose_attention_key, choose_decode_table, choose_gemm_group,
-                  load_bench_tables)
+from infersweep.config.catalog import resolve_bench_dir
+from infersweep.config.models import Hardware, ModelConfig, check_tp
+from infersweep.costmodel import stepcost_nb as nb
+from infersweep.costmodel.mfu import (
+    BenchTables,
+    choose_attention_key,
+    choose_decode_table,
+    choose_gemm_group,
+    load_bench_tables,
+)
+from infersweep.errors import ConfigError
 
 STEP_MODELS = ("auto", "v2", "v1")
 MAX_ENTRY_TOKENS = 1 << 32  # a bound on one entry's context or chunk (keeps int64 math exact)
 MAX_STEP_US = 1 << 62  # step times at or above this are reported as an overflow
 SHAPE_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-BUCKETS = tuple(512 * 2 ** i for i in range(nb.N_BUCKETS))
+BUCKETS = tuple(512 * 2**i for i in range(nb.N_BUCKETS))
 DEFAULT_GEMM_TABLE = 8192
 
 
@@ -56,9 +61,18 @@ class CostModel:
         _check_entries(pf, dc)
         comp = np.zeros(nb.N_COMPONENTS)
         memo_k, memo_v = new_memo(1)
-        us = nb.step_time_nb(np.ascontiguousarray(pf[:, 0]), np.ascontiguousarray(pf[:, 1]),
-                             pf.shape[0], dc, dc.shape[0], self.ctf, self.cti, memo_k, memo_v,
-                             comp)
+        us = nb.step_time_nb(
+            np.ascontiguousarray(pf[:, 0]),
+            np.ascontiguousarray(pf[:, 1]),
+            pf.shape[0],
+            dc,
+            dc.shape[0],
+            self.ctf,
+            self.cti,
+            memo_k,
+            memo_v,
+            comp,
+        )
         _check_overflow(int(us), comp)
         return int(us), components_dict(comp)
 
@@ -79,9 +93,17 @@ class CostModel:
         n = len(pf_off) - 1
         out_us = np.zeros(n, np.int64)
         out_comp = np.zeros((n, nb.N_COMPONENTS))
-        nb.step_times_nb(np.asarray(pf_off, np.int64), np.ascontiguousarray(pf[:, 0]),
-                         np.ascontiguousarray(pf[:, 1]), np.asarray(dc_off, np.int64), dc,
-                         self.ctf, self.cti, out_us, out_comp)
+        nb.step_times_nb(
+            np.asarray(pf_off, np.int64),
+            np.ascontiguousarray(pf[:, 0]),
+            np.ascontiguousarray(pf[:, 1]),
+            np.asarray(dc_off, np.int64),
+            dc,
+            self.ctf,
+            self.cti,
+            out_us,
+            out_comp,
+        )
         if out_us.size and out_us.max() >= MAX_STEP_US:
             _check_overflow(int(out_us.max()), None)
         return out_us, out_comp
@@ -90,17 +112,23 @@ class CostModel:
     def gemm_mfus(self, m: int) -> dict[str, float]:
         if self.step_model == "v1":
             return {}
-        return {name: float(nb.gemm_mfu_nb(int(m), j, self.ctf, self.cti))
-                for j, name in enumerate(SHAPE_NAMES)}
+        return {
+            name: float(nb.gemm_mfu_nb(int(m), j, self.ctf, self.cti))
+            for j, name in enumerate(SHAPE_NAMES)
+        }
 
     def decode_mfu(self, batch_size: int, kv_len: int) -> float:
         if self.step_model == "v1":
             return self.hardware.mfu_decode
-        b0, b1 = nb.bracket_nb(self.cti, int(self.cti[nb.I_BS]), int(self.cti[nb.I_N_BS]),
-                               int(batch_size))
+        b0, b1 = nb.bracket_nb(
+            self.cti, int(self.cti[nb.I_BS]), int(self.cti[nb.I_N_BS]), int(batch_size)
+        )
         memo_k, memo_v = new_memo(1)
-        return float(nb.decode_mfu_nb(int(batch_size), int(kv_len), b0, b1, self.ctf, self.cti,
-                                      memo_k, memo_v))
+        return float(
+            nb.decode_mfu_nb(
+                int(batch_size), int(kv_len), b0, b1, self.ctf, self.cti, memo_k, memo_v
+            )
+        )
 
     def prefill_mfu(self, seq_len: int) -> float:
         if self.step_model == "v1":
@@ -135,30 +163,40 @@ def components_dict(comp: np.ndarray) -> dict[str, float]:
 def _as_entries(values, name: str, width: int) -> np.ndarray:
     """Integer entries as int64, with one clear error for anything else or out of range."""
     try:
-        arr = np.asarray(list(values), dtype=object).reshape(-1, width) if width > 1 else \
-            np.asarray(list(values), dtype=object).reshape(-1)
+        arr = (
+            np.asarray(list(values), dtype=object).reshape(-1, width)
+            if width > 1
+            else np.asarray(list(values), dtype=object).reshape(-1)
+        )
     except (TypeError, ValueError):
         raise ConfigError("malformed entries", field=name, value=list(values)) from None
     for v in arr.ravel().tolist():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (
-                0 <= v < MAX_ENTRY_TOKENS):
-            raise ConfigError(f"entries must be integers in [0, {MAX_ENTRY_TOKENS})",
-                              field=name, value=v)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, np.integer))
+            or not (0 <= v < MAX_ENTRY_TOKENS)
+        ):
+            raise ConfigError(
+                f"entries must be integers in [0, {MAX_ENTRY_TOKENS})", field=name, value=v
+            )
     return arr.astype(np.int64)
 
 
 def _check_entries(pf: np.ndarray, dc: np.ndarray) -> None:
     if pf.size and (pf[:, 0].min() < 0 or pf[:, 1].min() < 1):
-        raise ConfigError("prefill entries need progress_index >= 0 and new_tokens >= 1",
-                          field="prefills")
+        raise ConfigError(
+            "prefill entries need progress_index >= 0 and new_tokens >= 1", field="prefills"
+        )
     if dc.size and dc.min() < 0:
         raise ConfigError("decode entries need a context length >= 0", field="decodes")
 
 
 def _check_overflow(us: int, comp) -> None:
     if us >= MAX_STEP_US:
-        raise ConfigError("the step time overflows (more than 2**62 µs): the step is "
-                          "unrealistically large", field="prefills/decodes")
+        raise ConfigError(
+            "the step time overflows (more than 2**62 µs): the step is unrealistically large",
+            field="prefills/decodes",
+        )
 
 
 def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
@@ -204,9 +242,15 @@ def _shapes(model: ModelConfig) -> tuple[list[int], list[int]]:
     return ks, ns
 
 
-def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
-                     bench_data: str | Path | None = None, step_model: str = "auto",
-                     max_tokens: int = DEFAULT_GEMM_TABLE) -> CostModel:
+def build_cost_model(
+    model: ModelConfig,
+    hardware: Hardware,
+    tp: int,
+    *,
+    bench_data: str | Path | None = None,
+    step_model: str = "auto",
+    max_tokens: int = DEFAULT_GEMM_TABLE,
+) -> CostModel:
     """Validate and pack the cost tables for one (model, hardware, TP, step model).
 
     ``bench_data``: the MFU table folder (default: the embedded H100 tables).
@@ -215,25 +259,35 @@ def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
     """
     tp = check_tp(tp)
     if step_model not in STEP_MODELS:
-        raise ConfigError("unknown step model", field="--step-model", value=step_model,
-                          hint="one of: " + ", ".join(STEP_MODELS))
+        raise ConfigError(
+            "unknown step model",
+            field="--step-model",
+            value=step_model,
+            hint="one of: " + ", ".join(STEP_MODELS),
+        )
     root = resolve_bench_dir(bench_data)
     tables: BenchTables | None = None
     if step_model in ("auto", "v2"):
         tables = load_bench_tables(str(root), hardware.name)
         if tables is None and step_model == "v2":
-            raise ConfigError(f"no MFU tables for GPU {hardware.name!r}", file=root,
-                              field="--step-model", value="v2",
-                              hint="roofline v2 needs bench_data/{gemm,mha/prefill,mha/decode}/"
-                                   f"{hardware.name.lower()}/; use --step-model v1 with "
-                                   "mfuPrefill and mfuDecode in the hardware entry")
+            raise ConfigError(
+                f"no MFU tables for GPU {hardware.name!r}",
+                file=root,
+                field="--step-model",
+                value="v2",
+                hint="roofline v2 needs bench_data/{gemm,mha/prefill,mha/decode}/"
+                f"{hardware.name.lower()}/; use --step-model v1 with "
+                "mfuPrefill and mfuDecode in the hardware entry",
+            )
     v1 = tables is None
     if v1 and not hardware.has_v1_efficiencies:
         raise ConfigError(
             f"neither MFU tables nor roofline-v1 efficiencies for GPU {hardware.name!r}",
-            file=hardware.source or None, field=f"{hardware.name}.mfuPrefill/mfuDecode",
+            file=hardware.source or None,
+            field=f"{hardware.name}.mfuPrefill/mfuDecode",
             hint=f"add bench_data tables for {hardware.name} under {root}, or set mfuPrefill "
-                 "and mfuDecode (and optionally BwEffConstant) in the hardware entry")
+            "and mfuDecode (and optionally BwEffConstant) in the hardware entry",
+        )
     ks, ns = _shapes(model)
     notes: list[str] = []
     fparts: list[np.ndarray] = []
@@ -266,8 +320,15 @@ def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
         put_i(nb.I_GROUP_M, [])
         put_f(nb.I_GROUP_MFU, [])
         head[nb.I_GEMM_ROWS] = 0
-        for slot in (nb.I_GEMM_M, nb.I_GEMM_K, nb.I_GEMM_N, nb.I_BS, nb.I_KV, nb.I_ROW_BS,
-                     nb.I_ROW_KV):
+        for slot in (
+            nb.I_GEMM_M,
+            nb.I_GEMM_K,
+            nb.I_GEMM_N,
+            nb.I_BS,
+            nb.I_KV,
+            nb.I_ROW_BS,
+            nb.I_ROW_KV,
+        ):
             put_i(slot, [])
         for slot in (nb.I_GEMM_MFU, nb.I_GRID, nb.I_ROW_MFU):
             put_f(slot, [])
@@ -276,8 +337,10 @@ def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
         assert tables is not None
         attn_key = choose_attention_key(tables, model.n_heads, model.n_kv_heads, model.head_dim)
         if attn_key != model.attention_key:
-            notes.append(f"attention config {model.attention_key} has no MFU table; "
-                         f"using the nearest, {attn_key}")
+            notes.append(
+                f"attention config {model.attention_key} has no MFU table; "
+                f"using the nearest, {attn_key}"
+            )
         dec = choose_decode_table(tables, attn_key, tp)
         dec_name = dec.key
         if dec.key != f"{attn_key}-tp{tp}":
@@ -306,8 +369,10 @@ def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
         order = np.argsort(pre.seq_len, kind="stable")
         seq_sorted = np.ascontiguousarray(pre.seq_len[order])
         mfu_sorted = np.ascontiguousarray(pre.mfu[order])
-        put_f(nb.I_PF_BUCKET, [nb.prefill_mfu_nb(seq_sorted, mfu_sorted, pre.seq_len, pre.mfu, b)
-                               for b in BUCKETS])
+        put_f(
+            nb.I_PF_BUCKET,
+            [nb.prefill_mfu_nb(seq_sorted, mfu_sorted, pre.seq_len, pre.mfu, b) for b in BUCKETS],
+        )
         axb = np.unique(dec.batch_size)
         axk = np.unique(dec.kv_len)
         grid = np.zeros((len(axb), len(axk)))
@@ -325,29 +390,41 @@ def build_cost_model(model: ModelConfig, hardware: Hardware, tp: int, *,
         put_i(nb.I_ROW_KV, dec.kv_len)
         put_f(nb.I_ROW_MFU, dec.mfu)
     if not model.tp_divides_heads(tp):
-        notes.append(f"TP {tp} does not divide the attention heads ({model.n_heads}) and KV "
-                     f"heads ({model.n_kv_heads}) of {model.name}")
+        notes.append(
+            f"TP {tp} does not divide the attention heads ({model.n_heads}) and KV "
+            f"heads ({model.n_kv_heads}) of {model.name}"
+        )
     ctf = np.concatenate([_par(model, hardware, tp, v1)] + fparts)
     cti = np.concatenate([head] + iparts)
     nb.fill_gemm_tables_nb(ctf, cti)
-    return CostModel(model=model, hardware=hardware, tp=tp, step_model="v1" if v1 else "v2",
-                     ctf=ctf, cti=cti, attention_key=attn_key, decode_table=dec_name,
-                     gemm_groups=tuple(groups), notes=tuple(notes))
+    return CostModel(
+        model=model,
+        hardware=hardware,
+        tp=tp,
+        step_model="v1" if v1 else "v2",
+        ctf=ctf,
+        cti=cti,
+        attention_key=attn_key,
+        decode_table=dec_name,
+        gemm_groups=tuple(groups),
+        notes=tuple(notes),
+    )
 
 
 def weights_fit(model: ModelConfig, hardware: Hardware, tp: int) -> bool | None:
     """Whether the weights fit in MemoryGiB * TP (None when MemoryGiB is unknown)."""
     if not hardware.memory_gib:
         return None
-    return model.weight_bytes <= hardware.memory_gib * 2 ** 30 * tp
+    return model.weight_bytes <= hardware.memory_gib * 2**30 * tp
 
 
-def auto_kv_blocks(model: ModelConfig, hardware: Hardware, tp: int, block_size: int,
-                   gpu_memory_utilization: float) -> int | None:
+def auto_kv_blocks(
+    model: ModelConfig, hardware: Hardware, tp: int, block_size: int, gpu_memory_utilization: float
+) -> int | None:
     """SPEC §2: floor((MemoryGiB·2^30·TP·u − weight bytes) / (block · 2·L·KV·hd·B))."""
     if not hardware.memory_gib:
         return None
-    free = hardware.memory_gib * 2 ** 30 * tp * gpu_memory_utilization - model.weight_bytes
+    free = hardware.memory_gib * 2**30 * tp * gpu_memory_utilization - model.weight_bytes
     per_block = block_size * model.kv_bytes_per_token()
     return max(int(math.floor(free / per_block)), 0)
 
@@ -366,11 +443,18 @@ def step_breakdown(cm: CostModel, prefills, decodes) -> dict:
         terms["decode memory"] = comp["decode_memory_us"]
     bound = max(terms, key=terms.get) if terms else "overhead only (empty step)"
     info: dict = {
-        "model": cm.model.name, "hardware": cm.hardware.name, "tp": cm.tp,
-        "step_model": cm.step_model, "step_us": us, "bound_by": bound, **comp,
-        "n_prefill": len(prefills), "n_decode": len(decodes),
+        "model": cm.model.name,
+        "hardware": cm.hardware.name,
+        "tp": cm.tp,
+        "step_model": cm.step_model,
+        "step_us": us,
+        "bound_by": bound,
+        **comp,
+        "n_prefill": len(prefills),
+        "n_decode": len(decodes),
         "prefill_tokens": int(sum(n for _, n in prefills)),
-        "attention_table": cm.attention_key, "decode_table": cm.decode_table,
+        "attention_table": cm.attention_key,
+        "decode_table": cm.decode_table,
         "notes": list(cm.notes),
     }
     if decodes:
@@ -387,7 +471,12 @@ def step_breakdown(cm: CostModel, prefills, decodes) -> dict:
                 b *= 2
             buckets.setdefault(b, []).append(n)
         info["prefill_buckets"] = {
-            str(b): {"tokens": sum(ns), "attention_mfu": cm.prefill_mfu(b),
-                     "gemm_us": cm.gemm_time_us(sum(ns)), "gemm_mfu": cm.gemm_mfus(sum(ns))}
-            for b, ns in sorted(buckets.items())}
+            str(b): {
+                "tokens": sum(ns),
+                "attention_mfu": cm.prefill_mfu(b),
+                "gemm_us": cm.gemm_time_us(sum(ns)),
+                "gemm_mfu": cm.gemm_mfus(sum(ns)),
+            }
+            for b, ns in sorted(buckets.items())
+        }
     return info

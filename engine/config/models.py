@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .catalog import resolve_hardware_file, resolve_model_folder
-from .errors import ConfigError
+from infersweep.config.catalog import resolve_hardware_file, resolve_model_folder
+from infersweep.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
 # JSON helpers
@@ -34,8 +34,9 @@ def read_json(path: str | os.PathLike) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                          file=p) from None
+        raise ConfigError(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=p
+        ) from None
 
 
 def _is_number(v: object) -> bool:
@@ -64,8 +65,14 @@ HARDWARE_FIELDS = {
 _FIELD_BY_LOWER = {k.lower(): k for k in HARDWARE_FIELDS}
 
 #: The optional overhead fields that calibration may fit.
-OVERHEAD_FIELDS = ("TOverheadMicros", "PrefillOverheadMicros", "MixedPrefillOverheadMicros",
-                   "AllReduceLatency", "bwEfficiencyFactor", "perLayerOverhead")
+OVERHEAD_FIELDS = (
+    "TOverheadMicros",
+    "PrefillOverheadMicros",
+    "MixedPrefillOverheadMicros",
+    "AllReduceLatency",
+    "bwEfficiencyFactor",
+    "perLayerOverhead",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,8 +111,14 @@ class Hardware:
             v = getattr(self, HARDWARE_FIELDS[fname])
             if not v > 0:
                 raise bad(fname, v, "must be > 0")
-        for fname in ("TOverheadMicros", "PrefillOverheadMicros", "MixedPrefillOverheadMicros",
-                      "AllReduceLatency", "perLayerOverhead", "MemoryGiB"):
+        for fname in (
+            "TOverheadMicros",
+            "PrefillOverheadMicros",
+            "MixedPrefillOverheadMicros",
+            "AllReduceLatency",
+            "perLayerOverhead",
+            "MemoryGiB",
+        ):
             v = getattr(self, HARDWARE_FIELDS[fname])
             if v < 0:
                 raise bad(fname, v, "must be >= 0")
@@ -128,7 +141,7 @@ class Hardware:
                 out[fname] = float(v)
         return out
 
-    def with_fields(self, **fields: float) -> "Hardware":
+    def with_fields(self, **fields: float) -> Hardware:
         """A copy with some JSON fields replaced (canonical or any-case names)."""
         kwargs = {a: getattr(self, a) for a in HARDWARE_FIELDS.values()}
         for key, v in fields.items():
@@ -136,8 +149,9 @@ class Hardware:
             if canon is None:
                 canon = next((k for k, a in HARDWARE_FIELDS.items() if a == key), None)
             if canon is None:
-                raise ConfigError("unknown hardware field", field=key,
-                                  hint="known: " + ", ".join(HARDWARE_FIELDS))
+                raise ConfigError(
+                    "unknown hardware field", field=key, hint="known: " + ", ".join(HARDWARE_FIELDS)
+                )
             kwargs[HARDWARE_FIELDS[canon]] = v
         return Hardware(name=self.name, source=self.source, **kwargs)
 
@@ -145,8 +159,9 @@ class Hardware:
 def parse_hardware_entry(name: str, entry: object, *, source: str = "") -> Hardware:
     """Build a Hardware from one JSON entry (keys matched case-insensitively)."""
     if not isinstance(entry, dict):
-        raise ConfigError("entry must be a JSON object", file=source or None, field=name,
-                          value=entry)
+        raise ConfigError(
+            "entry must be a JSON object", file=source or None, field=name, value=entry
+        )
     kwargs: dict[str, object] = {}
     ignored = []
     for key, value in entry.items():
@@ -159,8 +174,9 @@ def parse_hardware_entry(name: str, entry: object, *, source: str = "") -> Hardw
         kwargs[HARDWARE_FIELDS[canon]] = value
     for req in ("TFlopsPeak", "BwPeakTBs"):
         if HARDWARE_FIELDS[req] not in kwargs:
-            raise ConfigError("required field is missing", file=source or None,
-                              field=f"{name}.{req}")
+            raise ConfigError(
+                "required field is missing", file=source or None, field=f"{name}.{req}"
+            )
     return Hardware(name=name, source=source, ignored_fields=tuple(ignored), **kwargs)
 
 
@@ -179,8 +195,13 @@ def _load_hardware_cached(path: str, mtime: float, gpu: str) -> Hardware:
     names = {str(k).lower(): k for k in data if not str(k).startswith("_")}
     key = names.get(gpu.lower())
     if key is None:
-        raise ConfigError("unknown GPU", file=path, field="--hardware", value=gpu,
-                          hint="this file has: " + ", ".join(sorted(names.values())))
+        raise ConfigError(
+            "unknown GPU",
+            file=path,
+            field="--hardware",
+            value=gpu,
+            hint="this file has: " + ", ".join(sorted(names.values())),
+        )
     return parse_hardware_entry(str(key), data[key], source=path)
 
 
@@ -201,10 +222,21 @@ def load_hardware(gpu: str, hardware_config: str | os.PathLike | None = None) ->
 # --------------------------------------------------------------------------------------------
 
 DTYPE_BYTES = {
-    "float32": 4, "fp32": 4,
-    "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2,
-    "int8": 1, "uint8": 1, "fp8": 1, "float8": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
-    "int4": 1, "nf4": 1,
+    "float32": 4,
+    "fp32": 4,
+    "float16": 2,
+    "fp16": 2,
+    "half": 2,
+    "bfloat16": 2,
+    "bf16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "fp8": 1,
+    "float8": 1,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+    "int4": 1,
+    "nf4": 1,
 }
 
 
@@ -224,18 +256,30 @@ class ModelConfig:
     is_moe: bool = False
 
     def __post_init__(self) -> None:
-        for fname, v in (("num_hidden_layers", self.n_layers), ("hidden_size", self.hidden),
-                         ("num_attention_heads", self.n_heads),
-                         ("num_key_value_heads", self.n_kv_heads)):
+        for fname, v in (
+            ("num_hidden_layers", self.n_layers),
+            ("hidden_size", self.hidden),
+            ("num_attention_heads", self.n_heads),
+            ("num_key_value_heads", self.n_kv_heads),
+        ):
             if v <= 0:
-                raise ConfigError("must be a positive integer", file=self.source or None,
-                                  field=fname, value=v)
+                raise ConfigError(
+                    "must be a positive integer", file=self.source or None, field=fname, value=v
+                )
         if self.intermediate < 0:
-            raise ConfigError("must be >= 0", file=self.source or None,
-                              field="intermediate_size", value=self.intermediate)
+            raise ConfigError(
+                "must be >= 0",
+                file=self.source or None,
+                field="intermediate_size",
+                value=self.intermediate,
+            )
         if not (self.bytes_per_param > 0 and math.isfinite(self.bytes_per_param)):
-            raise ConfigError("must be > 0", file=self.source or None, field="bytes_per_param",
-                              value=self.bytes_per_param)
+            raise ConfigError(
+                "must be > 0",
+                file=self.source or None,
+                field="bytes_per_param",
+                value=self.bytes_per_param,
+            )
 
     @property
     def head_dim(self) -> int:
@@ -262,8 +306,13 @@ class ModelConfig:
 
     def kv_bytes_per_token(self) -> float:
         """KV-cache bytes per token for the whole model (all layers, K and V)."""
-        return 2.0 * self.n_layers * self.n_kv_heads * (self.hidden / self.n_heads) \
+        return (
+            2.0
+            * self.n_layers
+            * self.n_kv_heads
+            * (self.hidden / self.n_heads)
             * self.bytes_per_param
+        )
 
     def tp_divides_heads(self, tp: int) -> bool:
         return self.n_heads % tp == 0 and self.n_kv_heads % tp == 0
@@ -297,8 +346,9 @@ def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
     heads = _int_field(merged, ("num_attention_heads",))
     kv = _int_field(merged, ("num_key_value_heads", "num_kv_heads", "multi_query_group_num"))
     if kv < 0:
-        raise ConfigError("must be a positive integer", file=source, field="num_key_value_heads",
-                          value=kv)
+        raise ConfigError(
+            "must be a positive integer", file=source, field="num_key_value_heads", value=kv
+        )
     kv = kv or heads
     inter = _int_field(merged, ("intermediate_size", "ffn_hidden_size"))
     if inter < 0:
@@ -306,15 +356,30 @@ def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
     dtype_key = "torch_dtype" if isinstance(merged.get("torch_dtype"), str) else "dtype"
     dtype = merged.get(dtype_key)
     if dtype is None:
-        raise ConfigError("no dtype: set torch_dtype (e.g. \"bfloat16\")", file=source,
-                          field="torch_dtype")
+        raise ConfigError(
+            'no dtype: set torch_dtype (e.g. "bfloat16")', file=source, field="torch_dtype"
+        )
     if not isinstance(dtype, str) or dtype.lower() not in DTYPE_BYTES:
-        raise ConfigError("unknown dtype", file=source, field=dtype_key, value=dtype,
-                          hint="known: " + ", ".join(sorted(set(DTYPE_BYTES))))
+        raise ConfigError(
+            "unknown dtype",
+            file=source,
+            field=dtype_key,
+            value=dtype,
+            hint="known: " + ", ".join(sorted(set(DTYPE_BYTES))),
+        )
     vocab = _int_field(merged, ("vocab_size",))
-    return ModelConfig(name=name, n_layers=n_layers, hidden=hidden, n_heads=heads, n_kv_heads=kv,
-                       intermediate=inter, bytes_per_param=float(DTYPE_BYTES[dtype.lower()]),
-                       vocab=vocab, source=source, is_moe="num_local_experts" in merged)
+    return ModelConfig(
+        name=name,
+        n_layers=n_layers,
+        hidden=hidden,
+        n_heads=heads,
+        n_kv_heads=kv,
+        intermediate=inter,
+        bytes_per_param=float(DTYPE_BYTES[dtype.lower()]),
+        vocab=vocab,
+        source=source,
+        is_moe="num_local_experts" in merged,
+    )
 
 
 @lru_cache(maxsize=256)

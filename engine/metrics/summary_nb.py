@@ -9,12 +9,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import hjit, jit
-from .sched_common_nb import (O_E2E, O_SCHED, O_STATE, O_TTFT, SC_BUSY_US, SC_CLOCK,
-                              SC_COMPLETED, SC_DROPPED, SC_HITS, SC_INPUT_TOK, SC_KV_FAIL,
-                              SC_KV_PEAK, SC_LIVELOCK, SC_MISSES, SC_OUTPUT_TOK, SC_PREEMPT,
-                              SC_QUEUED, SC_RUNNING, SC_STATUS, SC_STEPS, STATE_DONE)
-from .stats_nb import order_stats_nb
+from infersweep._jit import hjit, jit
+from infersweep.metrics.stats_nb import order_stats_nb
+from infersweep.scheduler.common_nb import (
+    O_E2E,
+    O_SCHED,
+    O_STATE,
+    O_TTFT,
+    SC_BUSY_US,
+    SC_CLOCK,
+    SC_COMPLETED,
+    SC_DROPPED,
+    SC_HITS,
+    SC_INPUT_TOK,
+    SC_KV_FAIL,
+    SC_KV_PEAK,
+    SC_LIVELOCK,
+    SC_MISSES,
+    SC_OUTPUT_TOK,
+    SC_PREEMPT,
+    SC_QUEUED,
+    SC_RUNNING,
+    SC_STATUS,
+    SC_STEPS,
+    STATE_DONE,
+)
 
 # indices of the summary vector -------------------------------------------------------------
 M_COMPLETED = 0

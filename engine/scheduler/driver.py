@@ -8,18 +8,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import sched_common_nb as sc_nb
-from .errors import ConfigError
-from .kvcache_nb import new_pool
-from .sched_blis_nb import simulate_blis_nb
-from .sched_vllm_nb import simulate_vllm_nb
-from .stepcost import CostModel, auto_kv_blocks
-from .workload import Workload
+from infersweep.costmodel.stepcost import CostModel, auto_kv_blocks
+from infersweep.errors import ConfigError
+from infersweep.scheduler import common_nb as sc_nb
+from infersweep.scheduler.blis_nb import simulate_blis_nb
+from infersweep.scheduler.kvcache_nb import new_pool
+from infersweep.scheduler.vllm_nb import simulate_vllm_nb
+from infersweep.workload.generate import Workload
 
 SEMANTICS = ("vllm", "blis")
 BLIS_PREEMPTION = ("reference", "safe")
-LIVELOCK_NOTE = ("blis semantics: the reference simulator would not terminate on this run (a "
-                 "preemption livelock, quirk Q3); it ran with --blis-preemption safe instead")
+LIVELOCK_NOTE = (
+    "blis semantics: the reference simulator would not terminate on this run (a "
+    "preemption livelock, quirk Q3); it ran with --blis-preemption safe instead"
+)
 BLIS_DEFAULT_BLOCKS = 1_000_000
 NO_MEMORY_BLOCKS = 1_000_000
 
@@ -45,18 +47,26 @@ class SchedulerConfig:
 
     def __post_init__(self) -> None:
         if self.semantics not in SEMANTICS:
-            raise ConfigError("unknown semantics", field="--semantics", value=self.semantics,
-                              hint="one of: " + ", ".join(SEMANTICS))
+            raise ConfigError(
+                "unknown semantics",
+                field="--semantics",
+                value=self.semantics,
+                hint="one of: " + ", ".join(SEMANTICS),
+            )
         if self.blis_preemption not in BLIS_PREEMPTION:
-            raise ConfigError("unknown value", field="--blis-preemption",
-                              value=self.blis_preemption,
-                              hint="one of: " + ", ".join(BLIS_PREEMPTION))
-        for name, flag, lo in (("max_num_scheduled_tokens", "--max-num-scheduled-tokens", 1),
-                               ("max_num_running_reqs", "--max-num-running-reqs", 1),
-                               ("long_prefill_token_threshold",
-                                "--long-prefill-token-threshold", 0),
-                               ("block_size", "--block-size-in-tokens", 1),
-                               ("max_idle_steps", "--max-idle-steps", 1)):
+            raise ConfigError(
+                "unknown value",
+                field="--blis-preemption",
+                value=self.blis_preemption,
+                hint="one of: " + ", ".join(BLIS_PREEMPTION),
+            )
+        for name, flag, lo in (
+            ("max_num_scheduled_tokens", "--max-num-scheduled-tokens", 1),
+            ("max_num_running_reqs", "--max-num-running-reqs", 1),
+            ("long_prefill_token_threshold", "--long-prefill-token-threshold", 0),
+            ("block_size", "--block-size-in-tokens", 1),
+            ("max_idle_steps", "--max-idle-steps", 1),
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ConfigError(f"must be an integer >= {lo}", field=flag, value=v)
@@ -64,10 +74,12 @@ class SchedulerConfig:
         if isinstance(tkb, str) and tkb.strip().lower() == "auto":
             object.__setattr__(self, "total_kv_blocks", None)
             tkb = None
-        if tkb is not None and (isinstance(tkb, bool) or not isinstance(tkb, (int, np.integer))
-                                or tkb < 1):
-            raise ConfigError("must be an integer >= 1 or 'auto'", field="--total-kv-blocks",
-                              value=tkb)
+        if tkb is not None and (
+            isinstance(tkb, bool) or not isinstance(tkb, (int, np.integer)) or tkb < 1
+        ):
+            raise ConfigError(
+                "must be an integer >= 1 or 'auto'", field="--total-kv-blocks", value=tkb
+            )
         u = self.gpu_memory_utilization
         if not isinstance(u, (int, float)) or not math.isfinite(u) or not 0 < u <= 1:
             raise ConfigError("must be in (0, 1]", field="--gpu-memory-utilization", value=u)
@@ -96,17 +108,22 @@ def resolve_kv_blocks(cost: CostModel, cfg: SchedulerConfig) -> tuple[int, str]:
         return int(cfg.total_kv_blocks), ""
     if cfg.semantics == "blis":
         return BLIS_DEFAULT_BLOCKS, ""
-    n = auto_kv_blocks(cost.model, cost.hardware, cost.tp, cfg.block_size,
-                       cfg.gpu_memory_utilization)
+    n = auto_kv_blocks(
+        cost.model, cost.hardware, cost.tp, cfg.block_size, cfg.gpu_memory_utilization
+    )
     if n is None:
-        return NO_MEMORY_BLOCKS, (f"hardware entry {cost.hardware.name} has no MemoryGiB: "
-                                  f"using {NO_MEMORY_BLOCKS:,} KV blocks")
+        return NO_MEMORY_BLOCKS, (
+            f"hardware entry {cost.hardware.name} has no MemoryGiB: "
+            f"using {NO_MEMORY_BLOCKS:,} KV blocks"
+        )
     if n < 1:
         raise ConfigError(
             f"the weights of {cost.model.name} ({cost.model.weight_bytes / 2**30:.1f} GiB) "
             f"leave no room for a KV cache in {cost.hardware.memory_gib:g} GiB x TP {cost.tp} "
             f"at --gpu-memory-utilization {cfg.gpu_memory_utilization:g}",
-            field="--total-kv-blocks", value="auto")
+            field="--total-kv-blocks",
+            value="auto",
+        )
     return n, ""
 
 
@@ -143,13 +160,15 @@ def config_array(cfg: SchedulerConfig, total_blocks: int) -> np.ndarray:
     arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
     arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
     arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
-    arr[sc_nb.CFG_LITERAL] = 1 if cfg.semantics == "blis" and \
-        cfg.blis_preemption == "reference" else 0
+    arr[sc_nb.CFG_LITERAL] = (
+        1 if cfg.semantics == "blis" and cfg.blis_preemption == "reference" else 0
+    )
     return arr
 
 
-def block_list_capacity(prompt: np.ndarray, output: np.ndarray, block: int,
-                        literal: bool) -> np.ndarray:
+def block_list_capacity(
+    prompt: np.ndarray, output: np.ndarray, block: int, literal: bool
+) -> np.ndarray:
     """Blocks each request may hold at once.  In literal blis mode a request evicted and
     visited again in the same pass (Q3) keeps a prefill chunk's blocks while queued and appends
     its whole prompt after them when admitted again, so it may hold about twice as many."""
@@ -169,8 +188,9 @@ def request_array(wl: Workload, slot_base: np.ndarray) -> np.ndarray:
     return rq
 
 
-def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
-                  log_steps: int = 0) -> RawRun:
+def run_scheduler(
+    wl: Workload, cost: CostModel, cfg: SchedulerConfig, *, log_steps: int = 0
+) -> RawRun:
     """Simulate ``wl`` on ``cost`` with scheduler settings ``cfg``."""
     n = len(wl)
     if n == 0:
@@ -190,8 +210,22 @@ def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
     kernel = simulate_blis_nb if cfg.semantics == "blis" else simulate_vllm_nb
     run_cfg = cfg_arr.copy()
     while True:  # the attempts of sched_common_nb.next_itl_room_nb (as sweeps make them)
-        itl = kernel(rq, gbase, run_cfg, cost.ctf, cost.cti, kv.st, kv.blk, kv.slot_block,
-                     kv.rb, kv.rinfo, out, scal, log, itl_cap)
+        itl = kernel(
+            rq,
+            gbase,
+            run_cfg,
+            cost.ctf,
+            cost.cti,
+            kv.st,
+            kv.blk,
+            kv.slot_block,
+            kv.rb,
+            kv.rinfo,
+            out,
+            scal,
+            log,
+            itl_cap,
+        )
         itl_cap = sc_nb.next_itl_room_nb(scal, run_cfg, itl_cap, itl_cap0)
         if itl_cap == 0:
             break
@@ -200,6 +234,13 @@ def run_scheduler(wl: Workload, cost: CostModel, cfg: SchedulerConfig, *,
     if run_cfg[sc_nb.CFG_LITERAL] != cfg_arr[sc_nb.CFG_LITERAL]:  # rerun in safe mode
         scal[sc_nb.SC_LIVELOCK] = 1
         note = "; ".join(x for x in (note, LIVELOCK_NOTE) if x)
-    return RawRun(workload=wl, semantics=cfg.semantics, out=out, scalars=scal, itl_us=itl,
-                  step_log=log[: scal[sc_nb.SC_LOG_N]], kv_blocks_total=total_blocks,
-                  kv_blocks_note=note)
+    return RawRun(
+        workload=wl,
+        semantics=cfg.semantics,
+        out=out,
+        scalars=scal,
+        itl_us=itl,
+        step_log=log[: scal[sc_nb.SC_LOG_N]],
+        kv_blocks_total=total_blocks,
+        kv_blocks_note=note,
+    )

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import stepcost_nb as nb
-from .batch import Job, run_jobs
-from .config import HARDWARE_FIELDS, Hardware, ModelConfig
-from .errors import ConfigError
-from .scheduler import SchedulerConfig
-from .stepcost import CostModel, build_cost_model
-from .workload import Workload
+from infersweep.config.models import HARDWARE_FIELDS, Hardware, ModelConfig
+from infersweep.costmodel import stepcost_nb as nb
+from infersweep.costmodel.stepcost import CostModel, build_cost_model
+from infersweep.errors import ConfigError
+from infersweep.scheduler.batch import Job, run_jobs
+from infersweep.scheduler.driver import SchedulerConfig
+from infersweep.workload.generate import Workload
 
 #: field -> (lower, upper) bound of the search
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -50,8 +50,12 @@ def canonical_fields(names) -> tuple[str, ...]:
     for n in names:
         k = low.get(str(n).strip().lower())
         if k is None:
-            raise ConfigError("not a field calibration can fit", field="--fit", value=n,
-                              hint="one of: " + ", ".join(FITTABLE))
+            raise ConfigError(
+                "not a field calibration can fit",
+                field="--fit",
+                value=n,
+                hint="one of: " + ", ".join(FITTABLE),
+            )
         if k not in out:
             out.append(k)
     if not out:
@@ -81,9 +85,19 @@ class CalibrationResult:
 class _Problem:
     """Simulates candidate parameter sets on the fitted requests."""
 
-    def __init__(self, workload: Workload, model: ModelConfig, hardware: Hardware, tp: int,
-                 scheduler: SchedulerConfig, fields: tuple[str, ...], bench_data,
-                 step_model: str, fit_mask: np.ndarray, threads: int | None) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        model: ModelConfig,
+        hardware: Hardware,
+        tp: int,
+        scheduler: SchedulerConfig,
+        fields: tuple[str, ...],
+        bench_data,
+        step_model: str,
+        fit_mask: np.ndarray,
+        threads: int | None,
+    ) -> None:
         self.wl = workload
         self.model = model
         self.hw = hardware
@@ -106,9 +120,14 @@ class _Problem:
     def cost_for(self, params: dict[str, float]) -> CostModel:
         hw = self.hardware_for(params)
         if self._base is None:
-            self._base = build_cost_model(self.model, hw, self.tp, bench_data=self.bench,
-                                          step_model=self.step_model,
-                                          max_tokens=self.sched.max_num_scheduled_tokens)
+            self._base = build_cost_model(
+                self.model,
+                hw,
+                self.tp,
+                bench_data=self.bench,
+                step_model=self.step_model,
+                max_tokens=self.sched.max_num_scheduled_tokens,
+            )
             self._terms = gemm_terms(self._base)
         return with_hardware(self._base, hw, self._terms)
 
@@ -116,17 +135,17 @@ class _Problem:
         out: list[Evaluation] = []
         batch = 256
         for i in range(0, len(candidates), batch):
-            part = candidates[i:i + batch]
+            part = candidates[i : i + batch]
             jobs = [Job(self.wl, self.cost_for(p), self.sched) for p in part]
             res = run_jobs(jobs, keep_requests=True, threads=self.threads)
             for k, p in enumerate(part):
-                rows = res.out_req[res.req_off[k]:res.req_off[k + 1]]
+                rows = res.out_req[res.req_off[k] : res.req_off[k + 1]]
                 out.append(self._score(p, rows))
         self.n_evals += len(candidates)
         return out
 
     def _score(self, params: dict[str, float], rows: np.ndarray) -> Evaluation:
-        from . import sched_common_nb as sc
+        from infersweep.scheduler import common_nb as sc
 
         done = rows[:, sc.O_STATE] == sc.STATE_DONE
         ttft = np.where(done, rows[:, sc.O_TTFT] / 1000.0, np.nan)
@@ -145,8 +164,9 @@ def gemm_terms(cm: CostModel) -> tuple[np.ndarray, np.ndarray]:
     """The bandwidth-independent compute terms of the cost model's GEMM tables."""
     n = int(cm.cti[nb.I_GEMM_TAB_N])
     tp = np.zeros((7, n))
-    nb.gemm_compute_terms_nb(cm.ctf[nb.P_MFU_PREFILL] if cm.step_model == "v1" else 0.0,
-                             cm.ctf, cm.cti, tp)
+    nb.gemm_compute_terms_nb(
+        cm.ctf[nb.P_MFU_PREFILL] if cm.step_model == "v1" else 0.0, cm.ctf, cm.cti, tp
+    )
     if cm.step_model != "v1":
         return tp, tp
     td = np.zeros((7, n))
@@ -184,11 +204,23 @@ def _clip(fields, x) -> dict[str, float]:
     return out
 
 
-def calibrate(workload: Workload, *, model: ModelConfig, hardware: Hardware, tp: int,
-              scheduler: SchedulerConfig, fields=DEFAULT_FIT, fit_phase: str | None = None,
-              skip_first: int = 1, bench_data=None, step_model: str = "auto",
-              n_candidates: int = 512, refine_iter: int = 200, seed: int = 0,
-              threads: int | None = None) -> CalibrationResult:
+def calibrate(
+    workload: Workload,
+    *,
+    model: ModelConfig,
+    hardware: Hardware,
+    tp: int,
+    scheduler: SchedulerConfig,
+    fields=DEFAULT_FIT,
+    fit_phase: str | None = None,
+    skip_first: int = 1,
+    bench_data=None,
+    step_model: str = "auto",
+    n_candidates: int = 512,
+    refine_iter: int = 200,
+    seed: int = 0,
+    threads: int | None = None,
+) -> CalibrationResult:
     """Fit ``fields`` of ``hardware`` to the measured TTFT and E2E of ``workload``."""
     from scipy.optimize import minimize
     from scipy.stats import qmc
@@ -197,20 +229,35 @@ def calibrate(workload: Workload, *, model: ModelConfig, hardware: Hardware, tp:
     fields = canonical_fields(fields)
     for need in ("measured_ttft_ms", "measured_e2e_ms"):
         if need not in workload.extra:
-            raise ConfigError("the trace has no measurements", field=need,
-                              hint="calibration needs measured_ttft_ms and measured_e2e_ms")
+            raise ConfigError(
+                "the trace has no measurements",
+                field=need,
+                hint="calibration needs measured_ttft_ms and measured_e2e_ms",
+            )
     mask = fit_mask(workload, fit_phase, skip_first)
     if mask.sum() == 0:
-        raise ConfigError("no requests to fit", field="--fit-phase", value=fit_phase,
-                          hint="phases in the trace: " + ", ".join(phases(workload)))
-    if not (np.all(workload.extra["measured_ttft_ms"][mask] > 0)
-            and np.all(workload.extra["measured_e2e_ms"][mask] > 0)):
+        raise ConfigError(
+            "no requests to fit",
+            field="--fit-phase",
+            value=fit_phase,
+            hint="phases in the trace: " + ", ".join(phases(workload)),
+        )
+    if not (
+        np.all(workload.extra["measured_ttft_ms"][mask] > 0)
+        and np.all(workload.extra["measured_e2e_ms"][mask] > 0)
+    ):
         raise ConfigError("measured times must be > 0", field="measured_ttft_ms/measured_e2e_ms")
     sub, sub_mask = relevant_requests(workload, mask)
-    prob = _Problem(sub, model, hardware, tp, scheduler, fields, bench_data, step_model,
-                    sub_mask, threads)
-    start_params = _clip(fields, [getattr(hardware, HARDWARE_FIELDS[f]) or
-                                  (1.0 if f == "bwEfficiencyFactor" else 0.0) for f in fields])
+    prob = _Problem(
+        sub, model, hardware, tp, scheduler, fields, bench_data, step_model, sub_mask, threads
+    )
+    start_params = _clip(
+        fields,
+        [
+            getattr(hardware, HARDWARE_FIELDS[f]) or (1.0 if f == "bwEfficiencyFactor" else 0.0)
+            for f in fields
+        ],
+    )
     start_params_exact = {f: float(getattr(hardware, HARDWARE_FIELDS[f])) for f in fields}
     start = prob.evaluate([start_params_exact])[0]
     lo = np.array([BOUNDS[f][0] for f in fields])
@@ -231,18 +278,32 @@ def calibrate(workload: Workload, *, model: ModelConfig, hardware: Hardware, tp:
             history.append(ev)
             return ev.loss
 
-        minimize(fun, x0, method="Nelder-Mead", bounds=[(0.0, 1.0)] * len(fields),
-                 options={"maxiter": refine_iter, "xatol": 1e-4, "fatol": 1e-3,
-                          "initial_simplex": _simplex(x0)})
+        minimize(
+            fun,
+            x0,
+            method="Nelder-Mead",
+            bounds=[(0.0, 1.0)] * len(fields),
+            options={
+                "maxiter": refine_iter,
+                "xatol": 1e-4,
+                "fatol": 1e-3,
+                "initial_simplex": _simplex(x0),
+            },
+        )
         best = min(history, key=lambda e: e.loss)
     if best.loss > start.loss:
         best = start
     elapsed = time.perf_counter() - t0
     fitted = hardware.with_fields(**best.params)
-    return CalibrationResult(hardware=fitted, start=start, best=best,
-                             n_candidates=prob.n_evals, seconds=elapsed,
-                             candidates_per_s=prob.n_evals / elapsed if elapsed else 0.0,
-                             history=history)
+    return CalibrationResult(
+        hardware=fitted,
+        start=start,
+        best=best,
+        n_candidates=prob.n_evals,
+        seconds=elapsed,
+        candidates_per_s=prob.n_evals / elapsed if elapsed else 0.0,
+        history=history,
+    )
 
 
 def _simplex(x0: np.ndarray) -> np.ndarray:
@@ -255,8 +316,9 @@ def _simplex(x0: np.ndarray) -> np.ndarray:
     return np.array(s)
 
 
-def relevant_requests(workload: Workload, mask: np.ndarray,
-                      slack: float = 3.0) -> tuple[Workload, np.ndarray]:
+def relevant_requests(
+    workload: Workload, mask: np.ndarray, slack: float = 3.0
+) -> tuple[Workload, np.ndarray]:
     """The requests that can affect the fitted ones: every request that arrives before the last
     fitted request would have finished even at ``slack`` times its measured latency."""
     arr = workload.arrival_us
@@ -265,10 +327,17 @@ def relevant_requests(workload: Workload, mask: np.ndarray,
     if keep.all():
         return workload, mask
     extra = {k: np.asarray(v)[keep] for k, v in workload.extra.items()}
-    sub = Workload.from_arrays(arr[keep], workload.prompt_tok[keep], workload.output_tok[keep],
-                               workload.group[keep], workload.prefix_tok[keep],
-                               name=workload.name, source=workload.source, extra=extra,
-                               sort=False)
+    sub = Workload.from_arrays(
+        arr[keep],
+        workload.prompt_tok[keep],
+        workload.output_tok[keep],
+        workload.group[keep],
+        workload.prefix_tok[keep],
+        name=workload.name,
+        source=workload.source,
+        extra=extra,
+        sort=False,
+    )
     return sub, mask[keep]
 
 
@@ -289,5 +358,3 @@ def fit_mask(workload: Workload, phase: str | None, skip_first: int) -> np.ndarr
             raise ConfigError("the trace has no phase column", field="--fit-phase", value=phase)
         mask &= np.asarray([str(p) == phase for p in ph])
     return mask
-
-

@@ -7,14 +7,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import sched_common_nb as sc_nb
-from ._jit import parallel_settings
-from .batch_nb import SEM_BLIS, SEM_VLLM, simulate_points_nb
-from .scheduler import (SchedulerConfig, _slot_layout, config_array, request_array,
-                        resolve_kv_blocks)
-from .stepcost import CostModel
-from .summary_nb import N_M
-from .workload import Workload
+from infersweep._jit import parallel_settings
+from infersweep.costmodel.stepcost import CostModel
+from infersweep.metrics.summary_nb import N_M
+from infersweep.scheduler import common_nb as sc_nb
+from infersweep.scheduler.batch_nb import SEM_BLIS, SEM_VLLM, simulate_points_nb
+from infersweep.scheduler.driver import (
+    SchedulerConfig,
+    _slot_layout,
+    config_array,
+    request_array,
+    resolve_kv_blocks,
+)
+from infersweep.workload.generate import Workload
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -34,8 +39,9 @@ class BatchResult:
     kv_blocks: np.ndarray  # int64[n_points]
 
 
-def run_jobs(jobs: list[Job], *, keep_requests: bool = False,
-             threads: int | None = None) -> BatchResult:
+def run_jobs(
+    jobs: list[Job], *, keep_requests: bool = False, threads: int | None = None
+) -> BatchResult:
     """Simulate every job (in parallel over ``threads``); summary rows in job order."""
     n = len(jobs)
     cms: dict[int, int] = {}
@@ -53,8 +59,9 @@ def run_jobs(jobs: list[Job], *, keep_requests: bool = False,
         cm_idx[i] = cms[key]
         total, _ = resolve_kv_blocks(job.cost, job.scheduler)
         kv_blocks[i] = total
-        base, gbase, ns = _slot_layout(job.workload, job.scheduler.block_size,
-                                       job.scheduler.semantics)
+        base, gbase, ns = _slot_layout(
+            job.workload, job.scheduler.block_size, job.scheduler.semantics
+        )
         rqs.append(request_array(job.workload, base))
         gbs.append(gbase)
         n_slots[i] = ns
@@ -73,9 +80,26 @@ def run_jobs(jobs: list[Job], *, keep_requests: bool = False,
     metrics = np.zeros((n, N_M))
     if n:
         with parallel_settings(threads, chunksize=1):  # points differ a lot in cost
-            simulate_points_nb(rq_all, req_off, np.concatenate(gbs), gb_off, np.stack(cfgs),
-                               sem, n_slots, cm_idx, np.concatenate([c.ctf for c in cm_list]),
-                               ctf_off, np.concatenate([c.cti for c in cm_list]), cti_off,
-                               keep_requests, out_req, metrics)
-    return BatchResult(metrics=metrics, req_off=req_off,
-                       out_req=out_req if keep_requests else None, kv_blocks=kv_blocks)
+            simulate_points_nb(
+                rq_all,
+                req_off,
+                np.concatenate(gbs),
+                gb_off,
+                np.stack(cfgs),
+                sem,
+                n_slots,
+                cm_idx,
+                np.concatenate([c.ctf for c in cm_list]),
+                ctf_off,
+                np.concatenate([c.cti for c in cm_list]),
+                cti_off,
+                keep_requests,
+                out_req,
+                metrics,
+            )
+    return BatchResult(
+        metrics=metrics,
+        req_off=req_off,
+        out_req=out_req if keep_requests else None,
+        kv_blocks=kv_blocks,
+    )

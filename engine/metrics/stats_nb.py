@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit
+from infersweep._jit import jit
 
 MAX_COUNTING_RANGE = 1 << 24
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ConfigError
+from infersweep.errors import ConfigError
 
 _DATA_OVERRIDE: Path | None = None
 
@@ -41,11 +41,11 @@ def data_dir() -> Path:
     env = os.environ.get("INFERSWEEP_DATA")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent
-    installed = here / "data"  # wheels map the repository's data/ to engine/data
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "data"  # wheels map the repository's data/ to infersweep/data
     if (installed / "hardware").is_dir():
         return installed
-    return here.parent / "data"  # source tree / editable install
+    return package.parent / "data"  # source tree / editable install
 
 
 def hardware_dir() -> Path:
@@ -75,8 +75,11 @@ def resolve_hardware_file(spec: str | os.PathLike | None) -> Path:
         if len(Path(name).parts) == 1 and cand.is_file():
             return cand
     known = sorted(HARDWARE_ALIASES) + sorted(p.name for p in hardware_dir().glob("*.json"))
-    raise ConfigError("hardware config file not found", file=text,
-                      hint="give a path, or one of: " + ", ".join(known))
+    raise ConfigError(
+        "hardware config file not found",
+        file=text,
+        hint="give a path, or one of: " + ", ".join(known),
+    )
 
 
 def known_models() -> list[str]:
@@ -97,12 +100,16 @@ def resolve_model_folder(model: str | None, folder: str | os.PathLike | None) ->
         if path.is_file() and path.name.endswith(".json"):
             return path.parent if path.name == "config.json" else path
         if not path.is_dir():
-            raise ConfigError("model config folder not found", file=str(folder),
-                              hint="--model-config-folder takes a folder holding config.json")
+            raise ConfigError(
+                "model config folder not found",
+                file=str(folder),
+                hint="--model-config-folder takes a folder holding config.json",
+            )
         return path
     if not model:
-        raise ConfigError("no model given", field="--model",
-                          hint="known models: " + ", ".join(known_models()))
+        raise ConfigError(
+            "no model given", field="--model", hint="known models: " + ", ".join(known_models())
+        )
     path = Path(model).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         return path
@@ -111,9 +118,12 @@ def resolve_model_folder(model: str | None, folder: str | os.PathLike | None) ->
     for key in (wanted, wanted.rsplit("/", 1)[-1]):
         if key in by_lower:
             return models_dir() / by_lower[key]
-    raise ConfigError("unknown model", field="--model", value=model,
-                      hint="known models: " + ", ".join(known_models())
-                      + "; or give --model-config-folder")
+    raise ConfigError(
+        "unknown model",
+        field="--model",
+        value=model,
+        hint="known models: " + ", ".join(known_models()) + "; or give --model-config-folder",
+    )
 
 
 def resolve_bench_dir(path: str | os.PathLike | None) -> Path:
@@ -122,6 +132,9 @@ def resolve_bench_dir(path: str | os.PathLike | None) -> Path:
         return default_bench_dir()
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise ConfigError("bench-data folder not found", file=str(path),
-                          hint="--bench-data-path takes a folder with gemm/ and mha/")
+        raise ConfigError(
+            "bench-data folder not found",
+            file=str(path),
+            hint="--bench-data-path takes a folder with gemm/ and mha/",
+        )
     return p

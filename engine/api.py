@@ -1,6 +1,6 @@
 """The Python API: one simulation from names or objects to per-request arrays and a summary.
 
->>> from engine.simulate import simulate
+>>> from infersweep.api import simulate
 >>> res = simulate(model="llama-3.1-8b-instruct", hardware="H100", tp=1,
 ...                workload="chatbot", rate=4.0, num_requests=200)
 >>> res.summary["ttft_p99_ms"], res.ttft_ms[:3]
@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import sched_common_nb as sc_nb
-from .config import Hardware, ModelConfig, load_hardware, load_model
-from .errors import ConfigError
-from .metrics import request_ids, request_records, summarize
-from .scheduler import RawRun, SchedulerConfig, run_scheduler
-from .stepcost import CostModel, build_cost_model
-from .workload import Workload, WorkloadSpec, generate
+from infersweep.config.models import Hardware, ModelConfig, load_hardware, load_model
+from infersweep.costmodel.stepcost import CostModel, build_cost_model
+from infersweep.errors import ConfigError
+from infersweep.metrics.summary import request_ids, request_records, summarize
+from infersweep.scheduler import common_nb as sc_nb
+from infersweep.scheduler.driver import RawRun, SchedulerConfig, run_scheduler
+from infersweep.workload.generate import Workload, WorkloadSpec, generate
 
 _COST_CACHE: dict = {}
 
@@ -89,29 +89,47 @@ class SimResult:
         }
 
 
-def cost_model_for(model: ModelConfig, hardware: Hardware, tp: int, *,
-                   bench_data: str | os.PathLike | None = None, step_model: str = "auto",
-                   max_tokens: int = 8192) -> CostModel:
+def cost_model_for(
+    model: ModelConfig,
+    hardware: Hardware,
+    tp: int,
+    *,
+    bench_data: str | os.PathLike | None = None,
+    step_model: str = "auto",
+    max_tokens: int = 8192,
+) -> CostModel:
     """Build (or reuse) the cost tables for one (model, hardware, TP, step model)."""
     key = (model, hardware, int(tp), str(bench_data) if bench_data else None, step_model)
     cm = _COST_CACHE.get(key)
     if cm is None or cm.gemm_table_size <= max_tokens:
-        cm = build_cost_model(model, hardware, tp, bench_data=bench_data,
-                              step_model=step_model, max_tokens=max(max_tokens, 8192))
+        cm = build_cost_model(
+            model,
+            hardware,
+            tp,
+            bench_data=bench_data,
+            step_model=step_model,
+            max_tokens=max(max_tokens, 8192),
+        )
         if len(_COST_CACHE) > 256:
             _COST_CACHE.clear()
         _COST_CACHE[key] = cm
     return cm
 
 
-def simulate(*, model: str | ModelConfig | None = None,
-             model_config_folder: str | os.PathLike | None = None,
-             hardware: str | Hardware = "H100",
-             hardware_config: str | os.PathLike | None = None, tp: int = 1,
-             bench_data: str | os.PathLike | None = None, step_model: str = "auto",
-             workload: str | Workload | WorkloadSpec = "chatbot",
-             scheduler: SchedulerConfig | None = None, log_steps: int = 0,
-             **options) -> SimResult:
+def simulate(
+    *,
+    model: str | ModelConfig | None = None,
+    model_config_folder: str | os.PathLike | None = None,
+    hardware: str | Hardware = "H100",
+    hardware_config: str | os.PathLike | None = None,
+    tp: int = 1,
+    bench_data: str | os.PathLike | None = None,
+    step_model: str = "auto",
+    workload: str | Workload | WorkloadSpec = "chatbot",
+    scheduler: SchedulerConfig | None = None,
+    log_steps: int = 0,
+    **options,
+) -> SimResult:
     """Run one simulation.
 
     ``workload``: a preset name (``chatbot``, ``contentgen``, ``summarization``, ``multidoc``),
@@ -131,16 +149,21 @@ def simulate(*, model: str | ModelConfig | None = None,
     elif sched_kw:
         raise ConfigError("give scheduler options either in scheduler= or as keywords")
     m = model if isinstance(model, ModelConfig) else load_model(model, model_config_folder)
-    hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware,
-                                                                       hardware_config)
+    hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware, hardware_config)
     if isinstance(workload, Workload):
         wl = workload
     elif isinstance(workload, WorkloadSpec):
         wl = generate(workload)
     else:
         wl = generate(WorkloadSpec(workload=workload, **wl_kw))
-    cm = cost_model_for(m, hw, tp, bench_data=bench_data, step_model=step_model,
-                        max_tokens=scheduler.max_num_scheduled_tokens)
+    cm = cost_model_for(
+        m,
+        hw,
+        tp,
+        bench_data=bench_data,
+        step_model=step_model,
+        max_tokens=scheduler.max_num_scheduled_tokens,
+    )
     raw = run_scheduler(wl, cm, scheduler, log_steps=log_steps)
     notes = tuple(cm.notes) + ((raw.kv_blocks_note,) if raw.kv_blocks_note else ())
     return SimResult(summary=summarize(raw), raw=raw, cost=cm, notes=notes)

@@ -18,19 +18,66 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import hjit, jit
-from .kvcache_nb import (B_NTOK, R_CNT, R_ORD, R_TOK, ST_BS, ST_HITS, ST_MISSES, ST_PEAK,
-                         ST_USED, attach_cached_nb, free_count_nb, head_slot_nb, pop_block_nb,
-                         register_nb, release_nb, req_append_nb, req_last_nb, rollback_nb,
-                         take_block_nb)
-from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_LITERAL, CFG_MAX_IDLE,
-                              CFG_MAX_RUN, CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT, O_SCHED,
-                              O_STATE, O_TOKENS, O_TTFT, Q_ARRIVAL, Q_OUTPUT, Q_PROMPT,
-                              SC_LIVELOCK, STATE_DONE, STATE_DROPPED, STATE_QUEUED, STATE_RUNNING,
-                              STATUS_HORIZON, STATUS_ITL_FULL, STATUS_OK, STATUS_STALLED,
-                              deq_front, deq_pop_front, deq_push_back, deq_push_front,
-                              init_outputs, key_slot, leading_hits_nb, log_step, store_scalars)
-from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
+from infersweep._jit import hjit, jit
+from infersweep.costmodel.stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
+from infersweep.scheduler.common_nb import (
+    CFG_BLOCKS,
+    CFG_BUDGET,
+    CFG_HORIZON,
+    CFG_LITERAL,
+    CFG_MAX_IDLE,
+    CFG_MAX_RUN,
+    CFG_THRESHOLD,
+    O_DONE,
+    O_E2E,
+    O_PREEMPT,
+    O_SCHED,
+    O_STATE,
+    O_TOKENS,
+    O_TTFT,
+    Q_ARRIVAL,
+    Q_OUTPUT,
+    Q_PROMPT,
+    SC_LIVELOCK,
+    STATE_DONE,
+    STATE_DROPPED,
+    STATE_QUEUED,
+    STATE_RUNNING,
+    STATUS_HORIZON,
+    STATUS_ITL_FULL,
+    STATUS_OK,
+    STATUS_STALLED,
+    deq_front,
+    deq_pop_front,
+    deq_push_back,
+    deq_push_front,
+    init_outputs,
+    key_slot,
+    leading_hits_nb,
+    log_step,
+    store_scalars,
+)
+from infersweep.scheduler.kvcache_nb import (
+    B_NTOK,
+    R_CNT,
+    R_ORD,
+    R_TOK,
+    ST_BS,
+    ST_HITS,
+    ST_MISSES,
+    ST_PEAK,
+    ST_USED,
+    attach_cached_nb,
+    free_count_nb,
+    head_slot_nb,
+    pop_block_nb,
+    register_nb,
+    release_nb,
+    req_append_nb,
+    req_last_nb,
+    rollback_nb,
+    take_block_nb,
+)
 
 EV_ARRIVAL = 0
 EV_QUEUED = 1
@@ -86,13 +133,29 @@ def heap_pop(ht, hk, hr, n):
 @hjit
 def cached_blocks_nb(st, slot_block, rq, gbase, r, out):
     """GetCachedBlocks: leading full blocks of r's prompt whose key is in the table."""
-    return leading_hits_nb(slot_block, rq, gbase, r, rq[r, Q_PROMPT] // st[ST_BS], st[ST_BS],
-                           out)
+    return leading_hits_nb(slot_block, rq, gbase, r, rq[r, Q_PROMPT] // st[ST_BS], st[ST_BS], out)
 
 
 @hjit
-def blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, r, start, end, prefill, cached,
-                  n_cached, scr_b, scr_s, scr_was, drop):
+def blis_alloc_nb(
+    st,
+    blk,
+    slot_block,
+    rb,
+    rinfo,
+    rq,
+    gbase,
+    r,
+    start,
+    end,
+    prefill,
+    cached,
+    n_cached,
+    scr_b,
+    scr_s,
+    scr_was,
+    drop,
+):
     """AllocateKVBlocks(req, start, end, cachedBlocks) of REFERENCE §6.4; False on failure
     (everything rolled back).  ``drop``: the reference's rollback also deletes the request's
     block list, so blocks it owned before the call stay in use and are never freed (leak)."""
@@ -145,8 +208,22 @@ def blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, r, start, end, pref
                 orig = head_slot_nb(st, blk)
                 b = pop_block_nb(st, blk, slot_block, False)
                 if b < 0:
-                    rollback_nb(st, blk, slot_block, rinfo, r, scr_b, scr_s, n_pop, cached,
-                                scr_was, n_cach, prev_cnt, prev_tok, prev_ord)
+                    rollback_nb(
+                        st,
+                        blk,
+                        slot_block,
+                        rinfo,
+                        r,
+                        scr_b,
+                        scr_s,
+                        n_pop,
+                        cached,
+                        scr_was,
+                        n_cach,
+                        prev_cnt,
+                        prev_tok,
+                        prev_ord,
+                    )
                     if drop:
                         rinfo[r, R_CNT] = 0
                         rinfo[r, R_TOK] = 0
@@ -174,8 +251,7 @@ def blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, r, start, end, pref
 
 
 @hjit
-def _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at,
-                step_count):
+def _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at, step_count):
     """Preempt the last request of the running batch; returns it."""
     v = run[n_run - 1]
     pi[v] = 0
@@ -189,9 +265,36 @@ def _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicte
 
 
 @hjit
-def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, prefill, cached,
-                      scr_b, scr_s, scr_was, run, n_run, pi, comp, wq, wmeta, out, evicted_at,
-                      step_count, pre_list, n_pre, lone_best, literal):
+def _alloc_preempting(
+    st,
+    blk,
+    slot_block,
+    rb,
+    rinfo,
+    rq,
+    gbase,
+    q,
+    start,
+    end,
+    prefill,
+    cached,
+    scr_b,
+    scr_s,
+    scr_was,
+    run,
+    n_run,
+    pi,
+    comp,
+    wq,
+    wmeta,
+    out,
+    evicted_at,
+    step_count,
+    pre_list,
+    n_pre,
+    lone_best,
+    literal,
+):
     """preemptForTokens: allocate [start, end) for q, evicting the batch tail until it fits.
     Returns (allocated, n_run, n_pre); fails when the batch is empty or q itself was evicted.
 
@@ -199,12 +302,30 @@ def _alloc_preempting(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, 
     itself while it is the only running request, the whole cache cannot hold it up to ``end``;
     if an earlier lone self-eviction already reached ``end``, the next cycle repeats this one,
     so q is dropped (it leaves the wait queue and is marked STATE_DROPPED)."""
-    while not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q, start, end, prefill,
-                            cached, 0, scr_b, scr_s, scr_was, literal):
+    while not blis_alloc_nb(
+        st,
+        blk,
+        slot_block,
+        rb,
+        rinfo,
+        rq,
+        gbase,
+        q,
+        start,
+        end,
+        prefill,
+        cached,
+        0,
+        scr_b,
+        scr_s,
+        scr_was,
+        literal,
+    ):
         if n_run == 0:
             return False, n_run, n_pre
-        v = _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at,
-                        step_count)
+        v = _evict_tail(
+            run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at, step_count
+        )
         n_run -= 1
         pre_list[n_pre] = v
         n_pre += 1
@@ -259,8 +380,9 @@ def _plain_next(n_run, f_pi, f_end, f_lt, bs, st, itl_room):
 
 
 @hjit
-def _plain_store(run, n_run, pi, comp, nnew, rinfo, blk, out, itl_sum, f_pi, f_last, f_lt, f_d,
-                 seg_sum):
+def _plain_store(
+    run, n_run, pi, comp, nnew, rinfo, blk, out, itl_sum, f_pi, f_last, f_lt, f_d, seg_sum
+):
     """Write the decode loop's slot state back to the request arrays; returns the steps run."""
     k = 0
     for i in range(n_run):
@@ -277,8 +399,9 @@ def _plain_store(run, n_run, pi, comp, nnew, rinfo, blk, out, itl_sum, f_pi, f_l
 
 
 @jit
-def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log,
-                     itl_cap):
+def simulate_blis_nb(
+    rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log, itl_cap
+):
     """Run the whole simulation; returns the ITL samples of completed requests (µs)."""
     n_req = rq.shape[0]
     budget_max = cfg[CFG_BUDGET]
@@ -396,10 +519,16 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
             if not step_pending:
                 hn = heap_push(ht, hk, hr, hn, now, EV_STEP, -1)
         elif kind == EV_STEP:
-            if hn == 0 and log.shape[0] == 0 and wmeta[1] == 0 and 0 < n_run <= budget_max \
-                    and _plain_entry(run, n_run, rq, pi, rb, rinfo, blk, dc_pi, f_end, f_last,
-                                     f_lt, f_d) \
-                    and _plain_next(n_run, dc_pi, f_end, f_lt, bs, st, itl_v.shape[0] - n_itl):
+            if (
+                hn == 0
+                and log.shape[0] == 0
+                and wmeta[1] == 0
+                and 0 < n_run <= budget_max
+                and _plain_entry(
+                    run, n_run, rq, pi, rb, rinfo, blk, dc_pi, f_end, f_last, f_lt, f_d
+                )
+                and _plain_next(n_run, dc_pi, f_end, f_lt, bs, st, itl_v.shape[0] - n_itl)
+            ):
                 # plain decode steps with nothing else pending: every running request decodes
                 # one token and none completes, so the general step below reduces to this loop
                 # over slot arrays (dc_pi holds the progress indices).  Its block appends and
@@ -414,12 +543,14 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                     if n_run == 1 and dc_pi[0] < dec1.shape[0]:
                         adv = dec1[dc_pi[0]]
                         if adv < 0:
-                            adv = step_time_nb(pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k,
-                                               memo_v, comps)
+                            adv = step_time_nb(
+                                pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k, memo_v, comps
+                            )
                             dec1[dc_pi[0]] = adv
                     else:
-                        adv = step_time_nb(pf_pi, pf_n, 0, dc_pi, n_run, ctf, cti, memo_k,
-                                           memo_v, comps)
+                        adv = step_time_nb(
+                            pf_pi, pf_n, 0, dc_pi, n_run, ctf, cti, memo_k, memo_v, comps
+                        )
                     step_count += 1
                     for i in range(n_run):
                         q = run[i]
@@ -428,9 +559,25 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                             # one (it cannot fail, _plain_next counted the free blocks)
                             rinfo[q, R_TOK] = dc_pi[i] + f_d[i]
                             blk[f_last[i], B_NTOK] = f_lt[i]
-                            blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
-                                          dc_pi[i], dc_pi[i] + 1, False, cached, 0, scr_b,
-                                          scr_s, scr_was, literal)
+                            blis_alloc_nb(
+                                st,
+                                blk,
+                                slot_block,
+                                rb,
+                                rinfo,
+                                rq,
+                                gbase,
+                                q,
+                                dc_pi[i],
+                                dc_pi[i] + 1,
+                                False,
+                                cached,
+                                0,
+                                scr_b,
+                                scr_s,
+                                scr_was,
+                                literal,
+                            )
                             f_last[i] = req_last_nb(rb, rinfo, q)
                             f_lt[i] = blk[f_last[i], B_NTOK]
                         else:
@@ -441,15 +588,32 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                         n_itl += 1
                     seg_sum += adv
                     nxt = now + adv
-                    if (na < n_req and rq[na, Q_ARRIVAL] <= nxt) \
-                            or (horizon > 0 and nxt > horizon) \
-                            or not _plain_next(n_run, dc_pi, f_end, f_lt, bs, st,
-                                               itl_v.shape[0] - n_itl):
+                    if (
+                        (na < n_req and rq[na, Q_ARRIVAL] <= nxt)
+                        or (horizon > 0 and nxt > horizon)
+                        or not _plain_next(
+                            n_run, dc_pi, f_end, f_lt, bs, st, itl_v.shape[0] - n_itl
+                        )
+                    ):
                         break
                     now = nxt
                     clock = nxt
-                k = _plain_store(run, n_run, pi, comp, nnew, rinfo, blk, out, itl_sum, dc_pi,
-                                 f_last, f_lt, f_d, seg_sum)
+                k = _plain_store(
+                    run,
+                    n_run,
+                    pi,
+                    comp,
+                    nnew,
+                    rinfo,
+                    blk,
+                    out,
+                    itl_sum,
+                    dc_pi,
+                    f_last,
+                    f_lt,
+                    f_d,
+                    seg_sum,
+                )
                 total_out += k * n_run
                 busy += seg_sum
                 idle_steps = 0
@@ -483,9 +647,35 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                     if budget < num_new:
                         num_new = budget
                     ok, n_run, n_pre2 = _alloc_preempting(
-                        st, blk, slot_block, rb, rinfo, rq, gbase, q, pi[q], pi[q] + num_new,
-                        True, cached, scr_b, scr_s, scr_was, run, n_run, pi, comp, wq, wmeta,
-                        out, evicted_at, step_count, pre_list, n_pre, lone_best, literal)
+                        st,
+                        blk,
+                        slot_block,
+                        rb,
+                        rinfo,
+                        rq,
+                        gbase,
+                        q,
+                        pi[q],
+                        pi[q] + num_new,
+                        True,
+                        cached,
+                        scr_b,
+                        scr_s,
+                        scr_was,
+                        run,
+                        n_run,
+                        pi,
+                        comp,
+                        wq,
+                        wmeta,
+                        out,
+                        evicted_at,
+                        step_count,
+                        pre_list,
+                        n_pre,
+                        lone_best,
+                        literal,
+                    )
                     preempted = preempted or n_pre2 > n_pre
                     n_pre = n_pre2
                     if not ok:
@@ -507,10 +697,35 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                             fast = True
                     if not fast:
                         ok, n_run, n_pre2 = _alloc_preempting(
-                            st, blk, slot_block, rb, rinfo, rq, gbase, q, pi[q], pi[q] + 1,
-                            False, cached, scr_b, scr_s, scr_was, run, n_run, pi, comp, wq,
-                            wmeta, out, evicted_at, step_count, pre_list, n_pre, lone_best,
-                            literal)
+                            st,
+                            blk,
+                            slot_block,
+                            rb,
+                            rinfo,
+                            rq,
+                            gbase,
+                            q,
+                            pi[q],
+                            pi[q] + 1,
+                            False,
+                            cached,
+                            scr_b,
+                            scr_s,
+                            scr_was,
+                            run,
+                            n_run,
+                            pi,
+                            comp,
+                            wq,
+                            wmeta,
+                            out,
+                            evicted_at,
+                            step_count,
+                            pre_list,
+                            n_pre,
+                            lone_best,
+                            literal,
+                        )
                         preempted = preempted or n_pre2 > n_pre
                         n_pre = n_pre2
                         if not ok:
@@ -528,9 +743,25 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                 if budget < num_new:
                     num_new = budget
                 start = c * bs
-                if not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q, start,
-                                     start + num_new, pi[q] < rq[q, Q_PROMPT], cached, c,
-                                     scr_b, scr_s, scr_was, literal):
+                if not blis_alloc_nb(
+                    st,
+                    blk,
+                    slot_block,
+                    rb,
+                    rinfo,
+                    rq,
+                    gbase,
+                    q,
+                    start,
+                    start + num_new,
+                    pi[q] < rq[q, Q_PROMPT],
+                    cached,
+                    c,
+                    scr_b,
+                    scr_s,
+                    scr_was,
+                    literal,
+                ):
                     break
                 deq_pop_front(wq, wmeta)
                 run[n_run] = q
@@ -566,8 +797,9 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
             if n_pf == 0 and n_dc == 1 and dc_pi[0] < dec1.shape[0]:
                 adv = dec1[dc_pi[0]]  # single-request decode steps, memoised by context
                 if adv < 0:
-                    adv = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v,
-                                         comps)
+                    adv = step_time_nb(
+                        pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps
+                    )
                     dec1[dc_pi[0]] = adv
             else:
                 adv = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps)
@@ -596,8 +828,19 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                 if pi[q] == p_len:
                     out[q, O_TTFT] = now + adv - rq[q, Q_ARRIVAL]
             if log.shape[0] > 0:
-                log_step(log, sc, now, adv, n_pf, n_dc, budget_max - budget, n_run, wmeta[1],
-                         st[ST_USED], pf_tok)
+                log_step(
+                    log,
+                    sc,
+                    now,
+                    adv,
+                    n_pf,
+                    n_dc,
+                    budget_max - budget,
+                    n_run,
+                    wmeta[1],
+                    st[ST_USED],
+                    pf_tok,
+                )
             # ---- completions ----
             n_rem = 0
             for i in range(n_run):
@@ -609,9 +852,25 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                         itl_o[n_itl] = q
                         n_itl += 1
                         itl_sum[q] += adv
-                        if not blis_alloc_nb(st, blk, slot_block, rb, rinfo, rq, gbase, q,
-                                             pi[q], pi[q] + 1, False, cached, 0, scr_b, scr_s,
-                                             scr_was, literal):
+                        if not blis_alloc_nb(
+                            st,
+                            blk,
+                            slot_block,
+                            rb,
+                            rinfo,
+                            rq,
+                            gbase,
+                            q,
+                            pi[q],
+                            pi[q] + 1,
+                            False,
+                            cached,
+                            0,
+                            scr_b,
+                            scr_s,
+                            scr_was,
+                            literal,
+                        ):
                             kv_fail += 1
                     release_nb(st, blk, rb, rinfo, q)
                     hn = heap_push(ht, hk, hr, hn, now + adv, EV_LEFT, q)
@@ -655,9 +914,25 @@ def simulate_blis_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
         if out[itl_o[i], O_STATE] == STATE_DONE:
             itl_v[m] = itl_v[i]
             m += 1
-    store_scalars(sc, clock, completed, wmeta[1], n_run, dropped, total_in, total_out,
-                  preempts, st[ST_PEAK], st[ST_HITS], st[ST_MISSES], kv_fail, step_count,
-                  status, m, busy)
+    store_scalars(
+        sc,
+        clock,
+        completed,
+        wmeta[1],
+        n_run,
+        dropped,
+        total_in,
+        total_out,
+        preempts,
+        st[ST_PEAK],
+        st[ST_HITS],
+        st[ST_MISSES],
+        kv_fail,
+        step_count,
+        status,
+        m,
+        busy,
+    )
     # literal mode: the reference loops forever where this run stalled or dropped a request
     # by the guard; the wrappers then rerun the point in safe mode
     sc[SC_LIVELOCK] = 1 if literal and (status == STATUS_STALLED or guard_drops > 0) else 0

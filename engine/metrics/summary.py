@@ -11,17 +11,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import sched_common_nb as sc_nb
-from . import summary_nb as snb
+from infersweep.metrics import summary_nb as snb
+from infersweep.scheduler import common_nb as sc_nb
 
 #: The reference simulator's keys, in its order.
 REFERENCE_KEYS = (
-    "instance_id", "completed_requests", "still_queued", "still_running", "injected_requests",
-    "total_input_tokens", "total_output_tokens", "vllm_estimated_duration_s",
-    "responses_per_sec", "tokens_per_sec", "e2e_mean_ms", "e2e_p90_ms", "e2e_p95_ms",
-    "e2e_p99_ms", "ttft_mean_ms", "ttft_p90_ms", "ttft_p95_ms", "ttft_p99_ms", "itl_mean_ms",
-    "itl_p90_ms", "itl_p95_ms", "itl_p99_ms", "scheduling_delay_p99_ms",
-    "kv_allocation_failures", "preemption_count", "dropped_unservable",
+    "instance_id",
+    "completed_requests",
+    "still_queued",
+    "still_running",
+    "injected_requests",
+    "total_input_tokens",
+    "total_output_tokens",
+    "vllm_estimated_duration_s",
+    "responses_per_sec",
+    "tokens_per_sec",
+    "e2e_mean_ms",
+    "e2e_p90_ms",
+    "e2e_p95_ms",
+    "e2e_p99_ms",
+    "ttft_mean_ms",
+    "ttft_p90_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "itl_mean_ms",
+    "itl_p90_ms",
+    "itl_p95_ms",
+    "itl_p99_ms",
+    "scheduling_delay_p99_ms",
+    "kv_allocation_failures",
+    "preemption_count",
+    "dropped_unservable",
 )
 
 
@@ -40,21 +60,26 @@ def _m(units: str, long_name: str, description: str) -> MetricInfo:
 METRICS: dict[str, MetricInfo] = {
     "completed_requests": _m("1", "completed requests", "Requests that finished."),
     "still_queued": _m("1", "requests still queued", "Requests waiting when the run ended."),
-    "still_running": _m("1", "requests still running",
-                        "Requests in the running batch when the run ended."),
-    "injected_requests": _m("1", "injected requests",
-                            "completed + still queued + still running + dropped."),
-    "total_input_tokens": _m("tokens", "total input tokens",
-                             "Prompt tokens of the requests that entered the queue."),
-    "total_output_tokens": _m("tokens", "total output tokens",
-                              "Output tokens produced (blis semantics: decode-step tokens only, "
-                              "as the reference counts them)."),
-    "vllm_estimated_duration_s": _m("s", "simulated duration",
-                                    "Time of the last simulated event."),
-    "responses_per_sec": _m("1/s", "completed requests per second",
-                            "completed_requests / duration."),
-    "tokens_per_sec": _m("tokens/s", "output tokens per second",
-                         "total_output_tokens / duration."),
+    "still_running": _m(
+        "1", "requests still running", "Requests in the running batch when the run ended."
+    ),
+    "injected_requests": _m(
+        "1", "injected requests", "completed + still queued + still running + dropped."
+    ),
+    "total_input_tokens": _m(
+        "tokens", "total input tokens", "Prompt tokens of the requests that entered the queue."
+    ),
+    "total_output_tokens": _m(
+        "tokens",
+        "total output tokens",
+        "Output tokens produced (blis semantics: decode-step tokens only, "
+        "as the reference counts them).",
+    ),
+    "vllm_estimated_duration_s": _m("s", "simulated duration", "Time of the last simulated event."),
+    "responses_per_sec": _m(
+        "1/s", "completed requests per second", "completed_requests / duration."
+    ),
+    "tokens_per_sec": _m("tokens/s", "output tokens per second", "total_output_tokens / duration."),
     "e2e_mean_ms": _m("ms", "mean end-to-end latency", "Mean of arrival-to-last-token time."),
     "e2e_p50_ms": _m("ms", "median end-to-end latency", "50th percentile of E2E latency."),
     "e2e_p90_ms": _m("ms", "p90 end-to-end latency", "90th percentile of E2E latency."),
@@ -65,53 +90,82 @@ METRICS: dict[str, MetricInfo] = {
     "ttft_p90_ms": _m("ms", "p90 time to first token", "90th percentile of TTFT."),
     "ttft_p95_ms": _m("ms", "p95 time to first token", "95th percentile of TTFT."),
     "ttft_p99_ms": _m("ms", "p99 time to first token", "99th percentile of TTFT."),
-    "itl_mean_ms": _m("ms", "mean inter-token latency",
-                      "Mean over all inter-token gaps of completed requests."),
+    "itl_mean_ms": _m(
+        "ms", "mean inter-token latency", "Mean over all inter-token gaps of completed requests."
+    ),
     "itl_p50_ms": _m("ms", "median inter-token latency", "50th percentile of the ITL samples."),
     "itl_p90_ms": _m("ms", "p90 inter-token latency", "90th percentile of the ITL samples."),
     "itl_p95_ms": _m("ms", "p95 inter-token latency", "95th percentile of the ITL samples."),
     "itl_p99_ms": _m("ms", "p99 inter-token latency", "99th percentile of the ITL samples."),
-    "scheduling_delay_p99_ms": _m("ms", "p99 scheduling delay",
-                                  "99th percentile of arrival-to-first-scheduling time."),
-    "kv_allocation_failures": _m("1", "KV allocation failures",
-                                 "Final-token KV allocations that failed (blis semantics)."),
+    "scheduling_delay_p99_ms": _m(
+        "ms", "p99 scheduling delay", "99th percentile of arrival-to-first-scheduling time."
+    ),
+    "kv_allocation_failures": _m(
+        "1", "KV allocation failures", "Final-token KV allocations that failed (blis semantics)."
+    ),
     "preemption_count": _m("1", "preemptions", "Requests evicted from the running batch."),
-    "dropped_unservable": _m("1", "dropped requests",
-                             "Requests that can never fit in the KV cache."),
-    "tpot_mean_ms": _m("ms", "mean time per output token",
-                       "Mean over requests of (E2E - TTFT) / (outputs - 1)."),
+    "dropped_unservable": _m(
+        "1", "dropped requests", "Requests that can never fit in the KV cache."
+    ),
+    "tpot_mean_ms": _m(
+        "ms", "mean time per output token", "Mean over requests of (E2E - TTFT) / (outputs - 1)."
+    ),
     "tpot_p50_ms": _m("ms", "median time per output token", "50th percentile of TPOT."),
     "tpot_p90_ms": _m("ms", "p90 time per output token", "90th percentile of TPOT."),
     "tpot_p99_ms": _m("ms", "p99 time per output token", "99th percentile of TPOT."),
-    "scheduling_delay_mean_ms": _m("ms", "mean scheduling delay",
-                                   "Mean of arrival-to-first-scheduling time."),
-    "scheduling_delay_p50_ms": _m("ms", "median scheduling delay",
-                                  "50th percentile of the scheduling delay."),
+    "scheduling_delay_mean_ms": _m(
+        "ms", "mean scheduling delay", "Mean of arrival-to-first-scheduling time."
+    ),
+    "scheduling_delay_p50_ms": _m(
+        "ms", "median scheduling delay", "50th percentile of the scheduling delay."
+    ),
     "kv_blocks_total": _m("blocks", "KV blocks", "KV-cache blocks available."),
     "kv_peak_blocks": _m("blocks", "peak KV blocks used", "Most KV blocks in use at once."),
     "kv_peak_fraction": _m("1", "peak KV utilisation", "kv_peak_blocks / kv_blocks_total."),
-    "cache_hit_rate": _m("1", "prefix-cache hit rate",
-                         "Cached blocks reused / (reused + newly allocated)."),
-    "preemption_rate": _m("1", "preemptions per completed request",
-                          "preemption_count / completed_requests."),
+    "cache_hit_rate": _m(
+        "1", "prefix-cache hit rate", "Cached blocks reused / (reused + newly allocated)."
+    ),
+    "preemption_rate": _m(
+        "1", "preemptions per completed request", "preemption_count / completed_requests."
+    ),
     "steps": _m("1", "engine steps", "Scheduler steps simulated."),
-    "utilization": _m("1", "engine busy fraction",
-                      "Time spent in non-empty steps / simulated duration."),
-    "blis_safe_fallback": _m("1", "rerun in safe preemption mode",
-                             "blis semantics: 1 when the reference's preemption rules would "
-                             "never terminate, so the run used --blis-preemption safe."),
+    "utilization": _m(
+        "1", "engine busy fraction", "Time spent in non-empty steps / simulated duration."
+    ),
+    "blis_safe_fallback": _m(
+        "1",
+        "rerun in safe preemption mode",
+        "blis semantics: 1 when the reference's preemption rules would "
+        "never terminate, so the run used --blis-preemption safe.",
+    ),
 }
 
 #: Our additions to the reference's keys, in output order.
 EXTRA_KEYS = (
-    "ttft_p50_ms", "e2e_p50_ms", "itl_p50_ms", "tpot_mean_ms", "tpot_p50_ms", "tpot_p90_ms",
-    "tpot_p99_ms", "scheduling_delay_mean_ms", "scheduling_delay_p50_ms", "kv_blocks_total",
-    "kv_peak_blocks", "kv_peak_fraction", "cache_hit_rate", "preemption_rate", "steps",
-    "utilization", "blis_safe_fallback",
+    "ttft_p50_ms",
+    "e2e_p50_ms",
+    "itl_p50_ms",
+    "tpot_mean_ms",
+    "tpot_p50_ms",
+    "tpot_p90_ms",
+    "tpot_p99_ms",
+    "scheduling_delay_mean_ms",
+    "scheduling_delay_p50_ms",
+    "kv_blocks_total",
+    "kv_peak_blocks",
+    "kv_peak_fraction",
+    "cache_hit_rate",
+    "preemption_rate",
+    "steps",
+    "utilization",
+    "blis_safe_fallback",
 )
 
-STATUS_NAMES = {sc_nb.STATUS_OK: "ok", sc_nb.STATUS_STALLED: "stalled",
-                sc_nb.STATUS_HORIZON: "horizon"}
+STATUS_NAMES = {
+    sc_nb.STATUS_OK: "ok",
+    sc_nb.STATUS_STALLED: "stalled",
+    sc_nb.STATUS_HORIZON: "horizon",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,8 +224,15 @@ SWEEP_METRICS = tuple(k for k in SUMMARY_INDEX)
 
 def summary_vector(raw) -> np.ndarray:
     res = np.zeros(snb.N_M)
-    snb.summarize_nb(raw.out, raw.scalars, np.ascontiguousarray(raw.itl_us, np.int64),
-                     raw.workload.output_tok, raw.semantics == "blis", raw.kv_blocks_total, res)
+    snb.summarize_nb(
+        raw.out,
+        raw.scalars,
+        np.ascontiguousarray(raw.itl_us, np.int64),
+        raw.workload.output_tok,
+        raw.semantics == "blis",
+        raw.kv_blocks_total,
+        res,
+    )
     return res
 
 
@@ -208,21 +269,24 @@ def request_records(raw) -> list[dict]:
     e2e = o[:, sc_nb.O_E2E]
     span = (e2e - ttft).astype(np.float64)
     min_out = 0 if raw.semantics == "blis" else 1
-    tp_all = np.where(done & (wl.output_tok > min_out),
-                      span / np.maximum(wl.output_tok - 1, 1), 0.0)
+    tp_all = np.where(
+        done & (wl.output_tok > min_out), span / np.maximum(wl.output_tok - 1, 1), 0.0
+    )
     registered = (state != sc_nb.STATE_DROPPED) & (state != sc_nb.STATE_PENDING)
     sched = o[:, sc_nb.O_SCHED]
     recs = []
     for i in np.flatnonzero(registered):
-        recs.append({
-            "arrived_at": float(wl.arrival_us[i]) / 1e6,
-            "requestID": f"request_{int(ids[i])}",
-            "num_prefill_tokens": int(wl.prompt_tok[i]),
-            "num_decode_tokens": int(wl.output_tok[i]),
-            "ttft_ms": float(max(ttft[i], 0)) / 1000,
-            "itl_ms": float(tp_all[i]) / 1000,
-            "e2e_ms": float(e2e[i]) / 1000 if done[i] else 0.0,
-            "scheduling_delay_ms": float(max(sched[i], 0)) / 1000,
-            "handled_by": "instance_0",
-        })
+        recs.append(
+            {
+                "arrived_at": float(wl.arrival_us[i]) / 1e6,
+                "requestID": f"request_{int(ids[i])}",
+                "num_prefill_tokens": int(wl.prompt_tok[i]),
+                "num_decode_tokens": int(wl.output_tok[i]),
+                "ttft_ms": float(max(ttft[i], 0)) / 1000,
+                "itl_ms": float(tp_all[i]) / 1000,
+                "e2e_ms": float(e2e[i]) / 1000 if done[i] else 0.0,
+                "scheduling_delay_ms": float(max(sched[i], 0)) / 1000,
+                "handled_by": "instance_0",
+            }
+        )
     return recs

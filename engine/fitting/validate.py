@@ -1,6 +1,6 @@
 """Fidelity against measurements: simulated vs measured TTFT, E2E and TPOT per request.
 
-:func:`compare` matches each request of a measured trace (:func:`engine.otlp.read_measured`)
+:func:`compare` matches each request of a measured trace (:func:`.otlp.read_measured`)
 with the same request of a simulation of that trace (by trace row: ``SimResult.request_id``),
 leaves out the first ``skip_first`` requests by arrival (warm-up), and the requests the
 simulation dropped or did not complete (counted, never mixed in), and computes per request::
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigError
+from infersweep.errors import ConfigError
 
 METRICS = ("ttft", "e2e", "tpot")
 METRIC_LABELS = {"ttft": "TTFT", "e2e": "E2E", "tpot": "TPOT"}
@@ -51,7 +51,7 @@ class MetricStats:
     mean_predicted_ms: float
 
     @classmethod
-    def of(cls, meas: np.ndarray, pred: np.ndarray) -> "MetricStats":
+    def of(cls, meas: np.ndarray, pred: np.ndarray) -> MetricStats:
         meas = np.asarray(meas, float)
         pred = np.asarray(pred, float)
         n = len(meas)
@@ -62,19 +62,26 @@ class MetricStats:
             return cls(0, 0, nan, nan, nan, nan, nan)
         err = pred - meas
         rel = err[pos] / meas[pos]
-        return cls(n=n, n_pct=npct,
-                   mape_pct=float(np.mean(np.abs(rel)) * 100.0) if npct else nan,
-                   mean_signed_error_ms=float(np.mean(err)),
-                   mean_signed_error_pct=float(np.mean(rel) * 100.0) if npct else nan,
-                   mean_measured_ms=float(np.mean(meas)),
-                   mean_predicted_ms=float(np.mean(pred)))
+        return cls(
+            n=n,
+            n_pct=npct,
+            mape_pct=float(np.mean(np.abs(rel)) * 100.0) if npct else nan,
+            mean_signed_error_ms=float(np.mean(err)),
+            mean_signed_error_pct=float(np.mean(rel) * 100.0) if npct else nan,
+            mean_measured_ms=float(np.mean(meas)),
+            mean_predicted_ms=float(np.mean(pred)),
+        )
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "n_pct": self.n_pct, "mape_pct": _num(self.mape_pct),
-                "mean_signed_error_ms": _num(self.mean_signed_error_ms),
-                "mean_signed_error_pct": _num(self.mean_signed_error_pct),
-                "mean_measured_ms": _num(self.mean_measured_ms),
-                "mean_predicted_ms": _num(self.mean_predicted_ms)}
+        return {
+            "n": self.n,
+            "n_pct": self.n_pct,
+            "mape_pct": _num(self.mape_pct),
+            "mean_signed_error_ms": _num(self.mean_signed_error_ms),
+            "mean_signed_error_pct": _num(self.mean_signed_error_pct),
+            "mean_measured_ms": _num(self.mean_measured_ms),
+            "mean_predicted_ms": _num(self.mean_predicted_ms),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +97,17 @@ class GroupStats:
     metrics: dict[str, MetricStats]
 
     def to_dict(self) -> dict:
-        return {"name": self.name,
-                "counts": {"requests": self.requests, "skipped": self.skipped,
-                           "dropped": self.dropped, "not_completed": self.not_completed,
-                           "compared": self.compared},
-                **{m: self.metrics[m].to_dict() for m in METRICS}}
+        return {
+            "name": self.name,
+            "counts": {
+                "requests": self.requests,
+                "skipped": self.skipped,
+                "dropped": self.dropped,
+                "not_completed": self.not_completed,
+                "compared": self.compared,
+            },
+            **{m: self.metrics[m].to_dict() for m in METRICS},
+        }
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -131,22 +144,28 @@ class Report:
         return out
 
     def to_dict(self, requests: bool = True) -> dict:
-        out = {"source": self.source, "skip_first": self.skip_first,
-               "definitions": {
-                   "tpot_ms": "(e2e_ms - ttft_ms) / (output_tokens - 1), output_tokens > 1",
-                   "mape_pct": "mean(|pred - meas| / meas) * 100 over requests with meas > 0",
-                   "mean_signed_error_ms": "mean(pred - meas)",
-                   "mean_signed_error_pct": "mean((pred - meas) / meas) * 100, meas > 0"},
-               "overall": self.overall.to_dict(),
-               "phases": [g.to_dict() for g in self.phases]}
+        out = {
+            "source": self.source,
+            "skip_first": self.skip_first,
+            "definitions": {
+                "tpot_ms": "(e2e_ms - ttft_ms) / (output_tokens - 1), output_tokens > 1",
+                "mape_pct": "mean(|pred - meas| / meas) * 100 over requests with meas > 0",
+                "mean_signed_error_ms": "mean(pred - meas)",
+                "mean_signed_error_pct": "mean((pred - meas) / meas) * 100, meas > 0",
+            },
+            "overall": self.overall.to_dict(),
+            "phases": [g.to_dict() for g in self.phases],
+        }
         if requests:
             rows = []
             for i in range(len(self.request_id)):
-                r = {"request_id": int(self.request_id[i]),
-                     "arrival_s": float(self.arrival_s[i]),
-                     "phase": None if self.phase is None else str(self.phase[i]),
-                     "output_tokens": int(self.output_tokens[i]),
-                     "status": str(self.status[i])}
+                r = {
+                    "request_id": int(self.request_id[i]),
+                    "arrival_s": float(self.arrival_s[i]),
+                    "phase": None if self.phase is None else str(self.phase[i]),
+                    "output_tokens": int(self.output_tokens[i]),
+                    "status": str(self.status[i]),
+                }
                 for m in METRICS:
                     r[f"measured_{m}_ms"] = _num(self.measured[m][i])
                     r[f"predicted_{m}_ms"] = _num(self.predicted[m][i])
@@ -161,34 +180,50 @@ class Report:
 
         console = console or Console()
         o = self.overall
-        console.print(f"[bold]validation[/] of {self.source or 'the measured trace'}: "
-                      f"{o.requests} request(s); compared {o.compared}; skipped the first "
-                      f"{o.skipped}; dropped by the simulation {o.dropped}; not completed "
-                      f"{o.not_completed}")
+        console.print(
+            f"[bold]validation[/] of {self.source or 'the measured trace'}: "
+            f"{o.requests} request(s); compared {o.compared}; skipped the first "
+            f"{o.skipped}; dropped by the simulation {o.dropped}; not completed "
+            f"{o.not_completed}"
+        )
         groups = [o] + list(self.phases)
 
         def fmt(v: float, spec: str) -> str:
             return "-" if not math.isfinite(v) else format(v, spec)
 
         for g in groups:
-            title = ("all requests" if g is o else f"phase: {g.name or '(no phase)'}") + \
-                f" ({g.compared} compared of {g.requests})"
-            t = Table(title=title, title_justify="left", show_header=True,
-                      header_style="bold")
-            for head in ("metric", "n", "measured ms", "predicted ms", "MAPE %", "error ms",
-                         "error %"):
+            title = (
+                "all requests" if g is o else f"phase: {g.name or '(no phase)'}"
+            ) + f" ({g.compared} compared of {g.requests})"
+            t = Table(title=title, title_justify="left", show_header=True, header_style="bold")
+            for head in (
+                "metric",
+                "n",
+                "measured ms",
+                "predicted ms",
+                "MAPE %",
+                "error ms",
+                "error %",
+            ):
                 t.add_column(head, justify="left" if head == "metric" else "right")
             for m in METRICS:
                 s = g.metrics[m]
-                t.add_row(METRIC_LABELS[m], str(s.n), fmt(s.mean_measured_ms, ",.1f"),
-                          fmt(s.mean_predicted_ms, ",.1f"), fmt(s.mape_pct, ".1f"),
-                          fmt(s.mean_signed_error_ms, "+,.1f"),
-                          fmt(s.mean_signed_error_pct, "+.1f"))
+                t.add_row(
+                    METRIC_LABELS[m],
+                    str(s.n),
+                    fmt(s.mean_measured_ms, ",.1f"),
+                    fmt(s.mean_predicted_ms, ",.1f"),
+                    fmt(s.mape_pct, ".1f"),
+                    fmt(s.mean_signed_error_ms, "+,.1f"),
+                    fmt(s.mean_signed_error_pct, "+.1f"),
+                )
             console.print(t)
         ntp = o.metrics["tpot"].n
-        console.print(f"measured, predicted: means; error: mean signed error (predicted - "
-                      f"measured); TPOT over the {ntp} compared request(s) with more than one "
-                      f"output token; % errors over measured values > 0.")
+        console.print(
+            f"measured, predicted: means; error: mean signed error (predicted - "
+            f"measured); TPOT over the {ntp} compared request(s) with more than one "
+            f"output token; % errors over measured values > 0."
+        )
 
 
 def _group(name: str, mask: np.ndarray, status: np.ndarray, meas: dict, pred: dict) -> GroupStats:
@@ -197,11 +232,15 @@ def _group(name: str, mask: np.ndarray, status: np.ndarray, meas: dict, pred: di
     for m in METRICS:
         sel = ok & np.isfinite(meas[m]) & np.isfinite(pred[m])
         metrics[m] = MetricStats.of(meas[m][sel], pred[m][sel])
-    return GroupStats(name=name, requests=int(mask.sum()),
-                      skipped=int((mask & (status == SKIPPED)).sum()),
-                      dropped=int((mask & (status == DROPPED)).sum()),
-                      not_completed=int((mask & (status == NOT_COMPLETED)).sum()),
-                      compared=int(ok.sum()), metrics=metrics)
+    return GroupStats(
+        name=name,
+        requests=int(mask.sum()),
+        skipped=int((mask & (status == SKIPPED)).sum()),
+        dropped=int((mask & (status == DROPPED)).sum()),
+        not_completed=int((mask & (status == NOT_COMPLETED)).sum()),
+        compared=int(ok.sum()),
+        metrics=metrics,
+    )
 
 
 def _tpot(e2e: np.ndarray, ttft: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -212,44 +251,66 @@ def _tpot(e2e: np.ndarray, ttft: np.ndarray, out: np.ndarray) -> np.ndarray:
 def compare(measured_workload, sim_result, skip_first: int = 1) -> Report:
     """Compare a simulation of a measured trace with the measurements (see the module doc).
 
-    ``measured_workload``: a :class:`~engine.workload.Workload` with ``measured_ttft_ms`` and
+    ``measured_workload``: a :class:`~infersweep.workload.Workload` with ``measured_ttft_ms`` and
     ``measured_e2e_ms`` in ``extra`` (optionally ``phase``); ``sim_result``: a
-    :class:`~engine.simulate.SimResult` of that workload (anything with ``request_id``,
+    :class:`~infersweep.api.SimResult` of that workload (anything with ``request_id``,
     ``ttft_ms``, ``e2e_ms``, ``completed``, ``dropped`` and ``workload``).
     """
     wl = measured_workload
     src = getattr(wl, "source", "") or None
-    if isinstance(skip_first, bool) or not isinstance(skip_first, (int, np.integer)) \
-            or skip_first < 0:
+    if (
+        isinstance(skip_first, bool)
+        or not isinstance(skip_first, (int, np.integer))
+        or skip_first < 0
+    ):
         raise ConfigError("must be an integer >= 0", field="--skip-first", value=skip_first)
     skip_first = int(skip_first)
     for c in ("measured_ttft_ms", "measured_e2e_ms"):
         if c not in wl.extra:
-            raise ConfigError(f"the workload has no {c} (not a measured trace)", file=src,
-                              field=c, hint="read it with engine.otlp.read_measured")
+            raise ConfigError(
+                f"the workload has no {c} (not a measured trace)",
+                file=src,
+                field=c,
+                hint="read it with infersweep.fitting.otlp.read_measured",
+            )
     n = len(wl)
     if skip_first >= n:
-        raise ConfigError(f"skipping the first {skip_first} request(s) leaves none of the "
-                          f"{n} to compare", field="--skip-first", value=skip_first)
+        raise ConfigError(
+            f"skipping the first {skip_first} request(s) leaves none of the {n} to compare",
+            field="--skip-first",
+            value=skip_first,
+        )
     ids = np.asarray(wl.extra.get("trace_row", np.arange(n)), np.int64)
     sim_ids = np.asarray(sim_result.request_id, np.int64)
     pos = {int(r): k for k, r in enumerate(sim_ids)}
     missing = [int(r) for r in ids if int(r) not in pos]
     if len(sim_ids) != n or len(pos) != n or missing:
-        raise ConfigError(f"the simulation has {len(sim_ids)} request(s), the measured trace "
-                          f"{n}: not a simulation of this trace", file=src,
-                          value=f"request {missing[0]}" if missing else ...,
-                          hint="simulate the workload read from the measured trace")
+        raise ConfigError(
+            f"the simulation has {len(sim_ids)} request(s), the measured trace "
+            f"{n}: not a simulation of this trace",
+            file=src,
+            value=f"request {missing[0]}" if missing else ...,
+            hint="simulate the workload read from the measured trace",
+        )
     idx = np.array([pos[int(r)] for r in ids], np.int64)
     swl = sim_result.workload
-    if not (np.array_equal(np.asarray(swl.prompt_tok)[idx], wl.prompt_tok)
-            and np.array_equal(np.asarray(swl.output_tok)[idx], wl.output_tok)):
-        k = int(np.argmax((np.asarray(swl.prompt_tok)[idx] != wl.prompt_tok)
-                          | (np.asarray(swl.output_tok)[idx] != wl.output_tok)))
-        raise ConfigError("the simulated requests have other token counts than the measured "
-                          "trace: not a simulation of this trace", file=src,
-                          field=f"request {int(ids[k])}",
-                          hint="simulate the workload read from the measured trace")
+    if not (
+        np.array_equal(np.asarray(swl.prompt_tok)[idx], wl.prompt_tok)
+        and np.array_equal(np.asarray(swl.output_tok)[idx], wl.output_tok)
+    ):
+        k = int(
+            np.argmax(
+                (np.asarray(swl.prompt_tok)[idx] != wl.prompt_tok)
+                | (np.asarray(swl.output_tok)[idx] != wl.output_tok)
+            )
+        )
+        raise ConfigError(
+            "the simulated requests have other token counts than the measured "
+            "trace: not a simulation of this trace",
+            file=src,
+            field=f"request {int(ids[k])}",
+            hint="simulate the workload read from the measured trace",
+        )
     completed = np.asarray(sim_result.completed, bool)[idx]
     dropped = np.asarray(sim_result.dropped, bool)[idx]
     p_ttft = np.asarray(sim_result.ttft_ms, float)[idx]
@@ -278,7 +339,16 @@ def compare(measured_workload, sim_result, skip_first: int = 1) -> Report:
         phase = np.asarray(phase, dtype=object)
         names = list(dict.fromkeys(str(p) for p in phase))
         phases = [_group(name, phase == name, status, meas, pred) for name in names]
-    return Report(source=str(getattr(wl, "source", "") or ""), skip_first=skip_first,
-                  overall=overall, phases=phases, request_id=ids,
-                  arrival_s=np.asarray(wl.arrival_us, np.int64) / 1e6, phase=phase,
-                  output_tokens=out, status=status, measured=meas, predicted=pred)
+    return Report(
+        source=str(getattr(wl, "source", "") or ""),
+        skip_first=skip_first,
+        overall=overall,
+        phases=phases,
+        request_id=ids,
+        arrival_s=np.asarray(wl.arrival_us, np.int64) / 1e6,
+        phase=phase,
+        output_tokens=out,
+        status=status,
+        measured=meas,
+        predicted=pred,
+    )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-
-from ._jit import hjit
+from infersweep._jit import hjit
 
 # Requests: rq[i, :] (int64), sorted by arrival ------------------------------------------
 Q_ARRIVAL = 0  # arrival time (µs)
@@ -165,8 +164,25 @@ def log_step(log, sc, now, step_us, n_pf, n_dc, tokens, running, waiting, kv_use
 
 
 @hjit
-def store_scalars(sc, clock, completed, queued, running, dropped, total_in, total_out, preempts,
-                  kv_peak, hits, misses, kv_fail, steps, status, n_itl, busy):
+def store_scalars(
+    sc,
+    clock,
+    completed,
+    queued,
+    running,
+    dropped,
+    total_in,
+    total_out,
+    preempts,
+    kv_peak,
+    hits,
+    misses,
+    kv_fail,
+    steps,
+    status,
+    n_itl,
+    busy,
+):
     """Fill a run's counters (``SC_*``) at its end."""
     sc[SC_CLOCK] = clock
     sc[SC_COMPLETED] = completed

@@ -26,7 +26,7 @@ CSV plus measurements)::
 A span that cannot be used (a line that is not JSON, a span that is not ``llm_request``, a
 missing attribute, a non-numeric, non-finite or negative value, TTFT > E2E, a repeated span)
 is skipped and listed in the :class:`ImportReport` with its line number and the reason; it is
-never mixed in.  No valid span at all is a :class:`~engine.errors.ConfigError`.
+never mixed in.  No valid span at all is a :class:`~infersweep.errors.ConfigError`.
 
 Phase rule (a GuideLLM ``sweep`` runs its benchmarks one after another and lets each drain
 before the next starts: synchronous, throughput, then constant rates).  A request occupies the
@@ -62,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from infersweep.errors import ConfigError
 
 SPAN_NAME = "llm_request"
 A_TTFT = "gen_ai.latency.time_to_first_token"
@@ -73,8 +73,16 @@ A_COMPLETION = "gen_ai.usage.completion_tokens"
 A_REQUEST_ID = "gen_ai.request.id"
 REQUIRED_ATTRIBUTES = (A_TTFT, A_E2E, A_QUEUE, A_PROMPT, A_COMPLETION)
 
-MEASURED_CSV_COLUMNS = ("arrival_time_s", "prompt_tokens", "output_tokens", "prefix_group",
-                        "prefix_tokens", "measured_ttft_ms", "measured_e2e_ms", "phase")
+MEASURED_CSV_COLUMNS = (
+    "arrival_time_s",
+    "prompt_tokens",
+    "output_tokens",
+    "prefix_group",
+    "prefix_tokens",
+    "measured_ttft_ms",
+    "measured_e2e_ms",
+    "phase",
+)
 
 PHASE_SYNCHRONOUS = "synchronous"
 PHASE_THROUGHPUT = "throughput"
@@ -132,9 +140,16 @@ class MeasuredRow:
 
     def csv_fields(self) -> list[str]:
         """The row as printed: 6 decimals for seconds, 3 for milliseconds."""
-        return [_us_text(self.arrival_ns), str(self.prompt_tokens), str(self.output_tokens),
-                "0", "0", f"{self.ttft_s * 1000.0:.3f}", f"{self.e2e_s * 1000.0:.3f}",
-                self.phase]
+        return [
+            _us_text(self.arrival_ns),
+            str(self.prompt_tokens),
+            str(self.output_tokens),
+            "0",
+            "0",
+            f"{self.ttft_s * 1000.0:.3f}",
+            f"{self.e2e_s * 1000.0:.3f}",
+            self.phase,
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +198,10 @@ class ImportReport:
 
     def lines_text(self, limit: int = 20) -> list[str]:
         """The report as plain lines (for the CLI)."""
-        out = [f"{self.source}: {self.imported} request(s) imported from {self.spans} span(s) "
-               f"on {self.lines} line(s); {self.n_skipped} skipped"]
+        out = [
+            f"{self.source}: {self.imported} request(s) imported from {self.spans} span(s) "
+            f"on {self.lines} line(s); {self.n_skipped} skipped"
+        ]
         for kind, n in self.skipped_by_kind().items():
             out.append(f"  skipped {kind}: {n}")
         for s in self.skipped[:limit]:
@@ -194,8 +211,10 @@ class ImportReport:
         for name, n in self.phases:
             out.append(f"  phase {name}: {n} request(s)")
         for r in self.rates:
-            out.append(f"    rate {r.index + 1}: {r.rate_rps:.4g} req/s, {r.n} request(s) from "
-                       f"{r.first_arrival_s:.3f} s")
+            out.append(
+                f"    rate {r.index + 1}: {r.rate_rps:.4g} req/s, {r.n} request(s) from "
+                f"{r.first_arrival_s:.3f} s"
+            )
         return out
 
     def to_dict(self) -> dict:
@@ -207,13 +226,27 @@ class ImportReport:
             "imported": self.imported,
             "skipped": self.n_skipped,
             "skipped_by_kind": self.skipped_by_kind(),
-            "skipped_spans": [{"line": s.line, "span": s.span, "kind": s.kind,
-                               "reason": s.reason, "span_id": s.span_id}
-                              for s in self.skipped],
+            "skipped_spans": [
+                {
+                    "line": s.line,
+                    "span": s.span,
+                    "kind": s.kind,
+                    "reason": s.reason,
+                    "span_id": s.span_id,
+                }
+                for s in self.skipped
+            ],
             "phases": [{"name": n, "requests": k} for n, k in self.phases],
-            "constant_rates": [{"index": r.index, "requests": r.n, "rate_rps": r.rate_rps,
-                                "first_arrival_s": r.first_arrival_s,
-                                "last_arrival_s": r.last_arrival_s} for r in self.rates],
+            "constant_rates": [
+                {
+                    "index": r.index,
+                    "requests": r.n,
+                    "rate_rps": r.rate_rps,
+                    "first_arrival_s": r.first_arrival_s,
+                    "last_arrival_s": r.last_arrival_s,
+                }
+                for r in self.rates
+            ],
         }
 
 
@@ -245,8 +278,7 @@ def _number(key: str, value: object) -> float:
             try:
                 v = int(raw) if vk == "intValue" and isinstance(raw, str) else float(raw)
             except (ValueError, OverflowError):
-                raise _Skip(BAD_VALUE, f"{key}: {vk} is not a number ({_short(raw)})") \
-                    from None
+                raise _Skip(BAD_VALUE, f"{key}: {vk} is not a number ({_short(raw)})") from None
             v = float(v)
             if not math.isfinite(v):
                 raise _Skip(BAD_VALUE, f"{key}: {vk} is not finite ({_short(raw)})")
@@ -268,7 +300,7 @@ def _count(key: str, value: object, minimum: int) -> int:
 
 def _short(v: object, n: int = 60) -> str:
     text = repr(v)
-    return text if len(text) <= n else text[:n - 3] + "..."
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _parse_span(span: object) -> dict:
@@ -279,20 +311,25 @@ def _parse_span(span: object) -> dict:
         raise _Skip(NOT_LLM_REQUEST, f"span name {name!r} is not {SPAN_NAME!r}")
     start = span.get("startTimeUnixNano")
     if isinstance(start, bool) or not isinstance(start, (int, str)):
-        raise _Skip(BAD_VALUE if start is not None else MISSING_ATTRIBUTE,
-                    f"startTimeUnixNano missing or not an integer ({_short(start)})")
+        raise _Skip(
+            BAD_VALUE if start is not None else MISSING_ATTRIBUTE,
+            f"startTimeUnixNano missing or not an integer ({_short(start)})",
+        )
     try:
         start_ns = int(start)
     except ValueError:
-        raise _Skip(BAD_VALUE, f"startTimeUnixNano is not an integer ({_short(start)})") \
-            from None
+        raise _Skip(BAD_VALUE, f"startTimeUnixNano is not an integer ({_short(start)})") from None
     if start_ns <= 0:
-        raise _Skip(NEGATIVE_VALUE if start_ns < 0 else BAD_VALUE,
-                    f"startTimeUnixNano must be > 0 ({start_ns})")
+        raise _Skip(
+            NEGATIVE_VALUE if start_ns < 0 else BAD_VALUE,
+            f"startTimeUnixNano must be > 0 ({start_ns})",
+        )
     attrs_list = span.get("attributes")
     if not isinstance(attrs_list, list):
-        raise _Skip(MISSING_ATTRIBUTE if attrs_list is None else BAD_STRUCTURE,
-                    "the span has no attributes list")
+        raise _Skip(
+            MISSING_ATTRIBUTE if attrs_list is None else BAD_STRUCTURE,
+            "the span has no attributes list",
+        )
     attrs: dict[str, object] = {}
     for a in attrs_list:
         if isinstance(a, dict) and isinstance(a.get("key"), str):
@@ -308,14 +345,22 @@ def _parse_span(span: object) -> dict:
     if ttft > e2e:
         raise _Skip(INCONSISTENT, f"time to first token ({ttft!r} s) is above e2e ({e2e!r} s)")
     if queue > ttft:
-        raise _Skip(INCONSISTENT,
-                    f"time in queue ({queue!r} s) is above time to first token ({ttft!r} s)")
+        raise _Skip(
+            INCONSISTENT, f"time in queue ({queue!r} s) is above time to first token ({ttft!r} s)"
+        )
     rid = attrs.get(A_REQUEST_ID)
     rid = rid.get("stringValue", "") if isinstance(rid, dict) else ""
-    return {"start_ns": start_ns, "ttft": ttft, "e2e": e2e, "queue": queue, "prompt": prompt,
-            "completion": completion, "span_id": str(span.get("spanId", "") or ""),
-            "trace_id": str(span.get("traceId", "") or ""),
-            "request_id": rid if isinstance(rid, str) else ""}
+    return {
+        "start_ns": start_ns,
+        "ttft": ttft,
+        "e2e": e2e,
+        "queue": queue,
+        "prompt": prompt,
+        "completion": completion,
+        "span_id": str(span.get("spanId", "") or ""),
+        "trace_id": str(span.get("traceId", "") or ""),
+        "request_id": rid if isinstance(rid, str) else "",
+    }
 
 
 def _spans_of(obj: object):
@@ -359,8 +404,11 @@ def import_otlp(spans_path: str | os.PathLike) -> tuple[list[MeasuredRow], Impor
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            report.skipped.append(SkippedSpan(lineno, None, BAD_JSON,
-                                              f"not valid JSON ({exc.msg}, column {exc.colno})"))
+            report.skipped.append(
+                SkippedSpan(
+                    lineno, None, BAD_JSON, f"not valid JSON ({exc.msg}, column {exc.colno})"
+                )
+            )
             continue
         except RecursionError:
             report.skipped.append(SkippedSpan(lineno, None, BAD_JSON, "JSON nested too deeply"))
@@ -377,34 +425,60 @@ def import_otlp(spans_path: str | os.PathLike) -> tuple[list[MeasuredRow], Impor
                     continue
                 key = (f["trace_id"], f["span_id"])
                 if f["span_id"] and key in seen:
-                    report.skipped.append(SkippedSpan(
-                        lineno, k, DUPLICATE,
-                        f"the same span (traceId/spanId) as line {seen[key]}", sid))
+                    report.skipped.append(
+                        SkippedSpan(
+                            lineno,
+                            k,
+                            DUPLICATE,
+                            f"the same span (traceId/spanId) as line {seen[key]}",
+                            sid,
+                        )
+                    )
                     continue
                 if f["span_id"]:
                     seen[key] = lineno
                 parsed.append((f["start_ns"], lineno, k, f))
         except _Skip as s:
             # the spans of this line before the broken entry were read; say so
-            report.skipped.append(SkippedSpan(lineno, None, s.kind, s.reason + (
-                f" (after {k + 1} span(s) of this line)" if k >= 0 else "")))
+            report.skipped.append(
+                SkippedSpan(
+                    lineno,
+                    None,
+                    s.kind,
+                    s.reason + (f" (after {k + 1} span(s) of this line)" if k >= 0 else ""),
+                )
+            )
     if report.lines == 0:
-        raise ConfigError("the span file is empty", file=p,
-                          hint="expected one OTLP JSON object per line (resourceSpans)")
+        raise ConfigError(
+            "the span file is empty",
+            file=p,
+            hint="expected one OTLP JSON object per line (resourceSpans)",
+        )
     if not parsed:
         first = "; ".join(f"{s.where()}: {s.reason}" for s in report.skipped[:3])
-        raise ConfigError(f"no usable {SPAN_NAME} span ({report.n_skipped} skipped)", file=p,
-                          hint=first or None)
+        raise ConfigError(
+            f"no usable {SPAN_NAME} span ({report.n_skipped} skipped)", file=p, hint=first or None
+        )
     parsed.sort(key=lambda r: (r[0], r[1], r[2]))
     t0 = parsed[0][0]
     start = np.array([r[0] - t0 for r in parsed], np.int64)
     e2e = np.array([r[3]["e2e"] for r in parsed])
     labels, rates = infer_phases(start, e2e)
-    rows = [MeasuredRow(arrival_ns=int(start[i]), prompt_tokens=f["prompt"],
-                        output_tokens=f["completion"], ttft_s=f["ttft"], e2e_s=f["e2e"],
-                        queue_s=f["queue"], phase=labels[i], line=line, span_id=f["span_id"],
-                        request_id=f["request_id"])
-            for i, (_, line, _, f) in enumerate(parsed)]
+    rows = [
+        MeasuredRow(
+            arrival_ns=int(start[i]),
+            prompt_tokens=f["prompt"],
+            output_tokens=f["completion"],
+            ttft_s=f["ttft"],
+            e2e_s=f["e2e"],
+            queue_s=f["queue"],
+            phase=labels[i],
+            line=line,
+            span_id=f["span_id"],
+            request_id=f["request_id"],
+        )
+        for i, (_, line, _, f) in enumerate(parsed)
+    ]
     report.imported = len(rows)
     order: list[str] = []
     counts: dict[str, int] = {}
@@ -461,9 +535,15 @@ def infer_phases(start_ns, e2e_s) -> tuple[list[str], list[RatePhase]]:
     rates = []
     for g, (_, period) in enumerate(grids):
         members = np.flatnonzero(which == g)
-        rates.append(RatePhase(index=g, n=int(len(members)), rate_rps=1.0 / period,
-                               first_arrival_s=float(rest[members[0]]),
-                               last_arrival_s=float(rest[members[-1]])))
+        rates.append(
+            RatePhase(
+                index=g,
+                n=int(len(members)),
+                rate_rps=1.0 / period,
+                first_arrival_s=float(rest[members[0]]),
+                last_arrival_s=float(rest[members[-1]]),
+            )
+        )
     return labels, rates
 
 
@@ -510,8 +590,11 @@ def _rate_grids(t: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
             if cores:
                 pm, pk, pa, pp = cores[-1]
                 r = (t[members] - pa) / pp
-                if np.all(np.abs(r - np.round(r)) <= tol) and \
-                        np.all(np.diff(np.round(r)) > 0) and round(r[0]) > pk[-1]:
+                if (
+                    np.all(np.abs(r - np.round(r)) <= tol)
+                    and np.all(np.diff(np.round(r)) > 0)
+                    and round(r[0]) > pk[-1]
+                ):
                     allm = pm + members
                     allk = pk + [int(x) for x in np.round(r)]
                     na, np_ = _fit(t[allm], np.array(allk))
@@ -554,7 +637,7 @@ def measured_csv_text(rows: list[MeasuredRow]) -> str:
 
 def write_measured_csv(rows: list[MeasuredRow], path: str | os.PathLike) -> None:
     """Write the rows as a measured-trace CSV (atomically)."""
-    from .fileio import atomic_write_text
+    from infersweep.fileio import atomic_write_text
 
     if not rows:
         raise ConfigError("no requests to write", file=path)
@@ -564,7 +647,7 @@ def write_measured_csv(rows: list[MeasuredRow], path: str | os.PathLike) -> None
 def read_measured(path: str | os.PathLike):
     """Read a measured trace (``read_trace(path, need_measured=True)``) and check that each
     request's E2E is not below its TTFT."""
-    from .workload import read_trace
+    from infersweep.workload.trace import read_trace
 
     wl = read_trace(path, need_measured=True)
     ttft = wl.extra["measured_ttft_ms"]
@@ -574,23 +657,30 @@ def read_measured(path: str | os.PathLike):
         i = int(bad[0])
         rows = wl.extra.get("trace_row")
         row = int(rows[i]) if rows is not None else i
-        raise ConfigError(f"measured_e2e_ms is below measured_ttft_ms ({float(ttft[i])!r})",
-                          file=path, field=f"line {row + 2} measured_e2e_ms",
-                          value=float(e2e[i]))
+        raise ConfigError(
+            f"measured_e2e_ms is below measured_ttft_ms ({float(ttft[i])!r})",
+            file=path,
+            field=f"line {row + 2} measured_e2e_ms",
+            value=float(e2e[i]),
+        )
     return wl
 
 
 def read_manifest(path) -> dict:
     """The settings of a vLLM run's manifest.json that a simulation needs: budget, max_run,
     blocks, block (block size), prefix_caching, model, tp, gpu (keys present only when set)."""
-    from .config import read_json
+    from infersweep.config.models import read_json
 
     m = read_json(path)
     if not isinstance(m, dict):
         raise ConfigError("must be a JSON object", file=path)
     out = {}
-    for src, dst in (("max_num_batched_tokens", "budget"), ("max_num_seqs", "max_run"),
-                     ("num_gpu_blocks", "blocks"), ("block_size", "block")):
+    for src, dst in (
+        ("max_num_batched_tokens", "budget"),
+        ("max_num_seqs", "max_run"),
+        ("num_gpu_blocks", "blocks"),
+        ("block_size", "block"),
+    ):
         v = m.get(src)
         if v is not None:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -15,18 +15,62 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import hjit, jit
-from .kvcache_nb import (B_REF, B_SLOT, R_CNT, R_OFF, R_TOK, ST_BS, ST_HITS, ST_MISSES,
-                         ST_PEAK, ST_USED, free_count_nb, pop_block_nb, register_chained_nb,
-                         release_nb, remove_nb, req_append_nb, take_block_nb)
-from .sched_common_nb import (CFG_BLOCKS, CFG_BUDGET, CFG_HORIZON, CFG_MAX_IDLE, CFG_MAX_RUN,
-                              CFG_PREFIX_CACHE, CFG_THRESHOLD, O_DONE, O_E2E, O_PREEMPT, O_SCHED,
-                              O_STATE, O_TOKENS, O_TTFT, Q_ARRIVAL, Q_OUTPUT, Q_PROMPT, STATE_DONE,
-                              STATE_DROPPED, STATE_QUEUED, STATE_RUNNING, STATUS_HORIZON,
-                              STATUS_OK, STATUS_STALLED, deq_front, deq_pop_front, deq_push_back,
-                              deq_push_front, init_outputs, key_slot, leading_hits_nb, log_step,
-                              store_scalars)
-from .stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
+from infersweep._jit import hjit, jit
+from infersweep.costmodel.stepcost_nb import MEMO_SIZE, N_COMPONENTS, step_time_nb
+from infersweep.scheduler.common_nb import (
+    CFG_BLOCKS,
+    CFG_BUDGET,
+    CFG_HORIZON,
+    CFG_MAX_IDLE,
+    CFG_MAX_RUN,
+    CFG_PREFIX_CACHE,
+    CFG_THRESHOLD,
+    O_DONE,
+    O_E2E,
+    O_PREEMPT,
+    O_SCHED,
+    O_STATE,
+    O_TOKENS,
+    O_TTFT,
+    Q_ARRIVAL,
+    Q_OUTPUT,
+    Q_PROMPT,
+    STATE_DONE,
+    STATE_DROPPED,
+    STATE_QUEUED,
+    STATE_RUNNING,
+    STATUS_HORIZON,
+    STATUS_OK,
+    STATUS_STALLED,
+    deq_front,
+    deq_pop_front,
+    deq_push_back,
+    deq_push_front,
+    init_outputs,
+    key_slot,
+    leading_hits_nb,
+    log_step,
+    store_scalars,
+)
+from infersweep.scheduler.kvcache_nb import (
+    B_REF,
+    B_SLOT,
+    R_CNT,
+    R_OFF,
+    R_TOK,
+    ST_BS,
+    ST_HITS,
+    ST_MISSES,
+    ST_PEAK,
+    ST_USED,
+    free_count_nb,
+    pop_block_nb,
+    register_chained_nb,
+    release_nb,
+    remove_nb,
+    req_append_nb,
+    take_block_nb,
+)
 
 
 @hjit
@@ -48,8 +92,7 @@ def _hits(st, slot_block, rq, gbase, r, n_tok, out):
 
 
 @hjit
-def _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total_tok, cached, n_cached,
-           use_cache):
+def _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total_tok, cached, n_cached, use_cache):
     """allocate_slots: blocks for the first total_tok tokens of r (attaching n_cached cached
     blocks first, when r holds none); False, with nothing changed, when they do not fit."""
     bs = st[ST_BS]
@@ -90,8 +133,9 @@ def _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total_tok, cached, n_ca
 
 
 @jit
-def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log,
-                     itl_cap):
+def simulate_vllm_nb(
+    rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log, itl_cap
+):
     """Run the whole simulation; returns the ITL samples (gaps between consecutive tokens of a
     request, µs)."""
     n_req = rq.shape[0]
@@ -177,22 +221,27 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
         if horizon > 0 and t > horizon:
             status = STATUS_HORIZON
             break
-        if n_run == 1 and wmeta[1] == 0 and not logging and s_gen[0] > 0 \
-                and s_nc[0] == s_p[0] + s_gen[0] - 1:
+        if (
+            n_run == 1
+            and wmeta[1] == 0
+            and not logging
+            and s_gen[0] > 0
+            and s_nc[0] == s_p[0] + s_gen[0] - 1
+        ):
             # a lone request decoding: the general step below reduces to this loop, which
             # runs until a step needs a new block, an arrival is due, the request completes
             # or the horizon passes (then the general path takes over)
             fast = 0
             while True:
                 nc = s_nc[0]
-                if nc + 1 > s_cap[0] or (use_cache and nc + 1 >= s_nf[0]) \
-                        or nc >= dec1.shape[0]:
+                if nc + 1 > s_cap[0] or (use_cache and nc + 1 >= s_nf[0]) or nc >= dec1.shape[0]:
                     break
                 step_us = dec1[nc]
                 if step_us < 0:
                     dc_pi[0] = nc
-                    step_us = step_time_nb(pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k, memo_v,
-                                           comps)
+                    step_us = step_time_nb(
+                        pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k, memo_v, comps
+                    )
                     dec1[nc] = step_us
                 fast += 1
                 steps += 1
@@ -235,8 +284,9 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                 r = s_r[k]
                 rinfo[r, R_TOK] = s_nc[k]
                 ok = True
-                while not _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total, cached,
-                                 0, use_cache):
+                while not _alloc(
+                    st, blk, slot_block, rb, rinfo, rq, gbase, r, total, cached, 0, use_cache
+                ):
                     v = n_run - 1  # preempt the most recently admitted request
                     q = s_r[v]
                     gen[q] = s_gen[v]
@@ -279,8 +329,9 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
                     n = thr
                 if budget < n:
                     n = budget
-                if not _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, c * bs + n, cached,
-                              c, use_cache):
+                if not _alloc(
+                    st, blk, slot_block, rb, rinfo, rq, gbase, r, c * bs + n, cached, c, use_cache
+                ):
                     break
                 deq_pop_front(wq, wmeta)
                 k = n_run
@@ -319,14 +370,26 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
         if n_pf == 0 and n_dc == 1 and dc_pi[0] < dec1.shape[0]:
             step_us = dec1[dc_pi[0]]
             if step_us < 0:
-                step_us = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v,
-                                       comps)
+                step_us = step_time_nb(
+                    pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps
+                )
                 dec1[dc_pi[0]] = step_us
         else:
             step_us = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps)
         if logging:
-            log_step(log, sc, t, step_us, n_pf, n_dc, budget_max - budget, n_run, wmeta[1],
-                     st[ST_USED], pf_tok)
+            log_step(
+                log,
+                sc,
+                t,
+                step_us,
+                n_pf,
+                n_dc,
+                budget_max - budget,
+                n_run,
+                wmeta[1],
+                st[ST_USED],
+                pf_tok,
+            )
         t_end = t + step_us
         if n_sched > 0:
             busy += step_us
@@ -369,7 +432,23 @@ def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, o
     for r in range(n_req):
         if out[r, O_STATE] == STATE_QUEUED:
             out[r, O_TOKENS] = gen[r]
-    store_scalars(sc, clock, completed, wmeta[1], n_run, dropped, total_in, total_out,
-                  preempts, st[ST_PEAK], st[ST_HITS], st[ST_MISSES], 0, steps, status,
-                  n_itl, busy)
+    store_scalars(
+        sc,
+        clock,
+        completed,
+        wmeta[1],
+        n_run,
+        dropped,
+        total_in,
+        total_out,
+        preempts,
+        st[ST_PEAK],
+        st[ST_HITS],
+        st[ST_MISSES],
+        0,
+        steps,
+        status,
+        n_itl,
+        busy,
+    )
     return itl[:n_itl].copy()

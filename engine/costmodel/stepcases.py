@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .config import load_hardware, load_model
-from .errors import ConfigError
-from .stepcost import MAX_ENTRY_TOKENS, CostModel, build_cost_model
+from infersweep.config.models import load_hardware, load_model
+from infersweep.costmodel.stepcost import MAX_ENTRY_TOKENS, CostModel, build_cost_model
+from infersweep.errors import ConfigError
 
 DEFAULT_GPU = "H100"
 
@@ -39,8 +39,9 @@ class CaseRunner:
             raise ConfigError("must be a GPU name", field="hardware", value=gpu)
         hw_cfg = case.get("hw_config", self.default_hw_config)
         if not isinstance(hw_cfg, str):
-            raise ConfigError("must be a hardware config name or path", field="hw_config",
-                              value=hw_cfg)
+            raise ConfigError(
+                "must be a hardware config name or path", field="hw_config", value=hw_cfg
+            )
         bench = case.get("bench_data", self.bench_data)
         if bench is not None and not isinstance(bench, str):
             raise ConfigError("must be a folder path", field="bench_data", value=bench)
@@ -53,8 +54,9 @@ class CaseRunner:
         cm = self._models.get(key)
         if cm is None:
             model = load_model(model_name)
-            cm = build_cost_model(model, load_hardware(gpu, hw_cfg), tp, bench_data=bench,
-                                  step_model=step_model)
+            cm = build_cost_model(
+                model, load_hardware(gpu, hw_cfg), tp, bench_data=bench, step_model=step_model
+            )
             self._models[key] = cm
             for note in cm.notes:
                 if "does not divide" in note and note not in self._seen_warnings:
@@ -97,18 +99,29 @@ def _entries(value: object, name: str, *, pairs: bool) -> list:
     out = []
     for item in value:
         if pairs:
-            ok = (isinstance(item, list) and len(item) == 2
-                  and all(isinstance(x, int) and not isinstance(x, bool) for x in item)
-                  and 0 <= item[0] < MAX_ENTRY_TOKENS and 1 <= item[1] < MAX_ENTRY_TOKENS)
+            ok = (
+                isinstance(item, list)
+                and len(item) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in item)
+                and 0 <= item[0] < MAX_ENTRY_TOKENS
+                and 1 <= item[1] < MAX_ENTRY_TOKENS
+            )
             if not ok:
-                raise ConfigError("each entry must be [progress_index >= 0, new_tokens >= 1]",
-                                  field=name, value=item)
+                raise ConfigError(
+                    "each entry must be [progress_index >= 0, new_tokens >= 1]",
+                    field=name,
+                    value=item,
+                )
             out.append((item[0], item[1]))
         else:
-            if isinstance(item, bool) or not isinstance(item, int) or not (
-                    0 <= item < MAX_ENTRY_TOKENS):
-                raise ConfigError("each entry must be a context length >= 0", field=name,
-                                  value=item)
+            if (
+                isinstance(item, bool)
+                or not isinstance(item, int)
+                or not (0 <= item < MAX_ENTRY_TOKENS)
+            ):
+                raise ConfigError(
+                    "each entry must be a context length >= 0", field=name, value=item
+                )
             out.append(item)
     return out
 
@@ -140,8 +153,9 @@ def _pos_int(text: str, kind: str, spec: str, allow_zero: bool = False) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise ConfigError("expected COUNTxTOKENS or TOKENS[@POS] with integers", field=kind,
-                          value=spec) from None
+        raise ConfigError(
+            "expected COUNTxTOKENS or TOKENS[@POS] with integers", field=kind, value=spec
+        ) from None
     if v < (0 if allow_zero else 1):
         raise ConfigError("numbers must be positive", field=kind, value=spec)
     return v

@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from infersweep import settings
 from infersweep.config.models import Hardware, ModelConfig, load_hardware, load_model
 from infersweep.costmodel.stepcost import CostModel, build_cost_model
 from infersweep.errors import ConfigError
-from infersweep.metrics.summary import request_ids, request_records, summarize
+from infersweep.metrics.summary import (
+    request_columns,
+    request_ids,
+    request_records,
+    summarize,
+)
 from infersweep.scheduler import common_nb as sc_nb
 from infersweep.scheduler.driver import RawRun, SchedulerConfig, run_scheduler
 from infersweep.workload.generate import Workload, WorkloadSpec, generate
@@ -71,22 +77,9 @@ class SimResult:
         return request_records(self.raw)
 
     def requests_table(self) -> dict[str, np.ndarray]:
-        """Per-request columns (arrival order), ready for pandas/pyarrow."""
-        wl = self.workload
-        return {
-            "request_id": self.request_id.astype(np.int64),
-            "arrival_s": wl.arrival_us / 1e6,
-            "prompt_tokens": wl.prompt_tok,
-            "output_tokens": wl.output_tok,
-            "prefix_group": wl.group,
-            "prefix_tokens": wl.prefix_tok,
-            "ttft_ms": self.ttft_ms,
-            "e2e_ms": self.e2e_ms,
-            "scheduling_delay_ms": self.scheduling_delay_ms,
-            "preemptions": self.raw.out[:, sc_nb.O_PREEMPT].copy(),
-            "completed": self.completed,
-            "dropped": self.dropped,
-        }
+        """Per-request columns (arrival order; ``metrics.summary.REQUEST_COLUMNS``), ready for
+        pandas/pyarrow."""
+        return request_columns(self.workload, self.raw.out)
 
 
 def cost_model_for(
@@ -120,12 +113,12 @@ def simulate(
     *,
     model: str | ModelConfig | None = None,
     model_config_folder: str | os.PathLike | None = None,
-    hardware: str | Hardware = "H100",
+    hardware: str | Hardware = settings.default("hardware"),
     hardware_config: str | os.PathLike | None = None,
-    tp: int = 1,
+    tp: int = settings.default("tp"),
     bench_data: str | os.PathLike | None = None,
-    step_model: str = "auto",
-    workload: str | Workload | WorkloadSpec = "chatbot",
+    step_model: str = settings.default("step_model"),
+    workload: str | Workload | WorkloadSpec = settings.default("workload"),
     scheduler: SchedulerConfig | None = None,
     log_steps: int = 0,
     **options,
@@ -134,28 +127,41 @@ def simulate(
 
     ``workload``: a preset name (``chatbot``, ``contentgen``, ``summarization``, ``multidoc``),
     ``distribution``, ``traces`` (with ``trace=PATH``), a ``WorkloadSpec`` or a ``Workload``.
-    Remaining keyword options go to ``WorkloadSpec`` (rate, num_requests, seed, arrival, ...) or
-    ``SchedulerConfig`` (semantics, max_num_scheduled_tokens, total_kv_blocks, ...).
+    Remaining keyword options are settings of the registry (:mod:`infersweep.settings`): the
+    workload group (rate, num_requests, seed, arrival, prompt_tokens, ...) and the scheduler
+    group (semantics, max_num_scheduled_tokens, total_kv_blocks, ...); defaults as everywhere.
     """
-    sched_fields = set(SchedulerConfig.__dataclass_fields__)
-    wl_fields = set(WorkloadSpec.__dataclass_fields__) - {"workload"}
-    sched_kw = {k: v for k, v in options.items() if k in sched_fields}
-    wl_kw = {k: v for k, v in options.items() if k in wl_fields}
-    unknown = set(options) - sched_fields - wl_fields
-    if unknown:
-        raise ConfigError("unknown option(s): " + ", ".join(sorted(unknown)))
+    given = {settings.canonical(k): v for k, v in options.items()}
+    groups = {k: settings.SETTINGS[k].group if k in settings.SETTINGS else "hw" for k in given}
+    misplaced = sorted(k for k, g in groups.items() if g == "deployment")
+    if misplaced:
+        raise ConfigError(
+            "not an option of simulate()",
+            field=", ".join(misplaced),
+            hint="model, hardware, tp, bench_data and step_model are named arguments",
+        )
+    sched_kw = {k: v for k, v in given.items() if groups[k] == "scheduler"}
+    hw_kw = {k: settings.check(k, v) for k, v in given.items() if groups[k] == "hw"}  # fields
+    wl_kw = {k: v for k, v in given.items() if groups[k] == "workload"}
     if scheduler is None:
-        scheduler = SchedulerConfig(**sched_kw)
+        scheduler = settings.scheduler_config(settings.resolve(sched_kw))
     elif sched_kw:
         raise ConfigError("give scheduler options either in scheduler= or as keywords")
     m = model if isinstance(model, ModelConfig) else load_model(model, model_config_folder)
     hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware, hardware_config)
+    if hw_kw:
+        hw = hw.with_fields(**hw_kw)
+    if isinstance(workload, (Workload, WorkloadSpec)) and wl_kw:
+        raise ConfigError(
+            "workload options need a workload name, not a Workload or WorkloadSpec",
+            field=", ".join(sorted(wl_kw)),
+        )
     if isinstance(workload, Workload):
         wl = workload
     elif isinstance(workload, WorkloadSpec):
         wl = generate(workload)
     else:
-        wl = generate(WorkloadSpec(workload=workload, **wl_kw))
+        wl = generate(settings.workload_spec(settings.resolve({**wl_kw, "workload": workload})))
     cm = cost_model_for(
         m,
         hw,

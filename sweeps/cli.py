@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from infersweep.sweeps.options import with_settings
+
 app = typer.Typer(
     name="infersweep",
     help="Simulate LLM inference serving (roofline step costs + a vLLM-like scheduler) and "
@@ -30,37 +32,6 @@ EXIT_BAD_INPUT = 2
 # shared options
 # ------------------------------------------------------------------------------------------
 
-OptModel = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        help="Model name (a folder of the embedded data/models, org/name allowed) or "
-        "a label when --model-config-folder is given.",
-    ),
-]
-OptModelFolder = Annotated[
-    Path | None,
-    typer.Option("--model-config-folder", help="Folder holding a HuggingFace config.json."),
-]
-OptHwConfig = Annotated[
-    str | None,
-    typer.Option(
-        "--hardware-config",
-        help="Hardware config JSON: a path, an embedded file name, or one of "
-        "minimal, full_487017bc, v2, catalog (default: catalog).",
-    ),
-]
-OptBench = Annotated[
-    Path | None,
-    typer.Option("--bench-data-path", help="MFU table folder (default: the embedded H100 tables)."),
-]
-OptHardware = Annotated[
-    str, typer.Option("--hardware", help="GPU name in the hardware config (case-insensitive).")
-]
-OptTp = Annotated[int, typer.Option("--tp", help="Tensor parallelism (>= 1).")]
-OptStepModel = Annotated[
-    str, typer.Option("--step-model", help="auto (v2 when MFU tables exist, else v1), v2 or v1.")
-]
 OptVerbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and notes.")]
 OptQuiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
 
@@ -81,6 +52,11 @@ def _report(exc: BaseException, verbose: bool) -> None:
     if verbose:
         raise exc
     if isinstance(exc, ConfigError):
+        from infersweep.sweeps.options import flag_of
+
+        flag = flag_of(exc.field) if exc.file is None else None
+        if flag is not None:  # the engine names settings; the command line knows them as flags
+            exc = ConfigError(exc.message, field=flag, value=exc.value, hint=exc.hint)
         _err(f"error: {exc}")
         raise SystemExit(EXIT_BAD_INPUT)
     if isinstance(exc, OSError):
@@ -124,7 +100,9 @@ def _root() -> None:
 
 @app.command("step-time")
 @handles_errors
+@with_settings("deployment")
 def step_time(
+    settings: dict,
     cases: Annotated[
         Path | None,
         typer.Option(
@@ -137,12 +115,6 @@ def step_time(
         Path | None,
         typer.Option("--out", help="Where to write the answered cases (default: stdout)."),
     ] = None,
-    model: OptModel = None,
-    model_config_folder: OptModelFolder = None,
-    hardware_config: OptHwConfig = None,
-    bench_data_path: OptBench = None,
-    hardware: OptHardware = "H100",
-    tp: OptTp = 1,
     decode: Annotated[
         list[str],
         typer.Option(
@@ -156,14 +128,15 @@ def step_time(
             help="Prefill entries: TOKENS, TOKENS@POSITION or COUNTxTOKENS; repeatable.",
         ),
     ] = [],  # noqa: B006
-    step_model: OptStepModel = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the breakdown as JSON.")] = False,
     verbose: OptVerbose = False,
 ) -> None:
     """Roofline step time of one step (a readable breakdown), or of every line of a cases
     file."""
+    from infersweep import settings as registry
     from infersweep.errors import ConfigError
 
+    values = registry.resolve(settings)
     if cases is not None:
         from infersweep.costmodel.stepcases import CaseRunner
         from infersweep.sweeps.io import atomic_write_text
@@ -171,9 +144,9 @@ def step_time(
         if not cases.is_file():
             raise ConfigError("cases file not found", file=cases)
         runner = CaseRunner(
-            bench_data=str(bench_data_path) if bench_data_path else None,
-            step_model=step_model,
-            default_hw_config=hardware_config or "minimal",
+            bench_data=values["bench_data"],
+            step_model=values["step_model"],
+            default_hw_config=values["hardware_config"] or "minimal",
         )
         with cases.open(encoding="utf-8") as fh:
             lines = list(runner.run_lines(fh))
@@ -188,7 +161,7 @@ def step_time(
         if n_err:
             _err(f"{n_err} of {len(lines)} cases have an error field")
         return
-    if model is None and model_config_folder is None:
+    if values["model"] is None and values["model_config_folder"] is None:
         raise ConfigError(
             "give --cases FILE, or --model with --decode/--prefill entries", field="--model"
         )
@@ -197,9 +170,11 @@ def step_time(
     from infersweep.costmodel.stepcost import build_cost_model, step_breakdown
     from infersweep.sweeps.render import render_step_breakdown
 
-    m = load_model(model, model_config_folder)
-    hw = load_hardware(hardware, hardware_config)
-    cm = build_cost_model(m, hw, tp, bench_data=bench_data_path, step_model=step_model)
+    m = load_model(values["model"], values["model_config_folder"])
+    hw = load_hardware(values["hardware"], values["hardware_config"])
+    cm = build_cost_model(
+        m, hw, values["tp"], bench_data=values["bench_data"], step_model=values["step_model"]
+    )
     for note in cm.notes:
         _warn(note)
     pf = parse_step_spec(prefill, "--prefill")
@@ -220,128 +195,16 @@ def step_time(
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
 
 
-def _parse_kv_blocks(text: str | None) -> int | None:
-    from infersweep.errors import ConfigError
-
-    if text is None or text.strip().lower() == "auto":
-        return None
-    try:
-        v = int(text)
-    except ValueError:
-        raise ConfigError(
-            "must be a positive integer or 'auto'", field="--total-kv-blocks", value=text
-        ) from None
-    if v < 1:
-        raise ConfigError(
-            "must be a positive integer or 'auto'", field="--total-kv-blocks", value=text
-        )
-    return v
+def _compat(name: str) -> object:
+    """A hidden option of the reference's ``run`` that is accepted and ignored."""
+    return typer.Option(name, hidden=True, help="Accepted for compatibility; unused.")
 
 
 @app.command("run")
 @handles_errors
+@with_settings("deployment", "workload", "scheduler")
 def run_cmd(
-    model: OptModel = None,
-    model_config_folder: OptModelFolder = None,
-    hardware_config: OptHwConfig = None,
-    bench_data_path: OptBench = None,
-    hardware: OptHardware = "H100",
-    tp: OptTp = 1,
-    workload: Annotated[
-        str,
-        typer.Option(
-            "--workload",
-            help="chatbot, contentgen, summarization, multidoc, distribution or traces.",
-        ),
-    ] = "distribution",
-    workload_traces_filepath: Annotated[
-        Path | None,
-        typer.Option(
-            "--workload-traces-filepath",
-            help="Trace CSV for --workload traces (arrival_time_s,prompt_tokens,output_tokens).",
-        ),
-    ] = None,
-    rate: Annotated[float, typer.Option("--rate", help="Requests per second.")] = 1.0,
-    num_requests: Annotated[int, typer.Option("--num-requests", help="Requests.")] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
-    arrival: Annotated[
-        str,
-        typer.Option(
-            "--arrival", help="constant (the reference's even spacing), poisson or gamma."
-        ),
-    ] = "constant",
-    arrival_cv: Annotated[
-        float,
-        typer.Option("--arrival-cv", help="Coefficient of variation of gamma inter-arrival gaps."),
-    ] = 2.0,
-    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens")] = 512,
-    prompt_tokens_stdev: Annotated[int, typer.Option("--prompt-tokens-stdev")] = 256,
-    prompt_tokens_min: Annotated[int, typer.Option("--prompt-tokens-min")] = 2,
-    prompt_tokens_max: Annotated[int, typer.Option("--prompt-tokens-max")] = 7000,
-    output_tokens: Annotated[int, typer.Option("--output-tokens")] = 512,
-    output_tokens_stdev: Annotated[int, typer.Option("--output-tokens-stdev")] = 256,
-    output_tokens_min: Annotated[int, typer.Option("--output-tokens-min")] = 2,
-    output_tokens_max: Annotated[int, typer.Option("--output-tokens-max")] = 7000,
-    prefix_tokens: Annotated[
-        int,
-        typer.Option(
-            "--prefix-tokens", help="Tokens of a prefix shared by every generated request."
-        ),
-    ] = 0,
-    max_num_scheduled_tokens: Annotated[
-        int, typer.Option("--max-num-scheduled-tokens", help="Token budget per step.")
-    ] = 2048,
-    max_num_running_reqs: Annotated[
-        int, typer.Option("--max-num-running-reqs", help="Cap on running requests.")
-    ] = 256,
-    long_prefill_token_threshold: Annotated[
-        int,
-        typer.Option(
-            "--long-prefill-token-threshold", help="Chunk size cap for long prefills (0 = off)."
-        ),
-    ] = 0,
-    block_size_in_tokens: Annotated[
-        int, typer.Option("--block-size-in-tokens", help="KV-cache block size.")
-    ] = 16,
-    total_kv_blocks: Annotated[
-        str | None,
-        typer.Option(
-            "--total-kv-blocks", help="KV blocks, or auto (vllm: from MemoryGiB; blis: 1,000,000)."
-        ),
-    ] = None,
-    gpu_memory_utilization: Annotated[
-        float,
-        typer.Option(
-            "--gpu-memory-utilization", help="Memory fraction for weights + KV cache (auto sizing)."
-        ),
-    ] = 0.9,
-    no_prefix_caching: Annotated[
-        bool, typer.Option("--no-prefix-caching", help="Disable prefix caching (vllm semantics).")
-    ] = False,
-    horizon: Annotated[
-        float,
-        typer.Option(
-            "--horizon", help="Stop after this many simulated seconds (0 = run to the end)."
-        ),
-    ] = 0.0,
-    semantics: Annotated[
-        str,
-        typer.Option(
-            "--semantics",
-            help="vllm (a real continuous-batching engine) or blis (the reference "
-            "simulator, quirks included).",
-        ),
-    ] = "vllm",
-    blis_preemption: Annotated[
-        str,
-        typer.Option(
-            "--blis-preemption",
-            help="blis semantics under preemption: reference (its quirks, "
-            "falling back to safe where it would never finish) or "
-            "safe.",
-        ),
-    ] = "reference",
-    step_model: OptStepModel = "auto",
+    settings: dict,
     results_path: Annotated[
         Path | None,
         typer.Option(
@@ -353,95 +216,37 @@ def run_cmd(
     log: Annotated[
         str, typer.Option("--log", help="Log level for stderr notes: error hides warnings.")
     ] = "warn",
-    alpha_coeffs: Annotated[
-        str | None,
-        typer.Option("--alpha-coeffs", hidden=True, help="Accepted for compatibility; unused."),
-    ] = None,
-    beta_coeffs: Annotated[
-        str | None,
-        typer.Option("--beta-coeffs", hidden=True, help="Accepted for compatibility; unused."),
-    ] = None,
-    defaults_filepath: Annotated[
-        str | None,
-        typer.Option(
-            "--defaults-filepath", hidden=True, help="Accepted for compatibility; unused."
-        ),
-    ] = None,
-    vllm_version: Annotated[
-        str | None,
-        typer.Option("--vllm-version", hidden=True, help="Accepted for compatibility; unused."),
-    ] = None,
-    roofline: Annotated[
-        bool,
-        typer.Option(
-            "--roofline", hidden=True, help="Accepted for compatibility (always roofline)."
-        ),
-    ] = False,
-    max_model_len: Annotated[
-        int | None,
-        typer.Option(
-            "--max-model-len", hidden=True, help="Accepted for compatibility; not enforced."
-        ),
-    ] = None,
+    alpha_coeffs: Annotated[str | None, _compat("--alpha-coeffs")] = None,
+    beta_coeffs: Annotated[str | None, _compat("--beta-coeffs")] = None,
+    defaults_filepath: Annotated[str | None, _compat("--defaults-filepath")] = None,
+    vllm_version: Annotated[str | None, _compat("--vllm-version")] = None,
+    roofline: Annotated[bool, _compat("--roofline")] = False,
+    max_model_len: Annotated[int | None, _compat("--max-model-len")] = None,
     verbose: OptVerbose = False,
     quiet: OptQuiet = False,
 ) -> None:
     """Simulate one deployment (model, GPU, TP) under one workload and print the metrics."""
+    from infersweep import settings as registry
     from infersweep.api import simulate
     from infersweep.errors import ConfigError
-    from infersweep.scheduler.driver import SchedulerConfig
     from infersweep.sweeps.output import metrics_text, write_results
-    from infersweep.workload.generate import LengthSpec, WorkloadSpec
 
     if log.lower() not in LOG_LEVELS:
         raise ConfigError(
             "unknown log level", field="--log", value=log, hint="one of: " + ", ".join(LOG_LEVELS)
         )
     show_notes = not quiet and log.lower() in ("trace", "debug", "info", "warn", "warning")
-    spec = WorkloadSpec(
-        workload=workload,
-        rate=rate,
-        num_requests=num_requests,
-        seed=seed,
-        arrival=arrival,
-        arrival_cv=arrival_cv,
-        prefix_tokens=prefix_tokens,
-        prompt=LengthSpec(
-            mean=prompt_tokens,
-            std=prompt_tokens_stdev,
-            min=prompt_tokens_min,
-            max=prompt_tokens_max,
-        ),
-        output=LengthSpec(
-            mean=output_tokens,
-            std=output_tokens_stdev,
-            min=output_tokens_min,
-            max=output_tokens_max,
-        ),
-        trace=str(workload_traces_filepath) if workload_traces_filepath else None,
-    )
-    sched = SchedulerConfig(
-        semantics=semantics,
-        max_num_scheduled_tokens=max_num_scheduled_tokens,
-        max_num_running_reqs=max_num_running_reqs,
-        long_prefill_token_threshold=long_prefill_token_threshold,
-        block_size=block_size_in_tokens,
-        total_kv_blocks=_parse_kv_blocks(total_kv_blocks),
-        gpu_memory_utilization=gpu_memory_utilization,
-        prefix_caching=not no_prefix_caching,
-        horizon_s=horizon,
-        blis_preemption=blis_preemption,
-    )
+    values = registry.resolve(settings)
     res = simulate(
-        model=model,
-        model_config_folder=model_config_folder,
-        hardware=hardware,
-        hardware_config=hardware_config,
-        tp=tp,
-        bench_data=bench_data_path,
-        step_model=step_model,
-        workload=spec,
-        scheduler=sched,
+        model=values["model"],
+        model_config_folder=values["model_config_folder"],
+        hardware=values["hardware"],
+        hardware_config=values["hardware_config"],
+        tp=values["tp"],
+        bench_data=values["bench_data"],
+        step_model=values["step_model"],
+        workload=registry.workload_spec(values),
+        scheduler=registry.scheduler_config(values),
     )
     if show_notes:
         for note in res.notes:
@@ -512,7 +317,9 @@ class _Progress:
 
 @app.command("sweep")
 @handles_errors
+@with_settings("deployment", "workload", "scheduler", mode="axis")
 def sweep_cmd(
+    settings: dict,
     spec_file: Annotated[
         Path | None,
         typer.Argument(help="Sweep spec (TOML, [sweep] fixed settings and [grid] axes)."),
@@ -524,30 +331,27 @@ def sweep_cmd(
     example: Annotated[
         bool, typer.Option("--example", help="Run the embedded example spec.")
     ] = False,
-    hardware: Annotated[
-        list[str], typer.Option("--hardware", help="Axis values (repeatable, comma lists).")
-    ] = [],  # noqa: B006
-    model: Annotated[list[str], typer.Option("--model", help="Axis values.")] = [],  # noqa: B006
-    tp: Annotated[list[str], typer.Option("--tp", help="Axis values.")] = [],  # noqa: B006
-    workload: Annotated[list[str], typer.Option("--workload", help="Axis values.")] = [],  # noqa: B006
-    rate: Annotated[list[str], typer.Option("--rate", help="Axis values.")] = [],  # noqa: B006
-    num_requests: Annotated[list[str], typer.Option("--num-requests", help="Axis values.")] = [],  # noqa: B006
-    seed: Annotated[list[str], typer.Option("--seed", help="Axis values.")] = [],  # noqa: B006
-    semantics: Annotated[list[str], typer.Option("--semantics", help="Axis values.")] = [],  # noqa: B006
     axis: Annotated[
-        list[str], typer.Option("--axis", help="Any setting as an axis: KEY=V1,V2,...")
+        list[str],
+        typer.Option("--axis", help="Any setting or hardware field as an axis: KEY=V1,V2,..."),
     ] = [],  # noqa: B006
-    set_: Annotated[list[str], typer.Option("--set", help="A fixed setting: KEY=VALUE.")] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", help="A fixed setting or hardware field: KEY=VALUE.")
+    ] = [],  # noqa: B006
     threads: Annotated[
-        int | None, typer.Option("--threads", help="Worker threads (default: all cores).")
+        int | None,
+        typer.Option("--threads", help="Worker threads (default: the spec's, else all cores)."),
     ] = None,
     chunk_size: Annotated[
         int | None, typer.Option("--chunk-size", help="Points per chunk file.")
     ] = None,
     per_request: Annotated[
-        bool,
-        typer.Option("--per-request", help="Also write per-request Parquet, partitioned by point."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--per-request/--no-per-request",
+            help="Also write per-request Parquet, partitioned by point.",
+        ),
+    ] = None,
     dask_local: Annotated[
         bool, typer.Option("--dask-local", help="Run the chunks on a local Dask cluster.")
     ] = False,
@@ -569,7 +373,8 @@ def sweep_cmd(
     quiet: OptQuiet = False,
 ) -> None:
     """Simulate every point of a grid (hardware x model x TP x workload x rate ...) and write a
-    tidy Parquet result (an xarray Dataset on read)."""
+    tidy Parquet result (an xarray Dataset on read).  Every setting option takes axis values;
+    the spec's [sweep] table may also set threads, chunk_size and per_request."""
     from infersweep.config.catalog import data_dir
     from infersweep.errors import ConfigError
     from infersweep.sweeps.grid import load_spec, parse_cli_axes
@@ -578,21 +383,7 @@ def sweep_cmd(
     if example and spec_file is not None:
         raise ConfigError("give a spec file or --example, not both", field="--example")
     spec = load_spec(data_dir() / "sweeps" / "example.toml" if example else spec_file)
-    spec = parse_cli_axes(
-        spec,
-        {
-            "hardware": hardware,
-            "model": model,
-            "tp": tp,
-            "workload": workload,
-            "rate": rate,
-            "num_requests": num_requests,
-            "seed": seed,
-            "semantics": semantics,
-        },
-        set_,
-        axis,
-    )
+    spec = parse_cli_axes(spec, settings, set_, axis)
     if not spec.axes and not spec.fixed:
         raise ConfigError(
             "nothing to sweep: give a spec file, --example, or axes such as "
@@ -602,16 +393,13 @@ def sweep_cmd(
     if out is None:
         out = Path("results") / spec.name
     addr = dask_scheduler or dask or ("local" if dask_local else None)
-    if threads is not None and threads < 1:
-        raise ConfigError("must be >= 1", field="--threads", value=threads)
-    if chunk_size is not None and chunk_size < 1:
-        raise ConfigError("must be >= 1", field="--chunk-size", value=chunk_size)
+    run = spec.run_options(threads=threads, chunk_size=chunk_size, per_request=per_request)
     outcome = run_sweep(
         spec,
         out,
-        threads=threads,
-        chunk_size=chunk_size,
-        per_request=per_request,
+        threads=run["threads"],
+        chunk_size=run["chunk_size"],
+        per_request=run["per_request"],
         force=force,
         dask=addr,
         progress=None if quiet else _Progress(),
@@ -660,68 +448,6 @@ OptManifest = Annotated[
         "(explicit flags win).",
     ),
 ]
-OptSemanticsV = Annotated[str, typer.Option("--semantics", help="vllm or blis.")]
-OptBudget = Annotated[
-    int | None,
-    typer.Option("--max-num-scheduled-tokens", help="Token budget per step (default 2048)."),
-]
-OptMaxRun = Annotated[
-    int | None,
-    typer.Option("--max-num-running-reqs", help="Cap on running requests (default 256)."),
-]
-OptThr = Annotated[
-    int,
-    typer.Option(
-        "--long-prefill-token-threshold", help="Chunk size cap for long prefills (0 = off)."
-    ),
-]
-OptBlock = Annotated[
-    int | None, typer.Option("--block-size-in-tokens", help="KV block size (default 16).")
-]
-OptKV = Annotated[str | None, typer.Option("--total-kv-blocks", help="KV blocks, or auto.")]
-OptUtil = Annotated[float, typer.Option("--gpu-memory-utilization")]
-OptNoPrefix = Annotated[bool, typer.Option("--no-prefix-caching")]
-
-
-def _deployment(
-    model,
-    model_config_folder,
-    hardware_config,
-    bench_data_path,
-    hardware,
-    tp,
-    step_model,
-    semantics,
-    budget,
-    max_run,
-    thr,
-    block,
-    kv,
-    util,
-    no_prefix,
-    manifest,
-):
-    """Model, hardware entry and scheduler settings from the shared flags (and a manifest)."""
-    from infersweep.config.models import load_hardware, load_model
-    from infersweep.fitting.otlp import read_manifest
-    from infersweep.scheduler.driver import SchedulerConfig
-
-    man = read_manifest(manifest) if manifest is not None else {}
-    m = load_model(model or man.get("model"), model_config_folder)
-    hw = load_hardware(hardware or man.get("gpu") or "H100", hardware_config)
-    tp = tp if tp is not None else man.get("tp", 1)
-    kv_blocks = _parse_kv_blocks(kv) if kv is not None else man.get("blocks")
-    sched = SchedulerConfig(
-        semantics=semantics,
-        max_num_scheduled_tokens=budget if budget is not None else man.get("budget", 2048),
-        max_num_running_reqs=max_run if max_run is not None else man.get("max_run", 256),
-        long_prefill_token_threshold=thr,
-        block_size=block if block is not None else man.get("block", 16),
-        total_kv_blocks=kv_blocks,
-        gpu_memory_utilization=util,
-        prefix_caching=(not no_prefix) and man.get("prefix_caching", True),
-    )
-    return m, hw, tp, sched
 
 
 @app.command("import-otlp")
@@ -747,23 +473,10 @@ def import_otlp_cmd(
 
 @app.command("validate")
 @handles_errors
+@with_settings("deployment", "scheduler", mode="optional")
 def validate_cmd(
+    settings: dict,
     measured: Annotated[Path, typer.Argument(help="Measured trace CSV (import-otlp's format).")],
-    model: OptModel = None,
-    model_config_folder: OptModelFolder = None,
-    hardware_config: OptHwConfig = None,
-    bench_data_path: OptBench = None,
-    hardware: Annotated[str | None, typer.Option("--hardware")] = None,
-    tp: Annotated[int | None, typer.Option("--tp")] = None,
-    step_model: OptStepModel = "auto",
-    semantics: OptSemanticsV = "vllm",
-    max_num_scheduled_tokens: OptBudget = None,
-    max_num_running_reqs: OptMaxRun = None,
-    long_prefill_token_threshold: OptThr = 0,
-    block_size_in_tokens: OptBlock = None,
-    total_kv_blocks: OptKV = None,
-    gpu_memory_utilization: OptUtil = 0.9,
-    no_prefix_caching: OptNoPrefix = False,
     manifest: OptManifest = None,
     skip_first: Annotated[
         int, typer.Option("--skip-first", help="Leave out the first N requests (warm-up).")
@@ -783,34 +496,18 @@ def validate_cmd(
     import json
 
     from infersweep.api import simulate
+    from infersweep.fitting.deployment import resolve_deployment
     from infersweep.fitting.otlp import read_measured
     from infersweep.fitting.validate import compare
 
     wl = read_measured(measured)
-    m, hw, tp_, sched = _deployment(
-        model,
-        model_config_folder,
-        hardware_config,
-        bench_data_path,
-        hardware,
-        tp,
-        step_model,
-        semantics,
-        max_num_scheduled_tokens,
-        max_num_running_reqs,
-        long_prefill_token_threshold,
-        block_size_in_tokens,
-        total_kv_blocks,
-        gpu_memory_utilization,
-        no_prefix_caching,
-        manifest,
-    )
+    m, hw, tp_, sched, values = resolve_deployment(settings, manifest)
     res = simulate(
         model=m,
         hardware=hw,
         tp=tp_,
-        bench_data=bench_data_path,
-        step_model=step_model,
+        bench_data=values["bench_data"],
+        step_model=values["step_model"],
         workload=wl,
         scheduler=sched,
     )
@@ -818,7 +515,9 @@ def validate_cmd(
         for note in res.notes:
             _warn(note)
     rep = compare(wl, res, skip_first=skip_first)
-    rep.render()
+    from infersweep.sweeps.render import render_validation
+
+    render_validation(rep)
     if json_out is not None:
         from infersweep.sweeps.io import atomic_write_text
 
@@ -831,7 +530,9 @@ def validate_cmd(
 
 @app.command("calibrate")
 @handles_errors
+@with_settings("deployment", "scheduler", mode="optional")
 def calibrate_cmd(
+    settings: dict,
     measured: Annotated[Path, typer.Argument(help="Measured trace CSV (import-otlp's format).")],
     out: Annotated[
         Path,
@@ -852,21 +553,6 @@ def calibrate_cmd(
         str | None,
         typer.Option("--fit-phase", help="Fit on the requests of this phase only (default: all)."),
     ] = None,
-    model: OptModel = None,
-    model_config_folder: OptModelFolder = None,
-    hardware_config: OptHwConfig = None,
-    bench_data_path: OptBench = None,
-    hardware: Annotated[str | None, typer.Option("--hardware")] = None,
-    tp: Annotated[int | None, typer.Option("--tp")] = None,
-    step_model: OptStepModel = "auto",
-    semantics: OptSemanticsV = "vllm",
-    max_num_scheduled_tokens: OptBudget = None,
-    max_num_running_reqs: OptMaxRun = None,
-    long_prefill_token_threshold: OptThr = 0,
-    block_size_in_tokens: OptBlock = None,
-    total_kv_blocks: OptKV = None,
-    gpu_memory_utilization: OptUtil = 0.9,
-    no_prefix_caching: OptNoPrefix = False,
     manifest: OptManifest = None,
     skip_first: Annotated[int, typer.Option("--skip-first")] = 1,
     candidates: Annotated[
@@ -883,35 +569,17 @@ def calibrate_cmd(
     hardware config; prints the error before and after on the fitted requests and the rest."""
     import json
 
-    from infersweep.api import simulate
     from infersweep.errors import ConfigError
-    from infersweep.fitting.calibrate import DEFAULT_FIT, calibrate, fit_mask
+    from infersweep.fitting.calibrate import DEFAULT_FIT, before_after, calibrate
+    from infersweep.fitting.deployment import resolve_deployment
     from infersweep.fitting.otlp import read_measured
-    from infersweep.fitting.validate import compare
     from infersweep.sweeps.io import atomic_write_text
 
     fields = [f.strip() for item in fit for f in item.split(",") if f.strip()] or DEFAULT_FIT
     if candidates < 2:
         raise ConfigError("must be >= 2", field="--candidates", value=candidates)
     wl = read_measured(measured)
-    m, hw, tp_, sched = _deployment(
-        model,
-        model_config_folder,
-        hardware_config,
-        bench_data_path,
-        hardware,
-        tp,
-        step_model,
-        semantics,
-        max_num_scheduled_tokens,
-        max_num_running_reqs,
-        long_prefill_token_threshold,
-        block_size_in_tokens,
-        total_kv_blocks,
-        gpu_memory_utilization,
-        no_prefix_caching,
-        manifest,
-    )
+    m, hw, tp_, sched, values = resolve_deployment(settings, manifest)
     res = calibrate(
         wl,
         model=m,
@@ -921,8 +589,8 @@ def calibrate_cmd(
         fields=fields,
         fit_phase=fit_phase,
         skip_first=skip_first,
-        bench_data=bench_data_path,
-        step_model=step_model,
+        bench_data=values["bench_data"],
+        step_model=values["step_model"],
         n_candidates=candidates,
         seed=seed,
     )
@@ -931,39 +599,21 @@ def calibrate_cmd(
     )
     if quiet:
         return
-    from rich.console import Console
-    from rich.table import Table
+    from infersweep.sweeps.render import render_calibration
 
-    mask = fit_mask(wl, fit_phase, skip_first)
-    console = Console()
-    t = Table(
-        title=f"calibration of {hw.name} ({', '.join(res.best.params)}) on "
-        f"{int(mask.sum())} requests{' of phase ' + fit_phase if fit_phase else ''}"
+    rows = before_after(
+        wl,
+        model=m,
+        before=hw,
+        after=res.hardware,
+        tp=tp_,
+        scheduler=sched,
+        fit_phase=fit_phase,
+        skip_first=skip_first,
+        bench_data=values["bench_data"],
+        step_model=values["step_model"],
     )
-    for c in ("requests", "", "TTFT MAPE %", "E2E MAPE %", "TPOT MAPE %"):
-        t.add_column(c, justify="right" if "%" in c else "left")
-    for label, h in (("before", hw), ("after", res.hardware)):
-        sim = simulate(
-            model=m,
-            hardware=h,
-            tp=tp_,
-            bench_data=bench_data_path,
-            step_model=step_model,
-            workload=wl,
-            scheduler=sched,
-        )
-        rep = compare(wl, sim, skip_first=skip_first)
-        for group, sel in (("fitted", mask), ("rest", ~mask)):
-            stats = rep.stats_for(sel)
-            t.add_row(group, label, *(f"{stats[k]:.1f}" for k in ("ttft", "e2e", "tpot")))
-    console.print(t)
-    console.print(
-        "fitted: "
-        + ", ".join(f"{k} = {v:.4g}" for k, v in res.best.params.items())
-        + f"  ({res.n_candidates} candidates in {res.seconds:.1f} s, "
-        f"{res.candidates_per_s:,.0f}/s)"
-    )
-    console.print(f"wrote {out}")
+    render_calibration(res, rows, fit_phase=fit_phase, out=out)
 
 
 # ------------------------------------------------------------------------------------------

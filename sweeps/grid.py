@@ -30,118 +30,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infersweep.config.models import HARDWARE_FIELDS
+from infersweep import settings
 from infersweep.errors import ConfigError
 
-# setting -> (kind, default).  kinds: str, int, float, bool, kv (int or "auto")
-SETTINGS: dict[str, tuple[str, Any]] = {
-    "model": ("str", None),
-    "model_config_folder": ("str", None),
-    "hardware": ("str", "H100"),
-    "hardware_config": ("str", None),
-    "tp": ("int", 1),
-    "bench_data": ("str", None),
-    "step_model": ("str", "auto"),
-    "workload": ("str", "distribution"),
-    "trace": ("str", None),
-    "rate": ("float", 1.0),
-    "num_requests": ("int", 100),
-    "seed": ("int", 42),
-    "arrival": ("str", "constant"),
-    "arrival_cv": ("float", 2.0),
-    "prompt_tokens": ("int", 512),
-    "prompt_tokens_stdev": ("int", 256),
-    "prompt_tokens_min": ("int", 2),
-    "prompt_tokens_max": ("int", 7000),
-    "output_tokens": ("int", 512),
-    "output_tokens_stdev": ("int", 256),
-    "output_tokens_min": ("int", 2),
-    "output_tokens_max": ("int", 7000),
-    "prefix_tokens": ("int", 0),
-    "semantics": ("str", "vllm"),
-    "max_num_scheduled_tokens": ("int", 2048),
-    "max_num_running_reqs": ("int", 256),
-    "long_prefill_token_threshold": ("int", 0),
-    "block_size": ("int", 16),
-    "total_kv_blocks": ("kv", "auto"),
-    "gpu_memory_utilization": ("float", 0.9),
-    "prefix_caching": ("bool", True),
-    "horizon": ("float", 0.0),
-    "blis_preemption": ("str", "reference"),
+#: keys of the [sweep] table that are not settings
+SECTION_KEYS = {"name", "description"}
+#: run options a spec may set in [sweep] (the command-line flags of the same names win):
+#: name -> (check, default)
+RUN_OPTIONS: dict[str, tuple[str, Any]] = {
+    "threads": ("an integer >= 1", None),
+    "chunk_size": ("an integer >= 1", None),
+    "per_request": ("true or false", False),
 }
-ALIASES = {
-    "block_size_in_tokens": "block_size",
-    "workload_traces_filepath": "trace",
-    "bench_data_path": "bench_data",
-    "gpu": "hardware",
-    "num_prompts": "num_requests",
-}
-#: hardware-entry fields usable as axes or fixed settings (canonical JSON names)
-HW_FIELDS = {k.lower(): k for k in HARDWARE_FIELDS}
-#: axes whose labels carry per-label facts in the result (non-dimension coords)
-SECTION_KEYS = {"name", "description", "threads", "chunk_size", "per_request"}
+
+
+def _run_option(name: str, value: Any, where: str | None) -> Any:
+    if name == "per_request":
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if not ok:
+        raise ConfigError(f"must be {RUN_OPTIONS[name][0]}", file=where, field=name, value=value)
+    return value
 
 
 def canonical(name: str, where: str | None = None) -> str:
-    """The canonical setting name of an axis or fixed setting (error when unknown)."""
-    key = str(name).strip()
-    low = key.lower().replace("-", "_")
-    if low in SETTINGS:
-        return low
-    if low in ALIASES:
-        return ALIASES[low]
-    if key.lower() in HW_FIELDS:
-        return HW_FIELDS[key.lower()]
-    known = sorted(SETTINGS) + sorted(HARDWARE_FIELDS)
-    raise ConfigError(
-        "unknown setting", file=where, field=str(name), hint="known: " + ", ".join(known)
-    )
+    """The canonical name of an axis or fixed setting (registry: :mod:`infersweep.settings`)."""
+    return settings.canonical(name, where)
 
 
 def coerce(name: str, value: Any, where: str | None = None) -> Any:
-    """A setting value with its type checked (one error naming the field and value)."""
-    kind = SETTINGS[name][0] if name in SETTINGS else "float"
-
-    def bad(why: str) -> ConfigError:
-        return ConfigError(why, file=where, field=name, value=value)
-
+    """A setting value with its type and range checked (one error naming field and value)."""
     if value is None:
-        raise bad("must have a value")
-    if kind == "str":
-        if not isinstance(value, str) or not value:
-            raise bad("must be a non-empty string")
-        return value
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise bad("must be true or false")
-    if kind == "kv":
-        if isinstance(value, str) and value.lower() == "auto":
-            return "auto"
-        kind = "int"
-    if isinstance(value, bool):
-        raise bad(f"must be {'an integer' if kind == 'int' else 'a number'}")
-    if kind == "int":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, str):
-            try:
-                value = int(value)
-            except ValueError:
-                raise bad("must be an integer") from None
-        if not isinstance(value, int):
-            raise bad("must be an integer")
-        return value
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise bad("must be a number") from None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise bad("must be a finite number")
-    return float(value)
+        raise ConfigError("must have a value", file=where, field=name, value=value)
+    return settings.check(name, value, where)
 
 
 @dataclass
@@ -152,6 +74,17 @@ class SweepSpec:
     axes: dict[str, list] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # RUN_OPTIONS given by the spec
+
+    def run_options(self, **flags: Any) -> dict[str, Any]:
+        """threads, chunk_size, per_request: a flag that is not None wins over the spec."""
+        out = {}
+        for name, (_, default) in RUN_OPTIONS.items():
+            v = flags.get(name)
+            if v is not None:
+                v = _run_option(name, v, f"--{name.replace('_', '-')}")
+            out[name] = v if v is not None else self.options.get(name, default)
+        return out
 
     def add_axis(self, name: str, values: list, where: str | None = None) -> None:
         key = canonical(name, where)
@@ -187,15 +120,15 @@ class SweepSpec:
 
     def point(self, i: int) -> dict[str, Any]:
         """The settings of point i (C order over the axes)."""
-        settings = {k: d for k, (_, d) in SETTINGS.items()}
-        settings.update(self.fixed)
+        values = settings.defaults()
+        values.update(self.fixed)
         idx = []
         for n in reversed(self.shape):
             idx.append(i % n)
             i //= n
         for (k, vals), j in zip(self.axes.items(), reversed(idx)):
-            settings[k] = vals[j]
-        return settings
+            values[k] = vals[j]
+        return values
 
     def points(self):
         for i in range(self.n_points):
@@ -227,33 +160,42 @@ def load_spec(path: str | os.PathLike | None = None) -> SweepSpec:
         raise ConfigError(f"malformed TOML: {exc}", file=p) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the spec ({exc})", file=p) from None
+    spec = spec_from_dict(data, where=str(p))
     spec.source = str(p)
+    return spec
+
+
+def spec_from_dict(data: dict, where: str | None = None) -> SweepSpec:
+    """A spec from its dict form: ``{"sweep": {fixed settings}, "grid": {axis: [values]}}``."""
+    spec = SweepSpec()
     unknown_tables = set(data) - {"sweep", "grid"}
     if unknown_tables:
         raise ConfigError(
             "unknown table(s): " + ", ".join(sorted(unknown_tables)),
-            file=p,
+            file=where,
             hint="a spec has [sweep] (fixed settings) and [grid] (axes)",
         )
     sweep = data.get("sweep", {})
     grid = data.get("grid", {})
     if not isinstance(sweep, dict) or not isinstance(grid, dict):
-        raise ConfigError("[sweep] and [grid] must be tables", file=p)
+        raise ConfigError("[sweep] and [grid] must be tables", file=where)
     for k, v in sweep.items():
         if k == "name":
             if not isinstance(v, str):
-                raise ConfigError("must be a string", file=p, field="sweep.name", value=v)
+                raise ConfigError("must be a string", file=where, field="sweep.name", value=v)
             spec.name = v
-        elif k in SECTION_KEYS:
+        elif k == "description":
             continue
+        elif k in RUN_OPTIONS:
+            spec.options[k] = _run_option(k, v, where)
         else:
-            spec.set_fixed(k, v, where=str(p))
+            spec.set_fixed(k, v, where=where)
     for k, v in grid.items():
         if not isinstance(v, list):
             raise ConfigError(
-                "an axis must be a list of values", file=p, field=f"grid.{k}", value=v
+                "an axis must be a list of values", file=where, field=f"grid.{k}", value=v
             )
-        spec.add_axis(k, v, where=str(p))
+        spec.add_axis(k, v, where=where)
     return spec
 
 
@@ -269,7 +211,7 @@ def parse_cli_axes(
         for item in raw:
             values += [v.strip() for v in str(item).split(",") if v.strip() != ""]
         if not values:
-            raise ConfigError("an axis needs at least one value", field=f"--{name}")
+            raise ConfigError("an axis needs at least one value", field=name)
         spec.add_axis(name, values)
     for item in axes:
         if "=" not in item:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infersweep.sweeps.io import atomic_write_bytes, atomic_write_text
+from infersweep.sweeps.io import atomic_write_text
 
 
 def go_number(x: float) -> str:
@@ -93,20 +93,11 @@ def write_results(
     path, the per-request table as Parquet.  Written atomically."""
     p = Path(path)
     if p.suffix.lower() == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from infersweep.sweeps.results import requests_table, write_table
 
-        cols = (
-            table
-            if table is not None
-            else {k: [r[k] for r in records] for k in (records[0] if records else {})}
-        )
-        tbl = pa.table({k: np.asarray(v) for k, v in cols.items()})
-        meta = {b"infersweep.summary": json.dumps(summary).encode()}
-        tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), **meta})
-        sink = pa.BufferOutputStream()
-        pq.write_table(tbl, sink)
-        atomic_write_bytes(p, sink.getvalue().to_pybytes())
+        if table is None:
+            raise ValueError("a .parquet results path needs the per-request table")
+        write_table(p, requests_table(table, summary))
         return
     obj = dict(summary)
     obj["requests"] = records

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.table import Table
 
@@ -49,3 +51,78 @@ def render_step_breakdown(info: dict, console: Console | None = None) -> None:
         )
     for note in info.get("notes", []):
         console.print(f"note: {note}")
+
+
+def render_validation(report, console: Console | None = None) -> None:
+    """Rich tables of a validation report: errors per metric and the mean latencies, overall
+    and per phase."""
+    from infersweep.fitting.validate import METRIC_LABELS, METRICS
+
+    console = console or Console()
+    o = report.overall
+    console.print(
+        f"[bold]validation[/] of {report.source or 'the measured trace'}: "
+        f"{o.requests} request(s); compared {o.compared}; skipped the first "
+        f"{o.skipped}; dropped by the simulation {o.dropped}; not completed "
+        f"{o.not_completed}"
+    )
+    groups = [o] + list(report.phases)
+
+    def fmt(v: float, spec: str) -> str:
+        return "-" if not math.isfinite(v) else format(v, spec)
+
+    for g in groups:
+        title = (
+            "all requests" if g is o else f"phase: {g.name or '(no phase)'}"
+        ) + f" ({g.compared} compared of {g.requests})"
+        t = Table(title=title, title_justify="left", show_header=True, header_style="bold")
+        for head in (
+            "metric",
+            "n",
+            "measured ms",
+            "predicted ms",
+            "MAPE %",
+            "error ms",
+            "error %",
+        ):
+            t.add_column(head, justify="left" if head == "metric" else "right")
+        for m in METRICS:
+            s = g.metrics[m]
+            t.add_row(
+                METRIC_LABELS[m],
+                str(s.n),
+                fmt(s.mean_measured_ms, ",.1f"),
+                fmt(s.mean_predicted_ms, ",.1f"),
+                fmt(s.mape_pct, ".1f"),
+                fmt(s.mean_signed_error_ms, "+,.1f"),
+                fmt(s.mean_signed_error_pct, "+.1f"),
+            )
+        console.print(t)
+    ntp = o.metrics["tpot"].n
+    console.print(
+        f"measured, predicted: means; error: mean signed error (predicted - "
+        f"measured); TPOT over the {ntp} compared request(s) with more than one "
+        f"output token; % errors over measured values > 0."
+    )
+
+
+def render_calibration(result, rows, *, fit_phase, out, console: Console | None = None) -> None:
+    """The before/after table of a calibration (rows of ``fitting.calibrate.before_after``)."""
+    console = console or Console()
+    n_fit = next((r["n"] for r in rows if r["group"] == "fitted"), 0)
+    t = Table(
+        title=f"calibration of {result.hardware.name} ({', '.join(result.best.params)}) on "
+        f"{n_fit} requests{' of phase ' + fit_phase if fit_phase else ''}"
+    )
+    for c in ("requests", "", "TTFT MAPE %", "E2E MAPE %", "TPOT MAPE %"):
+        t.add_column(c, justify="right" if "%" in c else "left")
+    for r in rows:
+        t.add_row(r["group"], r["label"], *(f"{r[k]:.1f}" for k in ("ttft", "e2e", "tpot")))
+    console.print(t)
+    console.print(
+        "fitted: "
+        + ", ".join(f"{k} = {v:.4g}" for k, v in result.best.params.items())
+        + f"  ({result.n_candidates} candidates in {result.seconds:.1f} s, "
+        f"{result.candidates_per_s:,.0f}/s)"
+    )
+    console.print(f"wrote {out}")

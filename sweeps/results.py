@@ -13,12 +13,20 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from infersweep import __version__
 from infersweep.errors import ConfigError
-from infersweep.metrics.summary import METRICS
+from infersweep.metrics.summary import (
+    METRICS,
+    REQUEST_COLUMNS,
+    STATUS_NAMES,
+    SUMMARY_INDEX,
+    SWEEP_METRICS,
+)
+from infersweep.metrics.summary_nb import M_STATUS
 
 META_KEY = b"infersweep"
 STATUS_ATTRS = {
@@ -249,3 +257,157 @@ def table_to_dataset(tbl, meta: dict):
     for name, info in meta["facts"].items():
         ds[name].attrs.update(info["attrs"])
     return ds
+
+
+# --------------------------------------------------------------------------------------------
+# writing: sweep chunks, per-request tables, the merged result
+# --------------------------------------------------------------------------------------------
+
+
+def result_meta(spec, facts: dict, created: str | None = None) -> dict:
+    """The schema metadata of a sweep result (attributes, axes, variables, facts)."""
+    variables = {
+        m: {
+            "units": METRICS[m].units,
+            "long_name": METRICS[m].long_name,
+            "description": METRICS[m].description,
+        }
+        for m in SWEEP_METRICS
+    }
+    variables["status"] = dict(STATUS_ATTRS)
+    variables["reason"] = dict(REASON_ATTRS)
+    fact_meta = {}
+    for dim, cols in facts.items():
+        for name, vals in cols.items():
+            units, long_name = FACT_ATTRS[name]
+            fact_meta[name] = {
+                "dim": dim,
+                "attrs": {"units": units, "long_name": long_name},
+                "dtype": str(vals.dtype),
+            }
+    axes = {
+        d: [v.item() if hasattr(v, "item") else v for v in axis_array(vals)]
+        for d, vals in spec.axes.items()
+    }
+    return {
+        "attrs": dataset_attrs(spec, created),
+        "dims": list(spec.axes),
+        "axes": axes,
+        "axis_dtypes": {d: axis_array(v).dtype.kind for d, v in spec.axes.items()},
+        "variables": variables,
+        "facts": fact_meta,
+    }
+
+
+def chunk_table(spec, points: list, metrics: np.ndarray, facts: dict):
+    """The rows of one chunk: point, axis columns, metrics, status, reason, facts."""
+    import pyarrow as pa
+
+    n = len(points)
+    cols: dict[str, Any] = {"point": pa.array([p.index for p in points], pa.int64())}
+    for d, vals in spec.axes.items():
+        arr = axis_array(vals)
+        col = [p.settings[d] for p in points]
+        cols[d] = pa.array(
+            col, type=pa.from_numpy_dtype(arr.dtype) if arr.dtype.kind != "U" else pa.string()
+        )
+    for m in SWEEP_METRICS:
+        i, _ = SUMMARY_INDEX[m]
+        cols[m] = pa.array(metrics[:, i], pa.float64(), from_pandas=True)  # NaN -> null
+    status = []
+    reason = []
+    for k, p in enumerate(points):
+        if p.reason:
+            status.append("invalid")
+            reason.append(p.reason)
+        else:
+            status.append(STATUS_NAMES.get(int(metrics[k, M_STATUS]), "unknown"))
+            reason.append("")
+    cols["status"] = pa.array(status, pa.string())
+    cols["reason"] = pa.array(reason, pa.string())
+    for dim, fcols in facts.items():
+        labels = {
+            (v.item() if hasattr(v, "item") else v): j
+            for j, v in enumerate(axis_array(spec.axes[dim]))
+        }
+        idx = np.array([labels[p.settings[dim]] for p in points], np.int64)
+        for name, vals in fcols.items():
+            cols[name] = pa.array(vals[idx]) if n else pa.array(vals[:0])
+    return pa.table(cols)
+
+
+def requests_table(cols: dict[str, np.ndarray], summary: dict | None = None):
+    """The pyarrow table of per-request columns (``REQUEST_COLUMNS``), with the run's summary
+    in the schema metadata when given."""
+    import pyarrow as pa
+
+    tbl = pa.table({k: np.asarray(cols[k]) for k in REQUEST_COLUMNS})
+    meta = {
+        b"infersweep.columns": json.dumps(
+            {k: {"units": u, "description": d} for k, (u, d) in REQUEST_COLUMNS.items()}
+        ).encode()
+    }
+    if summary is not None:
+        meta[b"infersweep.summary"] = json.dumps(summary).encode()
+    return tbl.replace_schema_metadata(meta)
+
+
+def write_table(path: str | Path, table) -> None:
+    """Write a pyarrow table (or per-request columns) as Parquet, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from infersweep.fileio import atomic_write_bytes
+
+    if isinstance(table, dict):
+        table = requests_table(table)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def merge_chunks(chunks: list[Path], meta: dict, path: Path, n_points: int) -> None:
+    """Stream chunk files (each holding consecutive points) into one Parquet file with the
+    result metadata, atomically (a temporary file, then a rename)."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    writer = None
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    expected = 0
+    try:
+        for chunk in chunks:
+            tbl = pq.read_table(chunk)
+            pts = tbl.column("point").to_numpy()
+            if len(pts) and (pts[0] != expected or (np.diff(pts) != 1).any()):
+                raise ConfigError("a chunk file does not hold the points it should", file=chunk)
+            expected += len(pts)
+            tbl = tbl.drop(["point"])
+            tbl = tbl.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, tbl.schema)
+            writer.write_table(tbl)
+        if expected != n_points:
+            raise ConfigError(
+                f"the chunks hold {expected} of {n_points} points", file=path.parent / "chunks"
+            )
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.close()
+    os.replace(tmp, path)
+
+
+def result_digest(path: Path) -> str | None:
+    """The spec digest stored in a result file's metadata (None when unreadable)."""
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta[META_KEY])["attrs"]["spec_digest"]
+    except Exception:
+        return None

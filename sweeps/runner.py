@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from infersweep import __version__
+from infersweep import __version__, settings
 from infersweep.config.models import (
     HARDWARE_FIELDS,
     Hardware,
@@ -31,12 +31,17 @@ from infersweep.config.models import (
 )
 from infersweep.costmodel.stepcost import weights_fit
 from infersweep.errors import ConfigError
-from infersweep.metrics.summary import STATUS_NAMES, SUMMARY_INDEX, SWEEP_METRICS
-from infersweep.metrics.summary_nb import M_STATUS
+from infersweep.metrics.summary import request_columns
 from infersweep.scheduler.driver import SchedulerConfig, resolve_kv_blocks
-from infersweep.sweeps.grid import SETTINGS, SweepSpec
-from infersweep.sweeps.results import FACT_ATTRS, META_KEY, axis_array, dataset_attrs
-from infersweep.workload.generate import LengthSpec, Workload, WorkloadSpec, generate
+from infersweep.sweeps.grid import SweepSpec
+from infersweep.sweeps.results import (
+    chunk_table,
+    merge_chunks,
+    result_digest,
+    result_meta,
+    write_table,
+)
+from infersweep.workload.generate import Workload, generate
 
 CHUNK_DIR = "chunks"
 RESULT = "result.parquet"
@@ -85,71 +90,17 @@ class Preparer:
         return hw
 
     def workload(self, s: dict) -> Workload:
-        key = tuple(
-            s[k]
-            for k in (
-                "workload",
-                "trace",
-                "rate",
-                "num_requests",
-                "seed",
-                "arrival",
-                "arrival_cv",
-                "prompt_tokens",
-                "prompt_tokens_stdev",
-                "prompt_tokens_min",
-                "prompt_tokens_max",
-                "output_tokens",
-                "output_tokens_stdev",
-                "output_tokens_min",
-                "output_tokens_max",
-                "prefix_tokens",
-            )
-        )
+        key = settings.workload_key(s)
         wl = self._workloads.get(key)
         if wl is None:
-            spec = WorkloadSpec(
-                workload=s["workload"],
-                rate=s["rate"],
-                num_requests=s["num_requests"],
-                seed=s["seed"],
-                arrival=s["arrival"],
-                arrival_cv=s["arrival_cv"],
-                prefix_tokens=s["prefix_tokens"],
-                trace=s["trace"],
-                prompt=LengthSpec(
-                    mean=s["prompt_tokens"],
-                    std=s["prompt_tokens_stdev"],
-                    min=s["prompt_tokens_min"],
-                    max=s["prompt_tokens_max"],
-                ),
-                output=LengthSpec(
-                    mean=s["output_tokens"],
-                    std=s["output_tokens_stdev"],
-                    min=s["output_tokens_min"],
-                    max=s["output_tokens_max"],
-                ),
-            )
-            wl = generate(spec)
+            wl = generate(settings.workload_spec(s))
             if len(self._workloads) > 4096:
                 self._workloads.clear()
             self._workloads[key] = wl
         return wl
 
     def scheduler(self, s: dict) -> SchedulerConfig:
-        tkb = s["total_kv_blocks"]
-        return SchedulerConfig(
-            semantics=s["semantics"],
-            max_num_scheduled_tokens=s["max_num_scheduled_tokens"],
-            max_num_running_reqs=s["max_num_running_reqs"],
-            long_prefill_token_threshold=s["long_prefill_token_threshold"],
-            block_size=s["block_size"],
-            total_kv_blocks=None if tkb == "auto" else tkb,
-            gpu_memory_utilization=s["gpu_memory_utilization"],
-            prefix_caching=s["prefix_caching"],
-            horizon_s=s["horizon"],
-            blis_preemption=s["blis_preemption"],
-        )
+        return settings.scheduler_config(s)
 
     def prepare(self, index: int, s: dict) -> Prepared:
         from infersweep.api import cost_model_for
@@ -228,80 +179,6 @@ def label_facts(spec: SweepSpec, prep: Preparer) -> dict[str, dict[str, np.ndarr
     return facts
 
 
-def result_meta(spec: SweepSpec, facts: dict, created: str | None = None) -> dict:
-    from infersweep.metrics.summary import METRICS
-    from infersweep.sweeps.results import REASON_ATTRS, STATUS_ATTRS
-
-    variables = {
-        m: {
-            "units": METRICS[m].units,
-            "long_name": METRICS[m].long_name,
-            "description": METRICS[m].description,
-        }
-        for m in SWEEP_METRICS
-    }
-    variables["status"] = dict(STATUS_ATTRS)
-    variables["reason"] = dict(REASON_ATTRS)
-    fact_meta = {}
-    for dim, cols in facts.items():
-        for name, vals in cols.items():
-            units, long_name = FACT_ATTRS[name]
-            fact_meta[name] = {
-                "dim": dim,
-                "attrs": {"units": units, "long_name": long_name},
-                "dtype": str(vals.dtype),
-            }
-    axes = {
-        d: [v.item() if hasattr(v, "item") else v for v in axis_array(vals)]
-        for d, vals in spec.axes.items()
-    }
-    return {
-        "attrs": dataset_attrs(spec, created),
-        "dims": list(spec.axes),
-        "axes": axes,
-        "axis_dtypes": {d: axis_array(v).dtype.kind for d, v in spec.axes.items()},
-        "variables": variables,
-        "facts": fact_meta,
-    }
-
-
-def chunk_table(spec: SweepSpec, points: list[Prepared], metrics: np.ndarray, facts: dict):
-    """The rows of one chunk: point, axis columns, metrics, status, reason, facts."""
-    import pyarrow as pa
-
-    n = len(points)
-    cols: dict[str, Any] = {"point": pa.array([p.index for p in points], pa.int64())}
-    for d, vals in spec.axes.items():
-        arr = axis_array(vals)
-        col = [p.settings[d] for p in points]
-        cols[d] = pa.array(
-            col, type=pa.from_numpy_dtype(arr.dtype) if arr.dtype.kind != "U" else pa.string()
-        )
-    for m in SWEEP_METRICS:
-        i, _ = SUMMARY_INDEX[m]
-        cols[m] = pa.array(metrics[:, i], pa.float64(), from_pandas=True)  # NaN -> null
-    status = []
-    reason = []
-    for k, p in enumerate(points):
-        if p.reason:
-            status.append("invalid")
-            reason.append(p.reason)
-        else:
-            status.append(STATUS_NAMES.get(int(metrics[k, M_STATUS]), "unknown"))
-            reason.append("")
-    cols["status"] = pa.array(status, pa.string())
-    cols["reason"] = pa.array(reason, pa.string())
-    for dim, fcols in facts.items():
-        labels = {
-            (v.item() if hasattr(v, "item") else v): j
-            for j, v in enumerate(axis_array(spec.axes[dim]))
-        }
-        idx = np.array([labels[p.settings[dim]] for p in points], np.int64)
-        for name, vals in fcols.items():
-            cols[name] = pa.array(vals[idx]) if n else pa.array(vals[:0])
-    return pa.table(cols)
-
-
 # --------------------------------------------------------------------------------------------
 # computing a chunk (locally or on a Dask worker)
 # --------------------------------------------------------------------------------------------
@@ -326,40 +203,12 @@ def compute_chunk(
         if p.job is not None:
             metrics[k] = br.metrics[j]
             if per_request:
-                per_req[p.index] = request_table(
-                    p.job, br.out_req[br.req_off[j] : br.req_off[j + 1]]
+                per_req[p.index] = request_columns(
+                    p.job.workload, br.out_req[br.req_off[j] : br.req_off[j + 1]]
                 )
             j += 1
     facts = label_facts(spec, prep)
     return chunk_table(spec, points, metrics, facts), per_req
-
-
-def request_table(job, out: np.ndarray):
-    import pyarrow as pa
-
-    from infersweep.scheduler import common_nb as sc
-
-    wl = job.workload
-    rows = wl.extra.get("trace_row")
-    rid = np.arange(len(wl)) if rows is None else np.asarray(rows)
-
-    def ms(col: int) -> np.ndarray:
-        v = out[:, col]
-        return np.where(v >= 0, v / 1000.0, np.nan)
-
-    return pa.table(
-        {
-            "request_id": pa.array(rid, pa.int64()),
-            "arrival_s": pa.array(wl.arrival_us / 1e6),
-            "prompt_tokens": pa.array(wl.prompt_tok),
-            "output_tokens": pa.array(wl.output_tok),
-            "ttft_ms": pa.array(ms(sc.O_TTFT)),
-            "e2e_ms": pa.array(ms(sc.O_E2E)),
-            "scheduling_delay_ms": pa.array(ms(sc.O_SCHED)),
-            "preemptions": pa.array(out[:, sc.O_PREEMPT]),
-            "completed": pa.array(out[:, sc.O_STATE] == sc.STATE_DONE),
-        }
-    )
 
 
 def spec_from_dict(d: dict) -> SweepSpec:
@@ -390,29 +239,13 @@ def check_spec(spec: SweepSpec) -> Preparer:
                 prep.model(s)
             elif key in ("hardware", "hardware_config") or key in HARDWARE_FIELDS:
                 prep.hardware(s)
-            elif key in (
-                "workload",
-                "trace",
-                "rate",
-                "num_requests",
-                "seed",
-                "arrival",
-                "arrival_cv",
-            ) or key.startswith(("prompt_", "output_", "prefix_")):
-                prep.workload(s)
-            elif key == "tp":
-                if s["tp"] < 1:
-                    raise ConfigError("must be an integer >= 1", field="tp", value=s["tp"])
-            elif key == "step_model":
-                if s["step_model"] not in ("auto", "v1", "v2"):
-                    raise ConfigError(
-                        "unknown step model",
-                        field="step_model",
-                        value=s["step_model"],
-                        hint="one of: auto, v2, v1",
-                    )
-            elif key in SETTINGS and key != "bench_data":
-                prep.scheduler(s)
+            elif key in settings.SETTINGS:
+                group = settings.SETTINGS[key].group
+                if group == "workload":
+                    prep.workload(s)
+                elif group == "scheduler":
+                    prep.scheduler(s)
+                # deployment settings (tp, step_model, bench_data) are checked by the registry
         except ConfigError as exc:
             if spec.source or table == "grid":
                 raise ConfigError(
@@ -444,17 +277,6 @@ class SweepOutcome:
     seconds: float
 
 
-def _result_digest(path: Path) -> str | None:
-    """The spec digest stored in a result file's metadata (None when unreadable)."""
-    try:
-        import pyarrow.parquet as pq
-
-        meta = pq.read_schema(path).metadata or {}
-        return json.loads(meta[META_KEY])["attrs"]["spec_digest"]
-    except Exception:
-        return None
-
-
 def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_request: bool) -> dict:
     manifest = {
         "infersweep_version": __version__,
@@ -478,7 +300,7 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_reques
                 old = {}
         elif (out / RESULT).exists() or (out / CHUNK_DIR).is_dir():
             # no manifest but results: only the result's own metadata can say what it is
-            digest = _result_digest(out / RESULT) if (out / RESULT).exists() else None
+            digest = result_digest(out / RESULT) if (out / RESULT).exists() else None
             old = {
                 "spec_digest": digest,
                 "per_request": (out / "per_request").is_dir(),
@@ -523,61 +345,19 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_reques
     return manifest
 
 
-def _write_chunk(out: Path, cid: int, table, per_req: dict) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from infersweep.sweeps.io import atomic_write_bytes
-
-    for point, tbl in per_req.items():
-        sink = pa.BufferOutputStream()
-        pq.write_table(tbl, sink)
-        atomic_write_bytes(
-            out / "per_request" / f"point={point}" / "part-0.parquet", sink.getvalue().to_pybytes()
-        )
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(out / CHUNK_DIR / f"chunk-{cid:07d}.parquet", sink.getvalue().to_pybytes())
-
-
 def _finalise(out: Path, spec: SweepSpec, n_chunks: int, facts: dict) -> Path:
     """Stream the chunks, in point order, into result.parquet (atomically); remove them."""
-    import pyarrow.parquet as pq
-
     chunk_dir = out / CHUNK_DIR
-    meta = result_meta(spec, facts)
-    writer = None
-    tmp = out / f".{RESULT}.tmp-{os.getpid()}"
-    expected = 0
-    try:
-        for cid in range(n_chunks):
-            tbl = pq.read_table(chunk_dir / f"chunk-{cid:07d}.parquet")
-            pts = tbl.column("point").to_numpy()
-            if len(pts) and (pts[0] != expected or (np.diff(pts) != 1).any()):
-                raise ConfigError(
-                    "a chunk file does not hold the points it should",
-                    file=chunk_dir / f"chunk-{cid:07d}.parquet",
-                )
-            expected += len(pts)
-            tbl = tbl.drop(["point"])
-            tbl = tbl.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, tbl.schema)
-            writer.write_table(tbl)
-        if expected != spec.n_points:
-            raise ConfigError(
-                f"the chunks hold {expected} of {spec.n_points} points", file=chunk_dir
-            )
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    if writer is not None:
-        writer.close()
-    os.replace(tmp, out / RESULT)
+    chunks = [chunk_dir / f"chunk-{cid:07d}.parquet" for cid in range(n_chunks)]
+    merge_chunks(chunks, result_meta(spec, facts), out / RESULT, spec.n_points)
     shutil.rmtree(chunk_dir, ignore_errors=True)
     return out / RESULT
+
+
+def _write_chunk(out: Path, cid: int, table, per_req: dict) -> None:
+    for point, cols in per_req.items():
+        write_table(out / "per_request" / f"point={point}" / "part-0.parquet", cols)
+    write_table(out / CHUNK_DIR / f"chunk-{cid:07d}.parquet", table)
 
 
 def run_sweep(
@@ -682,3 +462,51 @@ def _run_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def sweep(
+    spec: SweepSpec | dict | str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    threads: int | None = None,
+    chunk_size: int | None = None,
+    per_request: bool | None = None,
+    force: bool = False,
+    dask: str | None = None,
+    **settings_or_axes: Any,
+):
+    """Run (or resume) a sweep and return its result as an ``xarray.Dataset``.
+
+    ``spec``: a TOML file, a :class:`SweepSpec` or its dict form (``{"sweep": {...}, "grid":
+    {...}}``); keyword arguments add axes (a list) or fixed settings (a scalar) under any
+    setting or hardware-field name.  ``out`` defaults to ``results/<spec name>``.
+
+    >>> ds = infersweep.sweep(model=["llama-3.1-8b-instruct"], tp=[1, 2], rate=[1, 4],
+    ...                       workload="chatbot", num_requests=200, out="results/api")
+    """
+    from infersweep.sweeps.grid import load_spec, spec_from_dict
+    from infersweep.sweeps.results import read_dataset
+
+    if isinstance(spec, SweepSpec):
+        sp = spec
+    elif isinstance(spec, dict):
+        sp = spec_from_dict(spec)
+    else:
+        sp = load_spec(spec)
+    for key, value in settings_or_axes.items():
+        if isinstance(value, (list, tuple)):
+            sp.add_axis(key, list(value))
+        else:
+            sp.set_fixed(key, value)
+    run = sp.run_options(threads=threads, chunk_size=chunk_size, per_request=per_request)
+    outcome = run_sweep(
+        sp,
+        Path(out) if out is not None else Path("results") / sp.name,
+        threads=run["threads"],
+        chunk_size=run["chunk_size"],
+        per_request=run["per_request"],
+        force=force,
+        dask=dask,
+        quiet=True,
+    )
+    return read_dataset(outcome.path)

@@ -358,3 +358,40 @@ def fit_mask(workload: Workload, phase: str | None, skip_first: int) -> np.ndarr
             raise ConfigError("the trace has no phase column", field="--fit-phase", value=phase)
         mask &= np.asarray([str(p) == phase for p in ph])
     return mask
+
+
+def before_after(
+    workload: Workload,
+    *,
+    model: ModelConfig,
+    before: Hardware,
+    after: Hardware,
+    tp: int,
+    scheduler: SchedulerConfig,
+    fit_phase: str | None,
+    skip_first: int,
+    bench_data=None,
+    step_model: str = "auto",
+) -> list[dict]:
+    """MAPE of TTFT, E2E and TPOT on the fitted requests and on the rest, with the hardware
+    entry before and after calibration: rows {group, label, n, ttft, e2e, tpot}."""
+    from infersweep.api import simulate
+    from infersweep.fitting.validate import compare
+
+    mask = fit_mask(workload, fit_phase, skip_first)
+    rows = []
+    for label, hw in (("before", before), ("after", after)):
+        sim = simulate(
+            model=model,
+            hardware=hw,
+            tp=tp,
+            bench_data=bench_data,
+            step_model=step_model,
+            workload=workload,
+            scheduler=scheduler,
+        )
+        rep = compare(workload, sim, skip_first=skip_first)
+        for group, sel in (("fitted", mask), ("rest", ~mask)):
+            stats = rep.stats_for(sel)
+            rows.append({"group": group, "label": label, "n": int(sel.sum()), **stats})
+    return rows

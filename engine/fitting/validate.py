@@ -173,58 +173,6 @@ class Report:
             out["requests"] = rows
         return out
 
-    def render(self, console=None) -> None:
-        """Rich tables: errors per metric and the mean latencies, overall and per phase."""
-        from rich.console import Console
-        from rich.table import Table
-
-        console = console or Console()
-        o = self.overall
-        console.print(
-            f"[bold]validation[/] of {self.source or 'the measured trace'}: "
-            f"{o.requests} request(s); compared {o.compared}; skipped the first "
-            f"{o.skipped}; dropped by the simulation {o.dropped}; not completed "
-            f"{o.not_completed}"
-        )
-        groups = [o] + list(self.phases)
-
-        def fmt(v: float, spec: str) -> str:
-            return "-" if not math.isfinite(v) else format(v, spec)
-
-        for g in groups:
-            title = (
-                "all requests" if g is o else f"phase: {g.name or '(no phase)'}"
-            ) + f" ({g.compared} compared of {g.requests})"
-            t = Table(title=title, title_justify="left", show_header=True, header_style="bold")
-            for head in (
-                "metric",
-                "n",
-                "measured ms",
-                "predicted ms",
-                "MAPE %",
-                "error ms",
-                "error %",
-            ):
-                t.add_column(head, justify="left" if head == "metric" else "right")
-            for m in METRICS:
-                s = g.metrics[m]
-                t.add_row(
-                    METRIC_LABELS[m],
-                    str(s.n),
-                    fmt(s.mean_measured_ms, ",.1f"),
-                    fmt(s.mean_predicted_ms, ",.1f"),
-                    fmt(s.mape_pct, ".1f"),
-                    fmt(s.mean_signed_error_ms, "+,.1f"),
-                    fmt(s.mean_signed_error_pct, "+.1f"),
-                )
-            console.print(t)
-        ntp = o.metrics["tpot"].n
-        console.print(
-            f"measured, predicted: means; error: mean signed error (predicted - "
-            f"measured); TPOT over the {ntp} compared request(s) with more than one "
-            f"output token; % errors over measured values > 0."
-        )
-
 
 def _group(name: str, mask: np.ndarray, status: np.ndarray, meas: dict, pred: dict) -> GroupStats:
     ok = mask & (status == COMPARED)

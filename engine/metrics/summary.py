@@ -290,3 +290,50 @@ def request_records(raw) -> list[dict]:
             }
         )
     return recs
+
+
+#: The per-request table of ``run --results-path X.parquet``, ``sweep --per-request`` and
+#: ``SimResult.requests_table()``: column -> (units, description).
+REQUEST_COLUMNS = {
+    "request_id": ("1", "row of the request in its trace (generation order otherwise)"),
+    "arrival_s": ("s", "arrival time"),
+    "prompt_tokens": ("tokens", "prompt length"),
+    "output_tokens": ("tokens", "output length"),
+    "prefix_group": ("1", "shared-prefix group (-1 = none)"),
+    "prefix_tokens": ("tokens", "tokens of the group's shared prefix"),
+    "ttft_ms": ("ms", "time to first token (NaN if none)"),
+    "e2e_ms": ("ms", "end-to-end latency (NaN if not completed)"),
+    "scheduling_delay_ms": ("ms", "arrival to first scheduling (NaN if never scheduled)"),
+    "preemptions": ("1", "times the request was preempted"),
+    "completed": ("1", "the request finished"),
+    "dropped": ("1", "the request can never fit in the KV cache"),
+}
+
+
+def request_columns(workload, out: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-request columns (:data:`REQUEST_COLUMNS`, arrival order) of one simulation's
+    kernel outputs ``out`` (``O_*`` columns)."""
+    rows = workload.extra.get("trace_row")
+    rid = np.arange(len(workload)) if rows is None else np.asarray(rows)
+
+    def ms(col: int) -> np.ndarray:
+        v = out[:, col]
+        return np.where(v >= 0, v / 1000.0, np.nan)
+
+    state = out[:, sc_nb.O_STATE]
+    cols = {
+        "request_id": rid.astype(np.int64),
+        "arrival_s": workload.arrival_us / 1e6,
+        "prompt_tokens": workload.prompt_tok,
+        "output_tokens": workload.output_tok,
+        "prefix_group": workload.group,
+        "prefix_tokens": workload.prefix_tok,
+        "ttft_ms": ms(sc_nb.O_TTFT),
+        "e2e_ms": ms(sc_nb.O_E2E),
+        "scheduling_delay_ms": ms(sc_nb.O_SCHED),
+        "preemptions": out[:, sc_nb.O_PREEMPT].copy(),
+        "completed": state == sc_nb.STATE_DONE,
+        "dropped": state == sc_nb.STATE_DROPPED,
+    }
+    assert list(cols) == list(REQUEST_COLUMNS)
+    return cols

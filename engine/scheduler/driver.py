@@ -3,7 +3,6 @@ call the kernel of the chosen semantics, and label the raw result."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,80 +11,15 @@ from infersweep.costmodel.stepcost import CostModel, auto_kv_blocks
 from infersweep.errors import ConfigError
 from infersweep.scheduler import common_nb as sc_nb
 from infersweep.scheduler.blis_nb import simulate_blis_nb
+from infersweep.scheduler.config import (
+    BLIS_DEFAULT_BLOCKS,
+    LIVELOCK_NOTE,
+    NO_MEMORY_BLOCKS,
+    SchedulerConfig,
+)
 from infersweep.scheduler.kvcache_nb import new_pool
 from infersweep.scheduler.vllm_nb import simulate_vllm_nb
 from infersweep.workload.generate import Workload
-
-SEMANTICS = ("vllm", "blis")
-BLIS_PREEMPTION = ("reference", "safe")
-LIVELOCK_NOTE = (
-    "blis semantics: the reference simulator would not terminate on this run (a "
-    "preemption livelock, quirk Q3); it ran with --blis-preemption safe instead"
-)
-BLIS_DEFAULT_BLOCKS = 1_000_000
-NO_MEMORY_BLOCKS = 1_000_000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SchedulerConfig:
-    """Batch formation and KV-cache settings (the scheduler flags of ``run``)."""
-
-    semantics: str = "vllm"
-    max_num_scheduled_tokens: int = 2048
-    max_num_running_reqs: int = 256
-    long_prefill_token_threshold: int = 0
-    block_size: int = 16
-    total_kv_blocks: int | str | None = None  # None or "auto": auto (vllm) / 1,000,000 (blis)
-    gpu_memory_utilization: float = 0.9
-    prefix_caching: bool = True
-    max_idle_steps: int = 100_000
-    horizon_s: float = 0.0  # 0 = none
-    # blis semantics under preemption: "reference" copies the reference's quirks (Q3, a failed
-    # allocation dropping the request's block list) and falls back to "safe" where the
-    # reference would never terminate; "safe" skips requests evicted earlier in the same pass
-    blis_preemption: str = "reference"
-
-    def __post_init__(self) -> None:
-        if self.semantics not in SEMANTICS:
-            raise ConfigError(
-                "unknown semantics",
-                field="--semantics",
-                value=self.semantics,
-                hint="one of: " + ", ".join(SEMANTICS),
-            )
-        if self.blis_preemption not in BLIS_PREEMPTION:
-            raise ConfigError(
-                "unknown value",
-                field="--blis-preemption",
-                value=self.blis_preemption,
-                hint="one of: " + ", ".join(BLIS_PREEMPTION),
-            )
-        for name, flag, lo in (
-            ("max_num_scheduled_tokens", "--max-num-scheduled-tokens", 1),
-            ("max_num_running_reqs", "--max-num-running-reqs", 1),
-            ("long_prefill_token_threshold", "--long-prefill-token-threshold", 0),
-            ("block_size", "--block-size-in-tokens", 1),
-            ("max_idle_steps", "--max-idle-steps", 1),
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ConfigError(f"must be an integer >= {lo}", field=flag, value=v)
-        tkb = self.total_kv_blocks
-        if isinstance(tkb, str) and tkb.strip().lower() == "auto":
-            object.__setattr__(self, "total_kv_blocks", None)
-            tkb = None
-        if tkb is not None and (
-            isinstance(tkb, bool) or not isinstance(tkb, (int, np.integer)) or tkb < 1
-        ):
-            raise ConfigError(
-                "must be an integer >= 1 or 'auto'", field="--total-kv-blocks", value=tkb
-            )
-        u = self.gpu_memory_utilization
-        if not isinstance(u, (int, float)) or not math.isfinite(u) or not 0 < u <= 1:
-            raise ConfigError("must be in (0, 1]", field="--gpu-memory-utilization", value=u)
-        h = self.horizon_s
-        if not isinstance(h, (int, float)) or not math.isfinite(h) or h < 0:
-            raise ConfigError("must be a finite number >= 0", field="--horizon", value=h)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

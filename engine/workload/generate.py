@@ -8,11 +8,11 @@ exactly: each row is one request at exactly that arrival with exactly those leng
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from infersweep import settings
 from infersweep.errors import ConfigError
 
 #: (prompt mean, std, min, max), (output mean, std, min, max) — SPEC_inputs_outputs §4
@@ -23,8 +23,6 @@ PRESETS: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] 
     "multidoc": ((10240, 1200, 500, 20480), (1536, 300, 50, 4096)),
 }
 DISTRIBUTION_DEFAULTS = (512, 256, 2, 7000)
-WORKLOADS = (*PRESETS, "distribution", "traces")
-ARRIVALS = ("constant", "poisson", "gamma")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -138,106 +136,69 @@ class Workload:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LengthSpec:
+    """Gaussian lengths: mean, std, clamped to [min, max] (the ``*_tokens*`` settings)."""
+
     mean: int
     std: int
     min: int
     max: int
 
     def check(self, what: str) -> None:
-        for k in ("mean", "std", "min", "max"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ConfigError(
-                    "must be an integer",
-                    field=f"--{what}-tokens-{k}" if k != "mean" else f"--{what}-tokens",
-                    value=v,
-                )
-            if v < 0:
-                raise ConfigError(
-                    "must be >= 0",
-                    field=f"--{what}-tokens-{k}" if k != "mean" else f"--{what}-tokens",
-                    value=v,
-                )
+        """Check the four numbers as the settings ``{what}_tokens``, ``..._stdev``, ``..._min``
+        and ``..._max``."""
+        names = {"mean": "", "std": "_stdev", "min": "_min", "max": "_max"}
+        for k, suffix in names.items():
+            settings.check(f"{what}_tokens{suffix}", getattr(self, k))
         if self.min > self.mean:
             raise ConfigError(
                 f"min ({self.min}) is above the mean ({self.mean})",
-                field=f"--{what}-tokens-min",
+                field=f"{what}_tokens_min",
                 value=self.min,
             )
         if self.mean > self.max:
             raise ConfigError(
                 f"mean ({self.mean}) is above the max ({self.max})",
-                field=f"--{what}-tokens-max",
+                field=f"{what}_tokens_max",
                 value=self.max,
             )
 
 
+def _default(name: str):
+    return field(default=settings.default(name))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadSpec:
-    """Everything that defines a workload (the ``run`` flags of the workload family)."""
+    """Everything that defines a workload (the settings of group ``workload``; defaults and
+    checks from :mod:`infersweep.settings`)."""
 
-    workload: str = "chatbot"
-    rate: float = 1.0
-    num_requests: int = 100
-    seed: int = 42
-    arrival: str = "constant"
-    arrival_cv: float = 2.0
-    prompt: LengthSpec | None = None  # for "distribution"
+    workload: str = _default("workload")
+    rate: float = _default("rate")
+    num_requests: int = _default("num_requests")
+    seed: int = _default("seed")
+    arrival: str = _default("arrival")
+    arrival_cv: float = _default("arrival_cv")
+    prompt: LengthSpec | None = None  # for "distribution" (default: DISTRIBUTION_DEFAULTS)
     output: LengthSpec | None = None
-    prefix_tokens: int = 0
+    prefix_tokens: int = _default("prefix_tokens")
     trace: str | None = None
 
     def __post_init__(self) -> None:
-        if self.workload not in WORKLOADS:
-            raise ConfigError(
-                "unknown workload",
-                field="--workload",
-                value=self.workload,
-                hint="one of: " + ", ".join(WORKLOADS),
-            )
-        if self.arrival not in ARRIVALS:
-            raise ConfigError(
-                "unknown arrival process",
-                field="--arrival",
-                value=self.arrival,
-                hint="one of: " + ", ".join(ARRIVALS),
-            )
+        settings.check("workload", self.workload)
+        settings.check("arrival", self.arrival)
         if self.workload == "traces":
             if not self.trace:
-                raise ConfigError(
-                    "--workload traces needs --workload-traces-filepath",
-                    field="--workload-traces-filepath",
-                )
+                raise ConfigError("workload traces needs a trace file", field="trace")
             return
-        r = self.rate
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
-            raise ConfigError(
-                "must be a finite number > 0 (requests per second)", field="--rate", value=r
-            )
-        n = self.num_requests
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ConfigError("must be an integer >= 1", field="--num-requests", value=n)
-        if (
-            isinstance(self.seed, bool)
-            or not isinstance(self.seed, (int, np.integer))
-            or self.seed < 0
-        ):
-            raise ConfigError("must be an integer >= 0", field="--seed", value=self.seed)
+        for name in ("rate", "num_requests", "seed", "prefix_tokens"):
+            settings.check(name, getattr(self, name))
         if self.arrival == "gamma":
-            cv = self.arrival_cv
-            if not isinstance(cv, (int, float)) or not math.isfinite(cv) or cv <= 0:
-                raise ConfigError("must be a finite number > 0", field="--arrival-cv", value=cv)
-        if (
-            isinstance(self.prefix_tokens, bool)
-            or not isinstance(self.prefix_tokens, (int, np.integer))
-            or self.prefix_tokens < 0
-        ):
+            settings.check("arrival_cv", self.arrival_cv)
+        if 1e6 / self.rate < 1:
             raise ConfigError(
-                "must be an integer >= 0", field="--prefix-tokens", value=self.prefix_tokens
-            )
-        if 1e6 / r < 1:
-            raise ConfigError(
-                "rate above 1e6 requests per second (arrivals are in µs)", field="--rate", value=r
+                "rate above 1e6 requests per second (arrivals are in µs)",
+                field="rate",
+                value=self.rate,
             )
         if self.workload == "distribution":
             for ls, what in ((self.prompt, "prompt"), (self.output, "output")):

@@ -17,6 +17,7 @@ from rich.console import Console
 from infersweep.errors import ConfigError
 from infersweep.fitting.otlp import read_measured
 from infersweep.fitting.validate import compare
+from infersweep.sweeps.render import render_validation
 from infersweep.workload.generate import Workload
 from tests.conftest import FakeSim
 
@@ -238,7 +239,7 @@ def test_to_dict_is_json_and_render_shows_the_numbers(three):
     }
     assert "requests" not in r.to_dict(requests=False)
     buf = io.StringIO()
-    r.render(Console(file=buf, width=100, color_system=None))
+    render_validation(r, Console(file=buf, width=100, color_system=None))
     text = buf.getvalue()
     assert "phase: a" in text and "phase: b" in text
     assert "6.7" in text  # overall TTFT MAPE 20/3 %

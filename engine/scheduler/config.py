@@ -1,0 +1,71 @@
+"""Scheduler settings: the value object that the scheduler settings of the registry feed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from infersweep import settings
+from infersweep.errors import ConfigError
+
+LIVELOCK_NOTE = (
+    "blis semantics: the reference simulator would not terminate on this run (a "
+    "preemption livelock, quirk Q3); it ran with blis_preemption safe instead"
+)
+BLIS_DEFAULT_BLOCKS = 1_000_000  # REFERENCE_SEMANTICS: the reference's default KV block count
+NO_MEMORY_BLOCKS = 1_000_000  # vllm semantics without MemoryGiB: as many as blis assumes
+MAX_IDLE_STEPS = 100_000  # stall guard: consecutive steps without progress before stopping
+
+
+def _default(name: str):
+    return field(default=settings.default(name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerConfig:
+    """Batch formation and KV-cache settings (the settings of group ``scheduler``; defaults and
+    checks from :mod:`infersweep.settings`)."""
+
+    semantics: str = _default("semantics")
+    max_num_scheduled_tokens: int = _default("max_num_scheduled_tokens")
+    max_num_running_reqs: int = _default("max_num_running_reqs")
+    long_prefill_token_threshold: int = _default("long_prefill_token_threshold")
+    block_size: int = _default("block_size")
+    total_kv_blocks: int | str | None = None  # None or "auto": auto (vllm) / 1,000,000 (blis)
+    gpu_memory_utilization: float = _default("gpu_memory_utilization")
+    prefix_caching: bool = _default("prefix_caching")
+    max_idle_steps: int = MAX_IDLE_STEPS
+    horizon_s: float = _default("horizon")  # 0 = none
+    # blis semantics under preemption: "reference" copies the reference's quirks (Q3, a failed
+    # allocation dropping the request's block list) and falls back to "safe" where the
+    # reference would never terminate; "safe" skips requests evicted earlier in the same pass
+    blis_preemption: str = _default("blis_preemption")
+
+    def __post_init__(self) -> None:
+        for s in settings.group("scheduler"):
+            value = getattr(self, s.attr)
+            if s.kind == "bool":
+                if not isinstance(value, bool):
+                    raise ConfigError("must be true or false", field=s.name, value=value)
+            elif s.kind in ("int", "kv"):  # no silent conversions of floats in the API
+                if value is not None and not (
+                    isinstance(value, (int, np.integer, str)) and not isinstance(value, bool)
+                ):
+                    raise ConfigError(
+                        "must be an integer" + (" or 'auto'" if s.kind == "kv" else ""),
+                        field=s.name,
+                        value=value,
+                    )
+                if value is not None and not isinstance(value, str):
+                    settings.check(s.name, int(value))
+                elif isinstance(value, str):
+                    settings.check(s.name, value)
+            else:
+                settings.check(s.name, value)
+        if isinstance(self.total_kv_blocks, str):  # "auto", checked above
+            object.__setattr__(self, "total_kv_blocks", None)
+        if isinstance(self.max_idle_steps, bool) or self.max_idle_steps < 1:
+            raise ConfigError(
+                "must be an integer >= 1", field="max_idle_steps", value=self.max_idle_steps
+            )

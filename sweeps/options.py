@@ -100,12 +100,16 @@ def with_settings(*groups: str, mode: str = "value", exclude: tuple[str, ...] = 
     return deco
 
 
+#: engine field names of command options that are not settings
+COMMAND_FIELDS = {"fit": "--fit", "fit_phase": "--fit-phase", "skip_first": "--skip-first"}
+
+
 def flag_of(field: str | None) -> str | None:
-    """The CLI flag of a setting name (``None`` when ``field`` is not a setting)."""
+    """The CLI flag of a setting (or command option) name; ``None`` for other fields."""
     if field is None:
         return None
     s = registry.SETTINGS.get(field)
-    return s.cli_flag if s is not None else None
+    return s.cli_flag if s is not None else COMMAND_FIELDS.get(field)
 
 
 def given(values: dict) -> dict:

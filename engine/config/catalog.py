@@ -69,7 +69,7 @@ def resolve_hardware_file(spec: str | os.PathLike | None) -> Path:
     if path.is_file():
         return path
     if path.exists():
-        raise ConfigError("is not a file", file=text, hint="--hardware-config takes a JSON file")
+        raise ConfigError("is not a file", file=text, hint="hardware_config takes a JSON file")
     name = HARDWARE_ALIASES.get(text.lower(), text)
     for cand in (hardware_dir() / name, hardware_dir() / f"{name}.json"):
         if len(Path(name).parts) == 1 and cand.is_file():
@@ -103,12 +103,12 @@ def resolve_model_folder(model: str | None, folder: str | os.PathLike | None) ->
             raise ConfigError(
                 "model config folder not found",
                 file=str(folder),
-                hint="--model-config-folder takes a folder holding config.json",
+                hint="model_config_folder takes a folder holding config.json",
             )
         return path
     if not model:
         raise ConfigError(
-            "no model given", field="--model", hint="known models: " + ", ".join(known_models())
+            "no model given", field="model", hint="known models: " + ", ".join(known_models())
         )
     path = Path(model).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
@@ -120,9 +120,9 @@ def resolve_model_folder(model: str | None, folder: str | os.PathLike | None) ->
             return models_dir() / by_lower[key]
     raise ConfigError(
         "unknown model",
-        field="--model",
+        field="model",
         value=model,
-        hint="known models: " + ", ".join(known_models()) + "; or give --model-config-folder",
+        hint="known models: " + ", ".join(known_models()) + "; or give model_config_folder",
     )
 
 
@@ -135,6 +135,6 @@ def resolve_bench_dir(path: str | os.PathLike | None) -> Path:
         raise ConfigError(
             "bench-data folder not found",
             file=str(path),
-            hint="--bench-data-path takes a folder with gemm/ and mha/",
+            hint="bench_data takes a folder with gemm/ and mha/",
         )
     return p

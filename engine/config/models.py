@@ -198,7 +198,7 @@ def _load_hardware_cached(path: str, mtime: float, gpu: str) -> Hardware:
         raise ConfigError(
             "unknown GPU",
             file=path,
-            field="--hardware",
+            field="hardware",
             value=gpu,
             hint="this file has: " + ", ".join(sorted(names.values())),
         )
@@ -208,7 +208,7 @@ def _load_hardware_cached(path: str, mtime: float, gpu: str) -> Hardware:
 def load_hardware(gpu: str, hardware_config: str | os.PathLike | None = None) -> Hardware:
     """The entry for ``gpu`` (case-insensitive) in a hardware config file or alias."""
     if not gpu or not str(gpu).strip():
-        raise ConfigError("no GPU given", field="--hardware")
+        raise ConfigError("no GPU given", field="hardware")
     path = resolve_hardware_file(hardware_config)
     try:
         mtime = path.stat().st_mtime
@@ -397,7 +397,7 @@ def load_model(model: str | None = None, folder: str | os.PathLike | None = None
     return _load_model_cached(str(path), path.stat().st_mtime, label)
 
 
-def check_tp(tp: object, field_name: str = "--tp") -> int:
+def check_tp(tp: object, field_name: str = "tp") -> int:
     if isinstance(tp, bool) or not isinstance(tp, (int, float)) or tp != int(tp):
         raise ConfigError("must be an integer >= 1", field=field_name, value=tp)
     if int(tp) < 1:

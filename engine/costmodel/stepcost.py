@@ -261,7 +261,7 @@ def build_cost_model(
     if step_model not in STEP_MODELS:
         raise ConfigError(
             "unknown step model",
-            field="--step-model",
+            field="step_model",
             value=step_model,
             hint="one of: " + ", ".join(STEP_MODELS),
         )
@@ -273,10 +273,10 @@ def build_cost_model(
             raise ConfigError(
                 f"no MFU tables for GPU {hardware.name!r}",
                 file=root,
-                field="--step-model",
+                field="step_model",
                 value="v2",
                 hint="roofline v2 needs bench_data/{gemm,mha/prefill,mha/decode}/"
-                f"{hardware.name.lower()}/; use --step-model v1 with "
+                f"{hardware.name.lower()}/; use step_model v1 with "
                 "mfuPrefill and mfuDecode in the hardware entry",
             )
     v1 = tables is None

@@ -52,14 +52,14 @@ def canonical_fields(names) -> tuple[str, ...]:
         if k is None:
             raise ConfigError(
                 "not a field calibration can fit",
-                field="--fit",
+                field="fit",
                 value=n,
                 hint="one of: " + ", ".join(FITTABLE),
             )
         if k not in out:
             out.append(k)
     if not out:
-        raise ConfigError("nothing to fit", field="--fit")
+        raise ConfigError("nothing to fit", field="fit")
     return tuple(out)
 
 
@@ -238,7 +238,7 @@ def calibrate(
     if mask.sum() == 0:
         raise ConfigError(
             "no requests to fit",
-            field="--fit-phase",
+            field="fit_phase",
             value=fit_phase,
             hint="phases in the trace: " + ", ".join(phases(workload)),
         )
@@ -355,7 +355,7 @@ def fit_mask(workload: Workload, phase: str | None, skip_first: int) -> np.ndarr
     if phase is not None:
         ph = workload.extra.get("phase")
         if ph is None:
-            raise ConfigError("the trace has no phase column", field="--fit-phase", value=phase)
+            raise ConfigError("the trace has no phase column", field="fit_phase", value=phase)
         mask &= np.asarray([str(p) == phase for p in ph])
     return mask
 

@@ -211,7 +211,7 @@ def compare(measured_workload, sim_result, skip_first: int = 1) -> Report:
         or not isinstance(skip_first, (int, np.integer))
         or skip_first < 0
     ):
-        raise ConfigError("must be an integer >= 0", field="--skip-first", value=skip_first)
+        raise ConfigError("must be an integer >= 0", field="skip_first", value=skip_first)
     skip_first = int(skip_first)
     for c in ("measured_ttft_ms", "measured_e2e_ms"):
         if c not in wl.extra:
@@ -225,7 +225,7 @@ def compare(measured_workload, sim_result, skip_first: int = 1) -> Report:
     if skip_first >= n:
         raise ConfigError(
             f"skipping the first {skip_first} request(s) leaves none of the {n} to compare",
-            field="--skip-first",
+            field="skip_first",
             value=skip_first,
         )
     ids = np.asarray(wl.extra.get("trace_row", np.arange(n)), np.int64)

@@ -136,7 +136,7 @@ METRICS: dict[str, MetricInfo] = {
         "1",
         "rerun in safe preemption mode",
         "blis semantics: 1 when the reference's preemption rules would "
-        "never terminate, so the run used --blis-preemption safe.",
+        "never terminate, so the run used blis_preemption safe.",
     ),
 }
 

@@ -54,8 +54,8 @@ def resolve_kv_blocks(cost: CostModel, cfg: SchedulerConfig) -> tuple[int, str]:
         raise ConfigError(
             f"the weights of {cost.model.name} ({cost.model.weight_bytes / 2**30:.1f} GiB) "
             f"leave no room for a KV cache in {cost.hardware.memory_gib:g} GiB x TP {cost.tp} "
-            f"at --gpu-memory-utilization {cfg.gpu_memory_utilization:g}",
-            field="--total-kv-blocks",
+            f"at gpu_memory_utilization {cfg.gpu_memory_utilization:g}",
+            field="total_kv_blocks",
             value="auto",
         )
     return n, ""

@@ -736,7 +736,7 @@ def test_bad_entries_rejected(prefills, decodes):
 
 @pytest.mark.parametrize("tp", [0, -1, 1.5, True])
 def test_bad_tp_rejected(tp):
-    with pytest.raises(ConfigError, match="--tp"):
+    with pytest.raises(ConfigError, match="tp"):
         build_cost_model(load_model(LLAMA), load_hardware("H100", "minimal"), tp)
 
 

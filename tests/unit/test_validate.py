@@ -266,7 +266,7 @@ def test_bad_skip_first(three, bad):
     wl, sim = three
     with pytest.raises(ConfigError) as ei:
         compare(wl, sim, skip_first=bad)
-    assert ei.value.field == "--skip-first"
+    assert ei.value.field == "skip_first"
     assert ei.value.value == bad
 
 

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from infersweep import settings
-from infersweep.config.models import Hardware, ModelConfig, load_hardware, load_model
+from infersweep.config.models import (
+    Hardware,
+    ModelConfig,
+    check_tp,
+    load_hardware,
+    load_model,
+)
 from infersweep.costmodel.stepcost import CostModel, build_cost_model
 from infersweep.errors import ConfigError
 from infersweep.metrics.summary import (
@@ -109,6 +115,20 @@ def cost_model_for(
     return cm
 
 
+def check_tp_for(model: ModelConfig, tp: int, semantics: str) -> None:
+    """TP must divide the attention and KV heads (as a sweep marks such a point invalid);
+    blis semantics accepts it, as the reference does (the cost model notes it)."""
+    tp = check_tp(settings.check("tp", tp))
+    if semantics != "blis" and not model.tp_divides_heads(tp):
+        raise ConfigError(
+            f"does not divide the {model.n_heads} attention heads and {model.n_kv_heads} KV "
+            f"heads of {model.name}",
+            field="tp",
+            value=tp,
+            hint="blis semantics accepts it with a warning, as the reference does",
+        )
+
+
 def simulate(
     *,
     model: str | ModelConfig | None = None,
@@ -156,6 +176,7 @@ def simulate(
             "workload options need a workload name, not a Workload or WorkloadSpec",
             field=", ".join(sorted(wl_kw)),
         )
+    check_tp_for(m, tp, scheduler.semantics)
     if isinstance(workload, Workload):
         wl = workload
     elif isinstance(workload, WorkloadSpec):

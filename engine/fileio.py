@@ -55,3 +55,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable_file(path: str | os.PathLike) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written: its folder cannot be
+    made or is not writable, or the path is a folder.  Creates the folder, writes nothing."""
+    path = Path(path)
+    parent = _prepare(path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError("cannot write to the output folder (permission denied)", file=parent)
+    if path.exists() and not os.access(path, os.W_OK) and not os.access(parent, os.W_OK):
+        raise ConfigError("cannot overwrite the file (permission denied)", file=path)

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from infersweep import limits
 from infersweep.errors import ConfigError
 
 KINDS = ("str", "int", "float", "bool", "kv", "path")
@@ -108,7 +109,16 @@ _DECLARED = (
         "Hardware config JSON: a path, an embedded file name, or one of minimal, full_487017bc, "
         "v2, catalog (default: catalog).",
     ),
-    _s("tp", "int", 1, "deployment", "Tensor parallelism.", unit="GPUs", min=1),
+    _s(
+        "tp",
+        "int",
+        1,
+        "deployment",
+        "Tensor parallelism.",
+        unit="GPUs",
+        min=1,
+        max=limits.MAX_TP,
+    ),
     _s(
         "bench_data",
         "path",
@@ -155,6 +165,7 @@ _DECLARED = (
         unit="requests/s",
         min=0,
         min_exclusive=True,
+        max=1e6,
     ),
     _s(
         "num_requests",
@@ -165,6 +176,7 @@ _DECLARED = (
         unit="requests",
         min=1,
         aliases=("num_prompts",),
+        max=limits.MAX_REQUESTS,
     ),
     _s("seed", "int", 42, "workload", "Random seed of generated workloads.", min=0),
     _s(
@@ -181,8 +193,8 @@ _DECLARED = (
         2.0,
         "workload",
         "Coefficient of variation of gamma inter-arrival gaps.",
-        min=0,
-        min_exclusive=True,
+        min=1e-3,
+        max=1e3,
     ),
     _s(
         "prompt_tokens",
@@ -192,6 +204,7 @@ _DECLARED = (
         "Mean prompt length (distribution).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "prompt_tokens_stdev",
@@ -201,6 +214,7 @@ _DECLARED = (
         "Prompt length std (distribution).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "prompt_tokens_min",
@@ -210,6 +224,7 @@ _DECLARED = (
         "Shortest prompt (distribution).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "prompt_tokens_max",
@@ -219,6 +234,7 @@ _DECLARED = (
         "Longest prompt (distribution).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "output_tokens",
@@ -228,6 +244,7 @@ _DECLARED = (
         "Mean output length (distribution).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "output_tokens_stdev",
@@ -237,6 +254,7 @@ _DECLARED = (
         "Output length std (distribution).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "output_tokens_min",
@@ -246,6 +264,7 @@ _DECLARED = (
         "Shortest output (distribution).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "output_tokens_max",
@@ -255,6 +274,7 @@ _DECLARED = (
         "Longest output (distribution).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "prefix_tokens",
@@ -264,6 +284,7 @@ _DECLARED = (
         "Tokens of a prefix shared by every generated request.",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     # -- scheduler ----------------------------------------------------------------------------
     _s(
@@ -284,6 +305,7 @@ _DECLARED = (
         unit="tokens",
         min=1,
         aliases=("max_num_batched_tokens",),
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "max_num_running_reqs",
@@ -294,6 +316,7 @@ _DECLARED = (
         unit="requests",
         min=1,
         aliases=("max_num_seqs",),
+        max=limits.MAX_REQUESTS,
     ),
     _s(
         "long_prefill_token_threshold",
@@ -303,6 +326,7 @@ _DECLARED = (
         "Chunk size cap for long prefills (0 = off).",
         unit="tokens",
         min=0,
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "block_size",
@@ -314,6 +338,7 @@ _DECLARED = (
         min=1,
         flag="--block-size-in-tokens",
         aliases=("block_size_in_tokens",),
+        max=limits.MAX_REQUEST_TOKENS,
     ),
     _s(
         "total_kv_blocks",
@@ -344,6 +369,7 @@ _DECLARED = (
         unit="s",
         min=0,
         field="horizon_s",
+        max=limits.MAX_TIME_S,
     ),
     _s(
         "blis_preemption",

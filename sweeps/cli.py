@@ -63,11 +63,35 @@ def _report(exc: BaseException, verbose: bool) -> None:
         where = f": {exc.filename}" if exc.filename else ""
         _err(f"error: {exc.strerror or exc}{where}")
         raise SystemExit(EXIT_BAD_INPUT)
+    if isinstance(exc, MemoryError):  # an allocation the size checks did not foresee
+        detail = str(exc).strip().replace("\n", " ")
+        _err(
+            "error: out of memory"
+            + (f" ({detail})" if detail else "")
+            + ": the inputs ask for more memory than this process may use; lower "
+            "--num-requests, the token counts, --total-kv-blocks or --chunk-size"
+        )
+        raise SystemExit(EXIT_BAD_INPUT)
+    if isinstance(exc, OverflowError):  # a value past a range check
+        _err(f"error: a value is out of range ({exc}); see the limits in the README")
+        raise SystemExit(EXIT_BAD_INPUT)
     _err(
         f"error: internal error: {exc.__class__.__name__}: {exc} "
         "(run with --verbose for the traceback)"
     )
     raise SystemExit(1)
+
+
+def check_output_path(path: Path, flag: str) -> None:
+    """Before any work: the output file's folder exists or can be made and is writable, and the
+    path is not a folder (so a long simulation never ends in a write error)."""
+    from infersweep.errors import ConfigError
+    from infersweep.sweeps.io import check_writable_file
+
+    try:
+        check_writable_file(path)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, file=exc.file, field=flag, hint=exc.hint) from None
 
 
 def handles_errors(fn):
@@ -143,13 +167,25 @@ def step_time(
 
         if not cases.is_file():
             raise ConfigError("cases file not found", file=cases)
+        if out is not None:
+            check_output_path(out, "--out")
         runner = CaseRunner(
             bench_data=values["bench_data"],
             step_model=values["step_model"],
             default_hw_config=values["hardware_config"] or "minimal",
         )
-        with cases.open(encoding="utf-8") as fh:
-            lines = list(runner.run_lines(fh))
+        try:
+            with cases.open(encoding="utf-8") as fh:
+                lines = list(runner.run_lines(fh))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the cases ({exc})", file=cases) from None
+        if not lines:
+            raise ConfigError(
+                "the cases file holds no case",
+                file=cases,
+                hint="one JSON object a line, e.g. "
+                '{"model": "llama-3.1-8b-instruct", "tp": 1, "decodes": [1024]}',
+            )
         for w in runner.warnings:
             _warn(w)
         text = "\n".join(lines) + ("\n" if lines else "")
@@ -236,6 +272,8 @@ def run_cmd(
             "unknown log level", field="--log", value=log, hint="one of: " + ", ".join(LOG_LEVELS)
         )
     show_notes = not quiet and log.lower() in ("trace", "debug", "info", "warn", "warning")
+    if results_path is not None:
+        check_output_path(results_path, "--results-path")
     values = registry.resolve(settings)
     res = simulate(
         model=values["model"],
@@ -248,16 +286,31 @@ def run_cmd(
         workload=registry.workload_spec(values),
         scheduler=registry.scheduler_config(values),
     )
+    status = res.summary["status"]
     if show_notes:
         for note in res.notes:
             _warn(note)
-        if res.summary["status"] != "ok":
-            _warn(f"the run stopped early: status {res.summary['status']}")
-    if res.summary["completed_requests"] > 0:
-        sys.stdout.write(metrics_text(res.summary))
-    elif show_notes:
-        _warn("no request completed")
+        if status == "unservable":
+            _warn(
+                f"no request completed: all {res.summary['dropped_unservable']} were dropped "
+                "(they never fit in the KV cache); latency metrics are null"
+            )
+        elif status != "ok":
+            _warn(f"the run stopped early: status {status}")
+        if res.summary["completed_requests"] == 0 and status != "unservable":
+            _warn("no request completed; latency metrics are null")
+    sys.stdout.write(metrics_text(res.summary))
     if results_path is not None:
+        from infersweep import limits
+
+        if results_path.suffix.lower() != ".parquet":
+            limits.check_memory(
+                f"the per-request records of {len(res.workload):,} requests",
+                len(res.workload) * float(limits.BYTES_PER_RECORD),
+                field="--results-path",
+                value=str(results_path),
+                hint="write a .parquet file instead",
+            )
         table = res.requests_table() if results_path.suffix.lower() == ".parquet" else None
         write_results(results_path, res.summary, res.records(), table)
 
@@ -366,6 +419,18 @@ def sweep_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a result of a different sweep in --out.")
     ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Run a sweep above --max-points without asking."),
+    ] = False,
+    max_points: Annotated[
+        int | None,
+        typer.Option(
+            "--max-points",
+            help="Sweeps with more points need --yes (default 1,000,000, or "
+            "INFERSWEEP_MAX_POINTS).",
+        ),
+    ] = None,
     show: Annotated[
         bool, typer.Option("--show/--no-show", help="Print the summary table at the end.")
     ] = True,
@@ -394,6 +459,7 @@ def sweep_cmd(
         out = Path("results") / spec.name
     addr = dask_scheduler or dask or ("local" if dask_local else None)
     run = spec.run_options(threads=threads, chunk_size=chunk_size, per_request=per_request)
+    notes: list[str] = []
     outcome = run_sweep(
         spec,
         out,
@@ -403,7 +469,12 @@ def sweep_cmd(
         force=force,
         dask=addr,
         progress=None if quiet else _Progress(),
+        yes=yes,
+        max_points=max_points,
+        notes=notes,
     )
+    for note in notes:
+        _warn(note, quiet)
     if not quiet:
         _err(
             f"{outcome.n_points} points ({outcome.computed} simulated, {outcome.skipped} "
@@ -462,6 +533,7 @@ def import_otlp_cmd(
     phase); malformed or partial spans are reported and skipped."""
     from infersweep.fitting.otlp import import_otlp, write_measured_csv
 
+    check_output_path(out, "--out")
     rows, report = import_otlp(spans)
     if not quiet:
         for line in report.lines_text():
@@ -500,6 +572,10 @@ def validate_cmd(
     from infersweep.fitting.otlp import read_measured
     from infersweep.fitting.validate import compare
 
+    if json_out is not None:
+        check_output_path(json_out, "--json")
+    if plot is not None:
+        check_output_path(plot, "--plot")
     wl = read_measured(measured)
     m, hw, tp_, sched, values = resolve_deployment(settings, manifest)
     res = simulate(
@@ -575,9 +651,18 @@ def calibrate_cmd(
     from infersweep.fitting.otlp import read_measured
     from infersweep.sweeps.io import atomic_write_text
 
+    if fit and not any(f.strip() for item in fit for f in item.split(",")):
+        raise ConfigError(
+            "names no field",
+            field="--fit",
+            value=" ".join(fit),
+            hint="give fields such as TOverheadMicros,bwEfficiencyFactor, or leave --fit out "
+            "for the default " + ",".join(DEFAULT_FIT),
+        )
     fields = [f.strip() for item in fit for f in item.split(",") if f.strip()] or DEFAULT_FIT
     if candidates < 2:
         raise ConfigError("must be >= 2", field="--candidates", value=candidates)
+    check_output_path(out, "--out")
     wl = read_measured(measured)
     m, hw, tp_, sched, values = resolve_deployment(settings, manifest)
     res = calibrate(

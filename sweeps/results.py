@@ -26,7 +26,7 @@ from infersweep.metrics.summary import (
     SUMMARY_INDEX,
     SWEEP_METRICS,
 )
-from infersweep.metrics.summary_nb import M_STATUS
+from infersweep.metrics.summary_nb import M_DROPPED, M_STATUS
 
 META_KEY = b"infersweep"
 STATUS_ATTRS = {
@@ -308,6 +308,8 @@ def chunk_table(spec, points: list, metrics: np.ndarray, facts: dict):
     for d, vals in spec.axes.items():
         arr = axis_array(vals)
         col = [p.settings[d] for p in points]
+        if arr.dtype.kind == "U":  # mixed labels (e.g. total_kv_blocks = ["auto", 64])
+            col = [str(v) for v in col]
         cols[d] = pa.array(
             col, type=pa.from_numpy_dtype(arr.dtype) if arr.dtype.kind != "U" else pa.string()
         )
@@ -321,8 +323,14 @@ def chunk_table(spec, points: list, metrics: np.ndarray, facts: dict):
             status.append("invalid")
             reason.append(p.reason)
         else:
-            status.append(STATUS_NAMES.get(int(metrics[k, M_STATUS]), "unknown"))
-            reason.append("")
+            st = STATUS_NAMES.get(int(metrics[k, M_STATUS]), "unknown")
+            status.append(st)
+            reason.append(
+                f"no request completed: all {int(metrics[k, M_DROPPED])} were dropped (they "
+                "never fit in the KV cache)"
+                if st == "unservable"
+                else ""
+            )
     cols["status"] = pa.array(status, pa.string())
     cols["reason"] = pa.array(reason, pa.string())
     for dim, fcols in facts.items():

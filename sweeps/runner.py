@@ -247,6 +247,13 @@ def check_spec(spec: SweepSpec) -> Preparer:
                     prep.scheduler(s)
                 # deployment settings (tp, step_model, bench_data) are checked by the registry
         except ConfigError as exc:
+            culprit = _setting_of(exc.field)
+            if culprit and culprit != key and (culprit in spec.fixed or culprit in spec.axes):
+                # the error is about another setting of the same point: name that one
+                key, table = culprit, ("sweep" if culprit in spec.fixed else "grid")
+                exc = ConfigError(
+                    exc.message, file=exc.file, field=culprit, value=exc.value, hint=exc.hint
+                )
             if spec.source or table == "grid":
                 raise ConfigError(
                     exc.message,
@@ -268,6 +275,18 @@ def check_spec(spec: SweepSpec) -> Preparer:
     return prep
 
 
+def _setting_of(flag: str | None) -> str | None:
+    """The sweep setting a ConfigError's field names (``--num-requests`` -> num_requests)."""
+    from infersweep.sweeps.grid import canonical
+
+    if not flag:
+        return None
+    try:
+        return canonical(flag.strip().lstrip("-"))
+    except ConfigError:
+        return None
+
+
 @dataclass
 class SweepOutcome:
     path: Path
@@ -277,7 +296,34 @@ class SweepOutcome:
     seconds: float
 
 
-def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_request: bool) -> dict:
+def _check_out(out: Path) -> None:
+    """Before any work: ``out`` is (or can be made) a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            "cannot write to the output folder: it is a file",
+            file=out,
+            field="--out",
+            hint="--out takes a folder",
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write to the output folder (cannot create it: {exc.strerror})",
+            file=out,
+            field="--out",
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(
+            "cannot write to the output folder (permission denied)", file=out, field="--out"
+        )
+
+
+def _prepare_out(
+    out: Path, spec: SweepSpec, chunk: int, force: bool, per_request: bool, inputs: dict
+) -> tuple[dict, dict | None]:
+    """The manifest to run with, and the input digests the folder's chunks were computed from
+    (None when unknown: a fresh folder, or one written before digests were recorded)."""
     manifest = {
         "infersweep_version": __version__,
         "spec_digest": spec.digest(),
@@ -285,11 +331,9 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_reques
         "n_points": spec.n_points,
         "chunk_size": chunk,
         "per_request": per_request,
+        "inputs": inputs,
     }
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            "cannot write to the output folder: it is a file", file=out, hint="--out takes a folder"
-        )
+    _check_out(out)
     mpath = out / MANIFEST
     if out.is_dir() and not force:
         old = None
@@ -297,6 +341,8 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_reques
             try:
                 old = json.loads(mpath.read_text())
             except (OSError, json.JSONDecodeError):
+                old = {}
+            if not isinstance(old, dict):
                 old = {}
         elif (out / RESULT).exists() or (out / CHUNK_DIR).is_dir():
             # no manifest but results: only the result's own metadata can say what it is
@@ -323,11 +369,12 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_reques
             # a folder run with --per-request keeps producing it when resumed
             manifest["per_request"] = bool(old.get("per_request", False))
             manifest["chunk_size"] = old.get("chunk_size", chunk)
+            old_inputs = old.get("inputs")
             if not mpath.exists():
                 from infersweep.sweeps.io import atomic_write_text
 
                 atomic_write_text(mpath, json.dumps(manifest, indent=2, default=str))
-            return manifest
+            return manifest, old_inputs if isinstance(old_inputs, dict) else None
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -342,7 +389,7 @@ def _prepare_out(out: Path, spec: SweepSpec, chunk: int, force: bool, per_reques
     from infersweep.sweeps.io import atomic_write_text
 
     atomic_write_text(mpath, json.dumps(manifest, indent=2, default=str))
-    return manifest
+    return manifest, None
 
 
 def _finalise(out: Path, spec: SweepSpec, n_chunks: int, facts: dict) -> Path:
@@ -371,53 +418,145 @@ def run_sweep(
     force: bool = False,
     dask: str | None = None,
     progress=None,
+    yes: bool = False,
+    max_points: int | None = None,
+    notes: list[str] | None = None,
 ) -> SweepOutcome:
-    """Run (or resume) a sweep into the folder ``out``; returns where the result is."""
+    """Run (or resume) a sweep into the folder ``out``; returns where the result is.
+
+    Before any work: the size (points, chunk files, time, memory) is checked, then the folder
+    is locked for the whole run.  ``notes`` collects one-line remarks (e.g. recomputed chunks).
+    """
+    from infersweep.sweeps import outdir
+    from infersweep.sweeps.sizing import check_sweep_memory, check_sweep_size
+
     t0 = time.perf_counter()
     out = Path(out)
+    notes = notes if notes is not None else []
     if spec.n_points < 1:
         raise ConfigError("the sweep has no points")
-    prep = check_spec(spec)
-    manifest = _prepare_out(out, spec, int(chunk_size or DEFAULT_CHUNK), force, per_request)
-    chunk = int(manifest["chunk_size"])
-    per_request = bool(manifest["per_request"])
-    n_points = spec.n_points
-    n_chunks = (n_points + chunk - 1) // chunk
-    result = out / RESULT
-    if result.exists() and not force:
-        return SweepOutcome(result, n_points, 0, n_points, time.perf_counter() - t0)
-    chunk_dir = out / CHUNK_DIR
-    done = (
-        {int(p.stem.split("-")[1]) for p in chunk_dir.glob("chunk-*.parquet")}
-        if chunk_dir.is_dir()
-        else set()
+    check_sweep_size(
+        spec, int(chunk_size or DEFAULT_CHUNK), threads, yes=yes, max_points=max_points
     )
-    todo = [c for c in range(n_chunks) if c not in done]
-    skipped = sum(min(chunk, n_points - c * chunk) for c in done if c < n_chunks)
-    spec_d = spec_to_dict(spec)
-    facts = label_facts(spec, prep)
+    prep = check_spec(spec)
+    check_sweep_memory(spec, prep, int(chunk_size or DEFAULT_CHUNK), threads, per_request)
+    _check_out(out)
+    with outdir.OutLock(out):
+        outdir.clean_stray(out)
+        inputs = outdir.spec_inputs(spec)
+        inputs["engine"] = __version__
+        manifest, old_inputs = _prepare_out(
+            out, spec, int(chunk_size or DEFAULT_CHUNK), force, per_request, inputs
+        )
+        chunk = int(manifest["chunk_size"])
+        per_request = bool(manifest["per_request"])
+        n_points = spec.n_points
+        n_chunks = (n_points + chunk - 1) // chunk
+        result = out / RESULT
+        chunk_dir = out / CHUNK_DIR
 
-    def span(c: int) -> tuple[int, int]:
-        return c * chunk, min(n_points, (c + 1) * chunk)
+        def span(c: int) -> tuple[int, int]:
+            return c * chunk, min(n_points, (c + 1) * chunk)
 
-    bar = progress
-    if bar is not None:
-        bar.start(n_points, skipped)
-    try:
-        if dask:
-            _run_dask(dask, spec_d, todo, span, per_request, out, bar)
-        else:
-            for c in todo:
-                a, b = span(c)
-                table, per_req = compute_chunk(spec_d, a, b, per_request, threads)
-                _write_chunk(out, c, table, per_req)
-                if bar is not None:
-                    bar.advance(b - a)
-    finally:
+        changed = outdir.changed_inputs(old_inputs, inputs)
+        if "engine" in changed:  # another engine version: nothing computed before is reused
+            changed = list(inputs)
+        n_stale = 0
+        if result.exists() and not force and not _rows_ok(result, n_points):
+            notes.append(f"{result} was unreadable or incomplete; recomputing it")
+            result.unlink()
+        if result.exists() and not force:
+            if not changed:
+                return SweepOutcome(result, n_points, 0, n_points, time.perf_counter() - t0)
+            stale = outdir.chunks_using(spec, changed, list(range(n_chunks)), span)
+            _split_result(out, spec, n_chunks, span, keep=set(range(n_chunks)) - stale)
+            result.unlink()
+            n_stale = len(stale)
+        done = (
+            {int(p.stem.split("-")[1]) for p in chunk_dir.glob("chunk-*.parquet")}
+            if chunk_dir.is_dir()
+            else set()
+        )
+        done = {c for c in done if c < n_chunks}
+        for c in sorted(done):  # a damaged chunk file (a disk fault, a copy) is recomputed
+            a, b = span(c)
+            path = chunk_dir / f"chunk-{c:07d}.parquet"
+            if not _rows_ok(path, b - a):
+                notes.append(f"{path} was unreadable or incomplete; recomputing it")
+                path.unlink(missing_ok=True)
+                done.discard(c)
+        if changed:
+            stale = outdir.chunks_using(spec, changed, sorted(done), span)
+            for c in stale:
+                (chunk_dir / f"chunk-{c:07d}.parquet").unlink(missing_ok=True)
+            done -= stale
+            n_stale += len(stale)
+            notes.append(
+                "input(s) changed since the folder's results were computed: "
+                + ", ".join(i.split(":", 1)[-1] for i in changed)
+                + f"; recomputing {n_stale} of {n_chunks} chunk(s)"
+            )
+        if changed or old_inputs is None:
+            from infersweep.sweeps.io import atomic_write_text
+
+            manifest["inputs"] = inputs  # only now: the stale chunks are gone
+            atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        todo = [c for c in range(n_chunks) if c not in done]
+        skipped = sum(span(c)[1] - span(c)[0] for c in done)
+        spec_d = spec_to_dict(spec)
+        facts = label_facts(spec, prep)
+
+        bar = progress
         if bar is not None:
-            bar.stop()
-    path = _finalise(out, spec, n_chunks, facts)
+            bar.start(n_points, skipped)
+        try:
+            if dask:
+                _run_dask(dask, spec_d, todo, span, per_request, out, bar)
+            else:
+                for c in todo:
+                    a, b = span(c)
+                    table, per_req = compute_chunk(spec_d, a, b, per_request, threads)
+                    _write_chunk(out, c, table, per_req)
+                    if bar is not None:
+                        bar.advance(b - a)
+        finally:
+            if bar is not None:
+                bar.stop()
+        path = _finalise(out, spec, n_chunks, facts)
     return SweepOutcome(path, n_points, n_points - skipped, skipped, time.perf_counter() - t0)
+
+
+def _rows_ok(path: Path, rows: int) -> bool:
+    """Whether ``path`` is a readable Parquet file of ``rows`` rows."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows == rows
+    except Exception:
+        return False
+
+
+def _split_result(out: Path, spec: SweepSpec, n_chunks: int, span, keep: set[int]) -> None:
+    """Turn the rows of the chunks in ``keep`` of a finished result back into chunk files (so
+    that only the chunks whose inputs changed are recomputed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from infersweep.sweeps.io import atomic_write_bytes
+
+    if not keep:
+        return
+    tbl = pq.read_table(out / RESULT)
+    if tbl.num_rows != spec.n_points:
+        return  # not this spec's rows: recompute everything
+    tbl = tbl.replace_schema_metadata(None)
+    for c in sorted(keep):
+        a, b = span(c)
+        part = tbl.slice(a, b - a)
+        part = part.add_column(0, "point", pa.array(range(a, b), pa.int64()))
+        sink = pa.BufferOutputStream()
+        pq.write_table(part, sink)
+        atomic_write_bytes(out / CHUNK_DIR / f"chunk-{c:07d}.parquet", sink.getvalue().to_pybytes())
 
 
 def _run_dask(

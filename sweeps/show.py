@@ -69,9 +69,11 @@ def render_show(
         t.add_row(*[f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row.values()])
     console.print(t)
     invalid = tbl.num_rows - ok.num_rows
-    if invalid:
+    if invalid:  # not ranked: invalid, unservable (nothing completed), stalled, horizon
         bad = tbl.filter(pc.not_equal(tbl.column("status"), "ok"))
-        reasons = pc.value_counts(bad.column("reason")).to_pylist()
-        for r in reasons[:5]:
-            if r["values"]:
-                console.print(f"invalid ({r['counts']}): {r['values']}")
+        counts: dict[tuple[str, str], int] = {}
+        for st, why in zip(bad.column("status").to_pylist(), bad.column("reason").to_pylist()):
+            if why:
+                counts[(st, why)] = counts.get((st, why), 0) + 1
+        for (st, why), k in sorted(counts.items(), key=lambda kv: -kv[1])[:5]:
+            console.print(f"{st} ({k}): {why}")

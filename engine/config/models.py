@@ -5,6 +5,7 @@ Every bad input raises ``ConfigError`` naming the file, the field and the value.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -64,6 +65,19 @@ HARDWARE_FIELDS = {
 }
 _FIELD_BY_LOWER = {k.lower(): k for k in HARDWARE_FIELDS}
 
+#: Physical ranges of the non-zero values (they keep every step time inside the int64 µs
+#: clock; the settings registry will carry them).
+HARDWARE_RANGES = {
+    "TFlopsPeak": (0.1, 1e7),
+    "BwPeakTBs": (1e-3, 1e6),
+    "TOverheadMicros": (0.0, 1e9),
+    "PrefillOverheadMicros": (0.0, 1e9),
+    "MixedPrefillOverheadMicros": (0.0, 1e9),
+    "AllReduceLatency": (0.0, 1e9),
+    "perLayerOverhead": (0.0, 1e9),
+    "MemoryGiB": (0.0, 1e9),
+}
+
 #: The optional overhead fields that calibration may fit.
 OVERHEAD_FIELDS = (
     "TOverheadMicros",
@@ -111,6 +125,10 @@ class Hardware:
             v = getattr(self, HARDWARE_FIELDS[fname])
             if not v > 0:
                 raise bad(fname, v, "must be > 0")
+        for fname, (lo, hi) in HARDWARE_RANGES.items():
+            v = getattr(self, HARDWARE_FIELDS[fname])
+            if v and not lo <= v <= hi:
+                raise bad(fname, v, f"must be between {lo:g} and {hi:g} (0 = not set)")
         for fname in (
             "TOverheadMicros",
             "PrefillOverheadMicros",
@@ -165,10 +183,27 @@ def parse_hardware_entry(name: str, entry: object, *, source: str = "") -> Hardw
     kwargs: dict[str, object] = {}
     ignored = []
     for key, value in entry.items():
-        canon = _FIELD_BY_LOWER.get(str(key).lower())
-        if canon is None:
+        if str(key).startswith("_"):  # a comment
             ignored.append(str(key))
             continue
+        canon = _FIELD_BY_LOWER.get(str(key).lower())
+        if canon is None:
+            close = [
+                _FIELD_BY_LOWER[c]
+                for c in difflib.get_close_matches(
+                    str(key).lower(), list(_FIELD_BY_LOWER), n=1, cutoff=0.5
+                )
+            ]
+            raise ConfigError(
+                "unknown hardware field",
+                file=source or None,
+                field=f"{name}.{key}",
+                value=value,
+                hint=(f"did you mean {close[0]}? " if close else "")
+                + "known: "
+                + ", ".join(HARDWARE_FIELDS)
+                + "; keys starting with _ are comments",
+            )
         if value is None:
             continue
         kwargs[HARDWARE_FIELDS[canon]] = value
@@ -256,16 +291,33 @@ class ModelConfig:
     is_moe: bool = False
 
     def __post_init__(self) -> None:
+        where = self.source or None
         for fname, v in (
             ("num_hidden_layers", self.n_layers),
             ("hidden_size", self.hidden),
             ("num_attention_heads", self.n_heads),
             ("num_key_value_heads", self.n_kv_heads),
+            ("intermediate_size", self.intermediate),
+            ("vocab_size", self.vocab),
         ):
-            if v <= 0:
-                raise ConfigError(
-                    "must be a positive integer", file=self.source or None, field=fname, value=v
-                )
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError("must be an integer", file=where, field=fname, value=v)
+            if v <= 0 and fname not in ("intermediate_size", "vocab_size"):
+                raise ConfigError("must be a positive integer", file=where, field=fname, value=v)
+        if self.n_kv_heads > self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"must divide num_attention_heads ({self.n_heads})",
+                file=where,
+                field="num_key_value_heads",
+                value=self.n_kv_heads,
+            )
+        if self.hidden % self.n_heads:
+            raise ConfigError(
+                f"must be divisible by num_attention_heads ({self.n_heads})",
+                file=where,
+                field="hidden_size",
+                value=self.hidden,
+            )
         if self.intermediate < 0:
             raise ConfigError(
                 "must be >= 0",
@@ -318,15 +370,32 @@ class ModelConfig:
         return self.n_heads % tp == 0 and self.n_kv_heads % tp == 0
 
 
-def _int_field(cfg: dict, keys: tuple[str, ...]) -> int:
-    """First non-zero numeric value among keys, truncated to int (the reference's rule)."""
+def _count_field(
+    cfg: dict, keys: tuple[str, ...], source: str, *, required: bool, positive: bool = True
+) -> tuple[int, str | None]:
+    """The first of ``keys`` present in ``cfg``, checked to be a whole number (> 0, or >= 0
+    when not ``positive``): (value, key); (0, None) when none is present and not required.
+
+    JSON floats with an integral value (``32.0``) are accepted; fractions, NaN, infinities,
+    booleans and strings are errors naming the file, the key and the value."""
     for k in keys:
-        v = cfg.get(k)
-        if _is_number(v) and math.isfinite(v):
-            iv = int(v)
-            if iv != 0:
-                return iv
-    return 0
+        if k not in cfg or cfg[k] is None:
+            continue
+        v = cfg[k]
+        if not _is_number(v) or not math.isfinite(v) or float(v) != int(v):
+            raise ConfigError("must be a whole number", file=source, field=k, value=v)
+        iv = int(v)
+        if iv < (1 if positive else 0):
+            raise ConfigError(
+                "must be a positive integer" if positive else "must be >= 0",
+                file=source,
+                field=k,
+                value=v,
+            )
+        return iv, k
+    if required:
+        raise ConfigError("required key is missing", file=source, field=keys[0])
+    return 0, None
 
 
 def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
@@ -335,24 +404,38 @@ def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
     merged = dict(cfg)
     if isinstance(cfg.get("text_config"), dict):
         merged.update(cfg["text_config"])
-    for key in ("num_hidden_layers", "hidden_size", "num_attention_heads"):
-        v = merged.get(key)
-        if v is None:
-            raise ConfigError("required key is missing", file=source, field=key)
-        if not _is_number(v) or not math.isfinite(v) or int(v) <= 0:
-            raise ConfigError("must be a positive integer", file=source, field=key, value=v)
-    n_layers = _int_field(merged, ("num_hidden_layers",))
-    hidden = _int_field(merged, ("hidden_size",))
-    heads = _int_field(merged, ("num_attention_heads",))
-    kv = _int_field(merged, ("num_key_value_heads", "num_kv_heads", "multi_query_group_num"))
-    if kv < 0:
+    n_layers, _ = _count_field(merged, ("num_hidden_layers",), source, required=True)
+    hidden, _ = _count_field(merged, ("hidden_size",), source, required=True)
+    heads, _ = _count_field(merged, ("num_attention_heads",), source, required=True)
+    kv, kv_key = _count_field(
+        merged,
+        ("num_key_value_heads", "num_kv_heads", "multi_query_group_num"),
+        source,
+        required=False,
+    )
+    if kv_key is None:
+        kv = heads  # no grouped-query attention: one KV head per attention head
+    elif kv > heads or heads % kv:
         raise ConfigError(
-            "must be a positive integer", file=source, field="num_key_value_heads", value=kv
+            f"must divide num_attention_heads ({heads})"
+            if kv <= heads
+            else f"must not exceed num_attention_heads ({heads})",
+            file=source,
+            field=kv_key,
+            value=merged[kv_key],
         )
-    kv = kv or heads
-    inter = _int_field(merged, ("intermediate_size", "ffn_hidden_size"))
-    if inter < 0:
-        raise ConfigError("must be >= 0", file=source, field="intermediate_size", value=inter)
+    if hidden % heads:
+        raise ConfigError(
+            f"must be divisible by num_attention_heads ({heads})",
+            file=source,
+            field="hidden_size",
+            value=merged["hidden_size"],
+            hint="the roofline uses head_dim = hidden_size / num_attention_heads",
+        )
+    inter, _ = _count_field(
+        merged, ("intermediate_size", "ffn_hidden_size"), source, required=False
+    )
+    vocab, _ = _count_field(merged, ("vocab_size",), source, required=False, positive=False)
     dtype_key = "torch_dtype" if isinstance(merged.get("torch_dtype"), str) else "dtype"
     dtype = merged.get(dtype_key)
     if dtype is None:
@@ -367,7 +450,6 @@ def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
             value=dtype,
             hint="known: " + ", ".join(sorted(set(DTYPE_BYTES))),
         )
-    vocab = _int_field(merged, ("vocab_size",))
     return ModelConfig(
         name=name,
         n_layers=n_layers,

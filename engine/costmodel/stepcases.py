@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from infersweep import limits
 from infersweep.config.models import load_hardware, load_model
 from infersweep.costmodel.stepcost import MAX_ENTRY_TOKENS, CostModel, build_cost_model
 from infersweep.errors import ConfigError
@@ -96,6 +97,11 @@ class CaseRunner:
 def _entries(value: object, name: str, *, pairs: bool) -> list:
     if not isinstance(value, list):
         raise ConfigError("must be a list", field=name, value=value)
+    if len(value) > limits.MAX_STEP_ENTRIES:
+        raise ConfigError(
+            f"{len(value):,} entries are above the limit of {limits.MAX_STEP_ENTRIES:,}",
+            field=name,
+        )
     out = []
     for item in value:
         if pairs:
@@ -137,6 +143,13 @@ def parse_step_spec(specs: list[str], kind: str) -> list:
         if "x" in text:
             c, text = text.split("x", 1)
             count = _pos_int(c, kind, spec)
+        if len(out) + count > limits.MAX_STEP_ENTRIES:
+            raise ConfigError(
+                f"a step of {len(out) + count:,} {kind[2:]} entries is above the limit of "
+                f"{limits.MAX_STEP_ENTRIES:,} (the largest batches served are far smaller)",
+                field=kind,
+                value=spec,
+            )
         if kind == "--prefill":
             pi = 0
             if "@" in text:

@@ -279,6 +279,15 @@ def build_cost_model(
                 f"{hardware.name.lower()}/; use step_model v1 with "
                 "mfuPrefill and mfuDecode in the hardware entry",
             )
+        if tables is None and bench_data is not None and str(bench_data) != "":
+            raise ConfigError(
+                f"no MFU tables for GPU {hardware.name!r} in this folder",
+                field="bench_data",
+                value=str(root),
+                hint=f"it needs gemm/, mha/prefill/ and mha/decode/ tables for "
+                f"{hardware.name.lower()}; or give step_model v1 to use the hardware entry's "
+                "roofline-v1 efficiencies",
+            )
     v1 = tables is None
     if v1 and not hardware.has_v1_efficiencies:
         raise ConfigError(

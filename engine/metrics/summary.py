@@ -165,7 +165,54 @@ STATUS_NAMES = {
     sc_nb.STATUS_OK: "ok",
     sc_nb.STATUS_STALLED: "stalled",
     sc_nb.STATUS_HORIZON: "horizon",
+    sc_nb.STATUS_UNSERVABLE: "unservable",
 }
+
+#: Latency metrics: statistics over completed requests (or scheduled ones), undefined (NaN,
+#: null in JSON and Parquet) when there are none.
+LATENCY_SLOTS = tuple(
+    snb_i
+    for snb_i in (
+        snb.M_E2E_MEAN,
+        snb.M_E2E_P50,
+        snb.M_E2E_P90,
+        snb.M_E2E_P95,
+        snb.M_E2E_P99,
+        snb.M_TTFT_MEAN,
+        snb.M_TTFT_P50,
+        snb.M_TTFT_P90,
+        snb.M_TTFT_P95,
+        snb.M_TTFT_P99,
+        snb.M_ITL_MEAN,
+        snb.M_ITL_P50,
+        snb.M_ITL_P90,
+        snb.M_ITL_P95,
+        snb.M_ITL_P99,
+        snb.M_TPOT_MEAN,
+        snb.M_TPOT_P50,
+        snb.M_TPOT_P90,
+        snb.M_TPOT_P99,
+        snb.M_PREEMPT_RATE,
+    )
+)
+SCHED_SLOTS = (snb.M_SCHED_MEAN, snb.M_SCHED_P50, snb.M_SCHED_P99)
+
+
+def mark_empty(metrics: np.ndarray) -> np.ndarray:
+    """Honest empty results, in place on summary rows (1-D or 2-D): where no request completed,
+    the latency statistics are NaN rather than 0, and a run that otherwise ended normally gets
+    status ``unservable`` (every request was dropped: none fits in the KV cache)."""
+    rows = metrics.reshape(-1, metrics.shape[-1])
+    empty = rows[:, snb.M_COMPLETED] == 0
+    if empty.any():
+        idx = np.flatnonzero(empty)
+        rows[np.ix_(idx, LATENCY_SLOTS)] = np.nan
+        ok = idx[rows[idx, snb.M_STATUS] == sc_nb.STATUS_OK]
+        rows[ok, snb.M_STATUS] = sc_nb.STATUS_UNSERVABLE
+        # scheduling delays: over requests that were scheduled at all (none when all dropped)
+        none_sched = idx[(rows[idx, snb.M_SCHED_MEAN] == 0) & (rows[idx, snb.M_SCHED_P99] == 0)]
+        rows[np.ix_(none_sched, SCHED_SLOTS)] = np.nan
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +280,7 @@ def summary_vector(raw) -> np.ndarray:
         raw.kv_blocks_total,
         res,
     )
-    return res
+    return mark_empty(res)
 
 
 def summary_dict(vec: np.ndarray, semantics: str) -> dict:
@@ -242,7 +289,10 @@ def summary_dict(vec: np.ndarray, semantics: str) -> dict:
     for key, (i, is_int) in SUMMARY_INDEX.items():
         if key == "kv_allocation_failures" and vec[i] == 0:
             continue  # the reference omits it when 0
-        m[key] = int(vec[i]) if is_int else float(vec[i])
+        if is_int:
+            m[key] = int(vec[i])
+        else:
+            m[key] = None if np.isnan(vec[i]) else float(vec[i])
     m["semantics"] = semantics
     m["status"] = STATUS_NAMES.get(int(vec[snb.M_STATUS]), "unknown")
     return m

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infersweep import limits
 from infersweep._jit import parallel_settings
 from infersweep.costmodel.stepcost import CostModel
 from infersweep.metrics.summary_nb import N_M
@@ -67,6 +68,7 @@ def run_jobs(
         n_slots[i] = ns
         cfgs.append(config_array(job.scheduler, total))
         sem[i] = SEM_BLIS if job.scheduler.semantics == "blis" else SEM_VLLM
+    _check_batch_memory(jobs, kv_blocks, keep_requests, threads)
     req_off = np.zeros(n + 1, np.int64)
     np.cumsum([len(r) for r in rqs], out=req_off[1:])
     gb_off = np.zeros(n + 1, np.int64)
@@ -97,9 +99,49 @@ def run_jobs(
                 out_req,
                 metrics,
             )
+    from infersweep.metrics.summary import mark_empty
+
+    mark_empty(metrics)
     return BatchResult(
         metrics=metrics,
         req_off=req_off,
         out_req=out_req if keep_requests else None,
         kv_blocks=kv_blocks,
+    )
+
+
+def _check_batch_memory(
+    jobs: list[Job], kv_blocks: np.ndarray, keep_requests: bool, threads: int | None
+) -> None:
+    """The packed inputs of every point plus the scratch of the points running at once."""
+    import os
+
+    if not jobs:
+        return
+    scratch = []
+    packed = 0.0
+    for job, blocks in zip(jobs, kv_blocks):
+        wl = job.workload
+        sched = job.scheduler
+        scratch.append(
+            limits.run_bytes(
+                n_requests=len(wl),
+                sum_prompt=float(wl.prompt_tok.sum()),
+                sum_output=float(wl.output_tok.sum()),
+                max_context=float((wl.prompt_tok + wl.output_tok).max()),
+                block_size=sched.block_size,
+                kv_blocks=int(blocks),
+                literal=sched.semantics == "blis" and sched.blis_preemption == "reference",
+            )
+        )
+        packed += len(wl) * 8.0 * (sc_nb.N_Q + (sc_nb.N_O if keep_requests else 0))
+    at_once = max(1, min(len(jobs), threads or os.cpu_count() or 1))
+    worst = sorted(scratch, reverse=True)[:at_once]
+    n_max = max(len(j.workload) for j in jobs)
+    limits.check_memory(
+        f"a batch of {len(jobs)} points (up to {n_max:,} requests each, {at_once} at once)",
+        packed + sum(worst),
+        field="num_requests",
+        value=n_max,
+        hint="lower num_requests, --chunk-size or --threads",
     )

@@ -66,6 +66,7 @@ STATUS_OK = 0
 STATUS_STALLED = 1  # no progress possible; stopped
 STATUS_HORIZON = 2  # stopped at the horizon
 STATUS_ITL_FULL = 3  # internal: the ITL buffer was too small (the wrapper retries)
+STATUS_UNSERVABLE = 4  # set after the kernel: it ended, but no request completed
 
 # Step log columns (optional; int64[cap, N_LOG]) -------------------------------------------
 LOG_TIME = 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infersweep import limits
 from infersweep.costmodel.stepcost import CostModel, auto_kv_blocks
 from infersweep.errors import ConfigError
 from infersweep.scheduler import common_nb as sc_nb
@@ -131,6 +132,14 @@ def run_scheduler(
         raise ConfigError("the workload has no requests")
     block = int(cfg.block_size)
     total_blocks, note = resolve_kv_blocks(cost, cfg)
+    limits.check_run_memory(
+        prompt_tok=wl.prompt_tok,
+        output_tok=wl.output_tok,
+        block_size=block,
+        kv_blocks=total_blocks,
+        literal=cfg.semantics == "blis" and cfg.blis_preemption == "reference",
+        source=wl.source,
+    )
     base, gbase, n_slots = _slot_layout(wl, block, cfg.semantics)
     rq = request_array(wl, base)
     cfg_arr = config_array(cfg, total_blocks)

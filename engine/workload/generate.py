@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infersweep import settings
+from infersweep import limits
 from infersweep.errors import ConfigError
 
 #: (prompt mean, std, min, max), (output mean, std, min, max) — SPEC_inputs_outputs §4
@@ -200,6 +200,7 @@ class WorkloadSpec:
                 field="rate",
                 value=self.rate,
             )
+        limits.clock_check(int(self.num_requests), float(self.rate))
         if self.workload == "distribution":
             for ls, what in ((self.prompt, "prompt"), (self.output, "output")):
                 if ls is not None:
@@ -244,7 +245,15 @@ def arrivals_us(
     else:  # gamma: shape 1/cv^2, mean mean_gap
         shape = 1.0 / (cv * cv)
         gaps = rng.gamma(shape, mean_gap / shape, n)
-    return np.round(np.cumsum(gaps)).astype(np.int64)
+    times = np.cumsum(gaps)
+    if n and not times[-1] <= limits.MAX_TIME_S * 1e6:  # a heavy-tailed draw past the clock
+        raise ConfigError(
+            f"the last arrival falls after {times[-1] / 1e6:.3g} s, above the limit of "
+            f"{limits.MAX_TIME_S:g} s (the clock counts int64 microseconds)",
+            field="rate",
+            value=rate,
+        )
+    return np.round(times).astype(np.int64)
 
 
 def generate(spec: WorkloadSpec) -> Workload:
@@ -254,6 +263,12 @@ def generate(spec: WorkloadSpec) -> Workload:
         from .trace import read_trace
 
         return read_trace(spec.trace)
+    limits.check_memory(
+        f"generating {int(spec.num_requests):,} requests",
+        limits.workload_bytes(int(spec.num_requests)),
+        field="num_requests",
+        value=int(spec.num_requests),
+    )
     ss = np.random.SeedSequence(int(spec.seed))
     len_ss, arr_ss = ss.spawn(2)
     len_rng = np.random.Generator(np.random.PCG64(len_ss))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infersweep import limits
 from infersweep.errors import ConfigError
 from infersweep.workload.generate import Workload
 
@@ -23,6 +24,10 @@ def read_trace(path: str | os.PathLike, *, need_measured: bool = False) -> Workl
     p = Path(path)
     if not p.is_file():
         raise ConfigError("trace file not found" if not p.exists() else "is not a file", file=p)
+    # a parsed row costs about 40 times its text (Python lists of strings, then arrays)
+    limits.check_memory(
+        "reading the trace", p.stat().st_size * 40.0, field="trace file size", value=str(p)
+    )
     try:
         with p.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -100,17 +105,23 @@ def read_trace(path: str | os.PathLike, *, need_measured: bool = False) -> Workl
                 field=f"line {line} arrival_time_s",
                 value=row[idx["arrival_time_s"]],
             )
+        limits.check_range("arrival_time_s", t, file=p, field=f"line {line} arrival_time_s")
         arr[k] = int(round(t * 1e6))
-        pt[k] = num(row, line, "prompt_tokens", True)
-        if pt[k] < 1:
+        v = num(row, line, "prompt_tokens", True)
+        if v < 1:
+            raise ConfigError("must be >= 1", file=p, field=f"line {line} prompt_tokens", value=v)
+        limits.check_range("tokens", v, file=p, field=f"line {line} prompt_tokens")
+        pt[k] = v
+        v = num(row, line, "output_tokens", True)
+        if v < 1:
             raise ConfigError(
-                "must be >= 1", file=p, field=f"line {line} prompt_tokens", value=int(pt[k])
+                "must be >= 1 (a request produces at least one token)",
+                file=p,
+                field=f"line {line} output_tokens",
+                value=v,
             )
-        ot[k] = num(row, line, "output_tokens", True)
-        if ot[k] < 0:
-            raise ConfigError(
-                "must be >= 0", file=p, field=f"line {line} output_tokens", value=int(ot[k])
-            )
+        limits.check_range("tokens", v, file=p, field=f"line {line} output_tokens")
+        ot[k] = v
         if "prefix_group" in idx:
             g = row[idx["prefix_group"]].strip() if idx["prefix_group"] < len(row) else ""
             if g not in ("", "-1"):

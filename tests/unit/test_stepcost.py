@@ -770,7 +770,10 @@ def test_hardware_with_fields():
 
 def test_hardware_keys_case_insensitive():
     hw = parse_hardware_entry(
-        "X", {"tflopspeak": 10, "BWPEAKTBS": 1, "toverheadmicros": 4, "someCalibrationField": 3}
+        "X", {"tflopspeak": 10, "BWPEAKTBS": 1, "toverheadmicros": 4, "_comment": "kept"}
     )
     assert (hw.tflops_peak, hw.bw_peak_tbs, hw.t_overhead_us) == (10, 1, 4)
+    # unknown fields are errors (issue 14), with the closest known name suggested
+    with pytest.raises(ConfigError, match="did you mean TOverheadMicros"):
+        parse_hardware_entry("X", {"TFlopsPeak": 10, "BwPeakTBs": 1, "TOverheadMicro": 4})
     assert load_hardware("h100", "minimal").name == "H100"

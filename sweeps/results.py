@@ -374,6 +374,32 @@ def write_table(path: str | Path, table) -> None:
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
+def parquet_rows(path: str | Path) -> int | None:
+    """The row count of a readable Parquet file (None when it is missing or damaged)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows
+    except Exception:
+        return None
+
+
+def split_result(path: Path, n_points: int, parts: dict[int, tuple[int, int]], chunk_path) -> None:
+    """Write the rows [a, b) of a finished result, for each chunk ``c: (a, b)`` of ``parts``,
+    back into the chunk file ``chunk_path(c)`` (with its ``point`` column); nothing when the
+    result does not hold ``n_points`` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tbl = pq.read_table(path)
+    if tbl.num_rows != n_points:
+        return
+    tbl = tbl.replace_schema_metadata(None)
+    for c, (a, b) in parts.items():
+        part = tbl.slice(a, b - a).add_column(0, "point", pa.array(range(a, b), pa.int64()))
+        write_table(chunk_path(c), part)
+
+
 def merge_chunks(chunks: list[Path], meta: dict, path: Path, n_points: int) -> None:
     """Stream chunk files (each holding consecutive points) into one Parquet file with the
     result metadata, atomically (a temporary file, then a rename)."""

@@ -37,8 +37,10 @@ from infersweep.sweeps.grid import SweepSpec
 from infersweep.sweeps.results import (
     chunk_table,
     merge_chunks,
+    parquet_rows,
     result_digest,
     result_meta,
+    split_result,
     write_table,
 )
 from infersweep.workload.generate import Workload, generate
@@ -528,35 +530,19 @@ def run_sweep(
 
 def _rows_ok(path: Path, rows: int) -> bool:
     """Whether ``path`` is a readable Parquet file of ``rows`` rows."""
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_metadata(path).num_rows == rows
-    except Exception:
-        return False
+    return parquet_rows(path) == rows
 
 
 def _split_result(out: Path, spec: SweepSpec, n_chunks: int, span, keep: set[int]) -> None:
     """Turn the rows of the chunks in ``keep`` of a finished result back into chunk files (so
     that only the chunks whose inputs changed are recomputed)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from infersweep.sweeps.io import atomic_write_bytes
-
-    if not keep:
-        return
-    tbl = pq.read_table(out / RESULT)
-    if tbl.num_rows != spec.n_points:
-        return  # not this spec's rows: recompute everything
-    tbl = tbl.replace_schema_metadata(None)
-    for c in sorted(keep):
-        a, b = span(c)
-        part = tbl.slice(a, b - a)
-        part = part.add_column(0, "point", pa.array(range(a, b), pa.int64()))
-        sink = pa.BufferOutputStream()
-        pq.write_table(part, sink)
-        atomic_write_bytes(out / CHUNK_DIR / f"chunk-{c:07d}.parquet", sink.getvalue().to_pybytes())
+    if keep:
+        split_result(
+            out / RESULT,
+            spec.n_points,
+            {c: span(c) for c in sorted(keep)},
+            lambda c: out / CHUNK_DIR / f"chunk-{c:07d}.parquet",
+        )
 
 
 def _run_dask(

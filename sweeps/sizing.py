@@ -23,11 +23,11 @@ HELD_BYTES_PER_REQUEST = 100.0
 
 
 def _values(spec, key: str) -> list:
-    from infersweep.sweeps.grid import SETTINGS
+    from infersweep import settings
 
     if key in spec.axes:
         return list(spec.axes[key])
-    return [spec.fixed.get(key, SETTINGS[key][1])]
+    return [spec.fixed.get(key, settings.default(key))]
 
 
 def _worst_request(spec) -> tuple[int, float, float]:

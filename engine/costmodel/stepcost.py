@@ -285,8 +285,8 @@ def build_cost_model(
                 field="bench_data",
                 value=str(root),
                 hint=f"it needs gemm/, mha/prefill/ and mha/decode/ tables for "
-                f"{hardware.name.lower()}; or give step_model v1 to use the hardware entry's "
-                "roofline-v1 efficiencies",
+                f"{hardware.name.lower()}; or give --step-model v1 (step_model = 'v1') to use "
+                "the hardware entry's roofline-v1 efficiencies",
             )
     v1 = tables is None
     if v1 and not hardware.has_v1_efficiencies:

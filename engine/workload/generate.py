@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infersweep import limits
+from infersweep import limits, settings
 from infersweep.errors import ConfigError
 
 #: (prompt mean, std, min, max), (output mean, std, min, max) — SPEC_inputs_outputs §4

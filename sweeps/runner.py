@@ -598,13 +598,16 @@ def sweep(
     per_request: bool | None = None,
     force: bool = False,
     dask: str | None = None,
+    yes: bool = False,
+    max_points: int | None = None,
     **settings_or_axes: Any,
 ):
     """Run (or resume) a sweep and return its result as an ``xarray.Dataset``.
 
     ``spec``: a TOML file, a :class:`SweepSpec` or its dict form (``{"sweep": {...}, "grid":
     {...}}``); keyword arguments add axes (a list) or fixed settings (a scalar) under any
-    setting or hardware-field name.  ``out`` defaults to ``results/<spec name>``.
+    setting or hardware-field name.  ``out`` defaults to ``results/<spec name>``.  A sweep of
+    more than ``max_points`` points (default 1,000,000) runs only with ``yes=True``.
 
     >>> ds = infersweep.sweep(model=["llama-3.1-8b-instruct"], tp=[1, 2], rate=[1, 4],
     ...                       workload="chatbot", num_requests=200, out="results/api")
@@ -633,5 +636,7 @@ def sweep(
         force=force,
         dask=dask,
         quiet=True,
+        yes=yes,
+        max_points=max_points,
     )
     return read_dataset(outcome.path)

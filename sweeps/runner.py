@@ -469,6 +469,8 @@ def run_sweep(
             result.unlink()
         if result.exists() and not force:
             if not changed:
+                # a run killed between the final rename and the clean-up left its chunks
+                shutil.rmtree(chunk_dir, ignore_errors=True)
                 return SweepOutcome(result, n_points, 0, n_points, time.perf_counter() - t0)
             stale = outdir.chunks_using(spec, changed, list(range(n_chunks)), span)
             _split_result(out, spec, n_chunks, span, keep=set(range(n_chunks)) - stale)

@@ -495,6 +495,7 @@ def test_stray_temporary_files_cleaned(cli, tmp_path):
     res = cli("sweep", spec, "--out", out, "--no-show", "--quiet")
     assert res.code == 0, res.err
     assert not any(p.exists() for p in strays)
+    assert not (out / "chunks").exists()  # left by a kill between the rename and the clean-up
     res = cli("sweep", spec, "--out", out, "--no-show", "--quiet", "--force")
     assert res.code == 0, res.err
     assert sorted(p.name for p in out.iterdir()) == [".lock", "manifest.json", "result.parquet"]

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # for tests.reference_stepcost
     sys.path.insert(0, str(REPO))
 
+from infersweep import schema  # noqa: E402
 from infersweep.config.models import load_hardware, load_model  # noqa: E402
 from infersweep.costmodel import stepcost_nb as nb  # noqa: E402
 from infersweep.costmodel.stepcost import build_cost_model  # noqa: E402
@@ -59,7 +60,7 @@ def kernel_args(cm, prefills, decodes) -> tuple:
     """Preallocated arguments of ``step_time_nb`` for one step; the last one is ``out``."""
     pf = np.asarray(prefills, dtype=np.int64).reshape(-1, 2)
     dc = np.ascontiguousarray(np.asarray(decodes, dtype=np.int64))
-    out = np.zeros(nb.N_COMPONENTS)
+    out = np.zeros(schema.N_COMPONENTS)
     memo = ()
     if hasattr(cm, "ctf"):  # the decode-MFU fallback memo of the packed layout
         from infersweep.costmodel.stepcost import new_memo
@@ -96,7 +97,7 @@ def test_kernel_step_time(benchmark, cm, ref, name):
     us = benchmark(nb.step_time_nb, *args)
     expected = ref.step_us(prefills, decodes.tolist())
     assert us == expected
-    assert args[-1][nb.C_HARDWARE] > 0
+    assert args[-1][schema.C_HARDWARE] > 0
 
 
 @pytest.mark.parametrize("name", ["decode-256", "mixed-2pf-64dc"])
@@ -119,7 +120,7 @@ def test_kernel_many_steps(benchmark, cm, ref):
     pf_off = np.zeros(1001, np.int64)
     empty = np.zeros(0, np.int64)
     out_us = np.zeros(1000, np.int64)
-    out_comp = np.zeros((1000, nb.N_COMPONENTS))
+    out_comp = np.zeros((1000, schema.N_COMPONENTS))
     args = (pf_off, empty, empty, dc_off, dc, *table_args(cm), out_us, out_comp)
     nb.step_times_nb(*args)
     benchmark.group = "step-cost kernel (batched)"

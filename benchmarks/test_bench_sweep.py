@@ -115,15 +115,15 @@ def jobs_100():
 
 @pytest.mark.parametrize("threads", THREADS)
 def test_run_jobs_100(benchmark, warm, jobs_100, threads):
-    from infersweep.metrics.summary import SUMMARY_INDEX
     from infersweep.scheduler.batch import run_jobs
+    from infersweep.schema import M_COMPLETED_REQUESTS
 
     need_threads(threads)
     benchmark.group = f"run_jobs 100 points x {NUM_REQUESTS} requests (kernel only)"
     result = benchmark.pedantic(
         run_jobs, args=(jobs_100,), kwargs={"threads": threads}, rounds=3, iterations=1
     )
-    completed = result.metrics[:, SUMMARY_INDEX["completed_requests"][0]]
+    completed = result.metrics[:, M_COMPLETED_REQUESTS]
     assert completed.tolist() == [float(NUM_REQUESTS)] * len(jobs_100)
     benchmark.extra_info["points"] = len(jobs_100)
     benchmark.extra_info["threads"] = threads

@@ -3,8 +3,9 @@
 Compiled kernels are cached on disk (``cache=True``) so that a second process compiles
 nothing.  Numba keys each function's cache entry on its own source file only, so a kernel
 that calls into another, changed kernel file would load stale machine code.  The cache
-directory is therefore named after a hash of all kernel sources (and the Python and numba
-versions): any change to any ``*_nb.py`` file starts a fresh cache.
+directory is therefore named after a hash of all kernel sources, ``schema.py`` (whose layout
+indices the kernels compile in) and the Python and numba versions: any change to any of them
+starts a fresh cache.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 def _cache_dir() -> str:
     here = Path(__file__).resolve().parent
     h = hashlib.sha1()
-    for p in sorted(here.rglob("*_nb.py")) + [Path(__file__).resolve()]:
+    # schema.py declares the layout indices that the kernels freeze as constants
+    for p in sorted(here.rglob("*_nb.py")) + [here / "schema.py", Path(__file__).resolve()]:
         h.update(str(p.relative_to(here)).encode())
         h.update(p.read_bytes())
     tag = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infersweep import settings
+from infersweep import schema, settings
 from infersweep.config.models import (
     Hardware,
     ModelConfig,
@@ -29,7 +29,6 @@ from infersweep.metrics.summary import (
     request_records,
     summarize,
 )
-from infersweep.scheduler import common_nb as sc_nb
 from infersweep.scheduler.driver import RawRun, SchedulerConfig, run_scheduler
 from infersweep.workload.generate import Workload, WorkloadSpec, generate
 
@@ -60,23 +59,23 @@ class SimResult:
 
     @property
     def ttft_ms(self) -> np.ndarray:
-        return self._ms(sc_nb.O_TTFT)
+        return self._ms(schema.O_TTFT)
 
     @property
     def e2e_ms(self) -> np.ndarray:
-        return self._ms(sc_nb.O_E2E)
+        return self._ms(schema.O_E2E)
 
     @property
     def scheduling_delay_ms(self) -> np.ndarray:
-        return self._ms(sc_nb.O_SCHED)
+        return self._ms(schema.O_SCHED)
 
     @property
     def completed(self) -> np.ndarray:
-        return self.raw.out[:, sc_nb.O_STATE] == sc_nb.STATE_DONE
+        return self.raw.out[:, schema.O_STATE] == schema.STATE_DONE
 
     @property
     def dropped(self) -> np.ndarray:
-        return self.raw.out[:, sc_nb.O_STATE] == sc_nb.STATE_DROPPED
+        return self.raw.out[:, schema.O_STATE] == schema.STATE_DROPPED
 
     def records(self) -> list[dict]:
         """The per-request records of ``--results-path``."""

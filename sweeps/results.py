@@ -17,29 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from infersweep import __version__
+from infersweep import __version__, schema
 from infersweep.errors import ConfigError
-from infersweep.metrics.summary import (
-    METRICS,
-    REQUEST_COLUMNS,
-    STATUS_NAMES,
-    SUMMARY_INDEX,
-    SWEEP_METRICS,
-)
-from infersweep.metrics.summary_nb import M_DROPPED, M_STATUS
+from infersweep.metrics.summary import REQUEST_COLUMNS
+from infersweep.schema import M_DROPPED_UNSERVABLE as M_DROPPED
+from infersweep.schema import M_STATUS, METRIC_COLUMNS, STATUS_NAMES, SUMMARY
 
 META_KEY = b"infersweep"
-STATUS_ATTRS = {
-    "units": "1",
-    "long_name": "point status",
-    "description": "ok; invalid (see reason); stalled (no progress possible); "
-    "horizon (stopped at --horizon)",
-}
-REASON_ATTRS = {
-    "units": "1",
-    "long_name": "why a point is invalid",
-    "description": "Empty for valid points.",
-}
+STATUS_ATTRS = schema.attrs(schema.STATUS_VARIABLE)
+REASON_ATTRS = schema.attrs(schema.REASON_VARIABLE)
 FACT_ATTRS = {
     "hardware_tflops_peak": ("TFLOP/s", "peak dense BF16 throughput"),
     "hardware_bw_peak_tbs": ("TB/s", "peak HBM bandwidth"),
@@ -67,48 +53,6 @@ def axis_array(values: list) -> np.ndarray:
 
 def _label(v):
     return v.item() if hasattr(v, "item") else v
-
-
-def build_dataset(
-    axes: dict[str, list],
-    table: dict[str, np.ndarray],
-    metric_names: list[str],
-    facts: dict[str, dict[str, np.ndarray]],
-    attrs: dict,
-):
-    """A Dataset with one dimension per axis from a tidy table sorted by point."""
-    import xarray as xr
-
-    dims = list(axes)
-    shape = tuple(len(v) for v in axes.values()) if dims else ()
-    coords: dict = {d: (d, axis_array(v)) for d, v in axes.items()}
-    for axis, cols in facts.items():
-        for name, vals in cols.items():
-            coords[name] = (axis, np.asarray(vals))
-    data_vars = {}
-    for m in metric_names:
-        info = METRICS.get(m)
-        var_attrs = (
-            {"units": info.units, "long_name": info.long_name, "description": info.description}
-            if info
-            else {}
-        )
-        data_vars[m] = (dims, np.asarray(table[m], np.float64).reshape(shape), var_attrs)
-    data_vars["status"] = (
-        dims,
-        np.asarray(table["status"], dtype=str).reshape(shape),
-        dict(STATUS_ATTRS),
-    )
-    data_vars["reason"] = (
-        dims,
-        np.asarray(table["reason"], dtype=str).reshape(shape),
-        dict(REASON_ATTRS),
-    )
-    ds = xr.Dataset(data_vars=data_vars, coords=coords, attrs=dict(attrs))
-    for name in facts_names(facts):
-        units, long_name = FACT_ATTRS.get(name, ("1", name))
-        ds[name].attrs.update({"units": units, "long_name": long_name})
-    return ds
 
 
 def facts_names(facts: dict) -> list[str]:
@@ -266,14 +210,7 @@ def table_to_dataset(tbl, meta: dict):
 
 def result_meta(spec, facts: dict, created: str | None = None) -> dict:
     """The schema metadata of a sweep result (attributes, axes, variables, facts)."""
-    variables = {
-        m: {
-            "units": METRICS[m].units,
-            "long_name": METRICS[m].long_name,
-            "description": METRICS[m].description,
-        }
-        for m in SWEEP_METRICS
-    }
+    variables = {m.name: schema.attrs(m) for m in METRIC_COLUMNS}
     variables["status"] = dict(STATUS_ATTRS)
     variables["reason"] = dict(REASON_ATTRS)
     fact_meta = {}
@@ -313,9 +250,9 @@ def chunk_table(spec, points: list, metrics: np.ndarray, facts: dict):
         cols[d] = pa.array(
             col, type=pa.from_numpy_dtype(arr.dtype) if arr.dtype.kind != "U" else pa.string()
         )
-    for m in SWEEP_METRICS:
-        i, _ = SUMMARY_INDEX[m]
-        cols[m] = pa.array(metrics[:, i], pa.float64(), from_pandas=True)  # NaN -> null
+    for m in METRIC_COLUMNS:
+        i = SUMMARY.index(m.name)
+        cols[m.name] = pa.array(metrics[:, i], pa.float64(), from_pandas=True)  # NaN -> null
     status = []
     reason = []
     for k, p in enumerate(points):

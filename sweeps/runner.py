@@ -190,8 +190,8 @@ def compute_chunk(
     spec_dict: dict, start: int, end: int, per_request: bool = False, threads: int | None = None
 ):
     """Simulate points [start, end) of a spec; returns (chunk table, per-request tables)."""
-    from infersweep.metrics.summary_nb import N_M
     from infersweep.scheduler.batch import run_jobs
+    from infersweep.schema import N_M
 
     spec = spec_from_dict(spec_dict)
     prep = Preparer()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infersweep import schema
 from infersweep.config.catalog import resolve_bench_dir
 from infersweep.config.models import Hardware, ModelConfig, check_tp
 from infersweep.costmodel import stepcost_nb as nb
@@ -49,7 +50,7 @@ class CostModel:
 
     @property
     def gemm_table_size(self) -> int:
-        return int(self.cti[nb.I_GEMM_TAB_N])
+        return int(self.cti[schema.I_GEMM_TAB_N])
 
     # -- evaluation -----------------------------------------------------------------------
     def step_time(self, prefills=(), decodes=()) -> tuple[int, dict[str, float]]:
@@ -59,7 +60,7 @@ class CostModel:
         pf = _as_entries(prefills, "prefills", 2)
         dc = np.ascontiguousarray(_as_entries(decodes, "decodes", 1))
         _check_entries(pf, dc)
-        comp = np.zeros(nb.N_COMPONENTS)
+        comp = np.zeros(schema.N_COMPONENTS)
         memo_k, memo_v = new_memo(1)
         us = nb.step_time_nb(
             np.ascontiguousarray(pf[:, 0]),
@@ -92,7 +93,7 @@ class CostModel:
         _check_entries(pf, dc)
         n = len(pf_off) - 1
         out_us = np.zeros(n, np.int64)
-        out_comp = np.zeros((n, nb.N_COMPONENTS))
+        out_comp = np.zeros((n, schema.N_COMPONENTS))
         nb.step_times_nb(
             np.asarray(pf_off, np.int64),
             np.ascontiguousarray(pf[:, 0]),
@@ -121,7 +122,7 @@ class CostModel:
         if self.step_model == "v1":
             return self.hardware.mfu_decode
         b0, b1 = nb.bracket_nb(
-            self.cti, int(self.cti[nb.I_BS]), int(self.cti[nb.I_N_BS]), int(batch_size)
+            self.cti, int(self.cti[schema.I_BS]), int(self.cti[schema.I_N_BS]), int(batch_size)
         )
         memo_k, memo_v = new_memo(1)
         return float(
@@ -138,7 +139,7 @@ class CostModel:
         while b < seq_len and b < 65536:
             b *= 2
             i += 1
-        return float(self.ctf[self.cti[nb.I_PF_BUCKET] + i])
+        return float(self.ctf[self.cti[schema.I_PF_BUCKET] + i])
 
     def gemm_time_us(self, m: int, prefill: bool = True) -> float:
         return float(nb.gemm_time_nb(int(m), prefill, self.ctf, self.cti)) * 1e6
@@ -151,12 +152,12 @@ def new_memo(size: int = nb.MEMO_SIZE) -> tuple[np.ndarray, np.ndarray]:
 
 def components_dict(comp: np.ndarray) -> dict[str, float]:
     return {
-        "prefill_compute_us": float(comp[nb.C_PREFILL_COMPUTE]),
-        "prefill_memory_us": float(comp[nb.C_PREFILL_MEMORY]),
-        "decode_compute_us": float(comp[nb.C_DECODE_COMPUTE]),
-        "decode_memory_us": float(comp[nb.C_DECODE_MEMORY]),
-        "overhead_us": float(comp[nb.C_OVERHEAD]),
-        "hardware_us": float(comp[nb.C_HARDWARE]),
+        "prefill_compute_us": float(comp[schema.C_PREFILL_COMPUTE]),
+        "prefill_memory_us": float(comp[schema.C_PREFILL_MEMORY]),
+        "decode_compute_us": float(comp[schema.C_DECODE_COMPUTE]),
+        "decode_memory_us": float(comp[schema.C_DECODE_MEMORY]),
+        "overhead_us": float(comp[schema.C_OVERHEAD]),
+        "hardware_us": float(comp[schema.C_HARDWARE]),
     }
 
 
@@ -200,7 +201,7 @@ def _check_overflow(us: int, comp) -> None:
 
 
 def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
-    par = np.zeros(nb.N_PAR)
+    par = np.zeros(schema.N_PAR)
     L = float(model.n_layers)
     d = float(model.hidden)
     H = float(model.n_heads)
@@ -211,25 +212,25 @@ def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
         bw *= hw.bw_eff_constant
     elif hw.bw_efficiency_factor != 0:
         bw *= hw.bw_efficiency_factor
-    par[nb.P_PEAK] = hw.tflops_peak * 1e12
-    par[nb.P_BW] = bw
-    par[nb.P_TAU] = 1.0 / float(tp)
-    par[nb.P_TP] = float(tp)
-    par[nb.P_L] = L
-    par[nb.P_H] = H
-    par[nb.P_HD] = float(model.head_dim)
-    par[nb.P_BPP] = bpp
-    par[nb.P_WB] = model.weight_bytes
-    par[nb.P_KVTOK] = 2 * L * float(model.n_kv_heads) * dh * bpp
-    par[nb.P_ACTTOK] = L * d * bpp
-    par[nb.P_OVH_LAYER] = hw.per_layer_overhead_us * L / float(tp)
-    par[nb.P_OVH_STEP] = hw.t_overhead_us
-    par[nb.P_OVH_PREFILL] = hw.prefill_overhead_us
-    par[nb.P_OVH_MIXED] = hw.mixed_prefill_overhead_us
-    par[nb.P_OVH_ALLREDUCE] = hw.allreduce_latency_us * 2.0 * L if tp > 1 else 0.0
-    par[nb.P_V1] = 1.0 if v1 else 0.0
-    par[nb.P_MFU_PREFILL] = hw.mfu_prefill
-    par[nb.P_MFU_DECODE] = hw.mfu_decode
+    par[schema.P_PEAK] = hw.tflops_peak * 1e12
+    par[schema.P_BW] = bw
+    par[schema.P_TAU] = 1.0 / float(tp)
+    par[schema.P_TP] = float(tp)
+    par[schema.P_L] = L
+    par[schema.P_H] = H
+    par[schema.P_HD] = float(model.head_dim)
+    par[schema.P_BPP] = bpp
+    par[schema.P_WB] = model.weight_bytes
+    par[schema.P_KVTOK] = 2 * L * float(model.n_kv_heads) * dh * bpp
+    par[schema.P_ACTTOK] = L * d * bpp
+    par[schema.P_OVH_LAYER] = hw.per_layer_overhead_us * L / float(tp)
+    par[schema.P_OVH_STEP] = hw.t_overhead_us
+    par[schema.P_OVH_PREFILL] = hw.prefill_overhead_us
+    par[schema.P_OVH_MIXED] = hw.mixed_prefill_overhead_us
+    par[schema.P_OVH_ALLREDUCE] = hw.allreduce_latency_us * 2.0 * L if tp > 1 else 0.0
+    par[schema.P_V1] = 1.0 if v1 else 0.0
+    par[schema.P_MFU_PREFILL] = hw.mfu_prefill
+    par[schema.P_MFU_DECODE] = hw.mfu_decode
     return par
 
 
@@ -301,8 +302,8 @@ def build_cost_model(
     notes: list[str] = []
     fparts: list[np.ndarray] = []
     iparts: list[np.ndarray] = []
-    head = np.zeros(nb.N_HEAD, np.int64)
-    sizes = {"f": nb.N_PAR, "i": nb.N_HEAD}
+    head = np.zeros(schema.N_HEAD, np.int64)
+    sizes = {"f": schema.N_PAR, "i": schema.N_HEAD}
 
     def put_f(slot: int, arr) -> None:
         a = np.ascontiguousarray(arr, dtype=np.float64).ravel()
@@ -317,31 +318,31 @@ def build_cost_model(
         iparts.append(a)
 
     table_n = max(int(max_tokens), 1) + 1
-    head[nb.I_GEMM_TAB_N] = table_n
-    put_f(nb.I_GEMM_P, np.zeros(table_n))
-    put_f(nb.I_GEMM_D, np.zeros(table_n))
-    put_i(nb.I_SHAPE_K, ks)
-    put_i(nb.I_SHAPE_N, ns)
+    head[schema.I_GEMM_TAB_N] = table_n
+    put_f(schema.I_GEMM_P, np.zeros(table_n))
+    put_f(schema.I_GEMM_D, np.zeros(table_n))
+    put_i(schema.I_SHAPE_K, ks)
+    put_i(schema.I_SHAPE_N, ns)
     attn_key = dec_name = None
     groups: list[tuple[int, int]] = []
     if v1:
-        put_i(nb.I_GROUP_OFF, np.zeros(8))
-        put_i(nb.I_GROUP_M, [])
-        put_f(nb.I_GROUP_MFU, [])
-        head[nb.I_GEMM_ROWS] = 0
+        put_i(schema.I_GROUP_OFF, np.zeros(8))
+        put_i(schema.I_GROUP_M, [])
+        put_f(schema.I_GROUP_MFU, [])
+        head[schema.I_GEMM_ROWS] = 0
         for slot in (
-            nb.I_GEMM_M,
-            nb.I_GEMM_K,
-            nb.I_GEMM_N,
-            nb.I_BS,
-            nb.I_KV,
-            nb.I_ROW_BS,
-            nb.I_ROW_KV,
+            schema.I_GEMM_M,
+            schema.I_GEMM_K,
+            schema.I_GEMM_N,
+            schema.I_BS,
+            schema.I_KV,
+            schema.I_ROW_BS,
+            schema.I_ROW_KV,
         ):
             put_i(slot, [])
-        for slot in (nb.I_GEMM_MFU, nb.I_GRID, nb.I_ROW_MFU):
+        for slot in (schema.I_GEMM_MFU, schema.I_GRID, schema.I_ROW_MFU):
             put_f(slot, [])
-        put_f(nb.I_PF_BUCKET, np.full(nb.N_BUCKETS, hardware.mfu_prefill))
+        put_f(schema.I_PF_BUCKET, np.full(nb.N_BUCKETS, hardware.mfu_prefill))
     else:
         assert tables is not None
         attn_key = choose_attention_key(tables, model.n_heads, model.n_kv_heads, model.head_dim)
@@ -366,20 +367,20 @@ def build_cost_model(
             gm.append(ms[order])
             gf.append(mf[order])
             off.append(off[-1] + len(ms))
-        put_i(nb.I_GROUP_OFF, off)
-        put_i(nb.I_GROUP_M, np.concatenate(gm))
-        put_f(nb.I_GROUP_MFU, np.concatenate(gf))
-        head[nb.I_GEMM_ROWS] = len(tables.gemm_m)
-        put_i(nb.I_GEMM_M, tables.gemm_m)
-        put_i(nb.I_GEMM_K, tables.gemm_k)
-        put_i(nb.I_GEMM_N, tables.gemm_n)
-        put_f(nb.I_GEMM_MFU, tables.gemm_mfu)
+        put_i(schema.I_GROUP_OFF, off)
+        put_i(schema.I_GROUP_M, np.concatenate(gm))
+        put_f(schema.I_GROUP_MFU, np.concatenate(gf))
+        head[schema.I_GEMM_ROWS] = len(tables.gemm_m)
+        put_i(schema.I_GEMM_M, tables.gemm_m)
+        put_i(schema.I_GEMM_K, tables.gemm_k)
+        put_i(schema.I_GEMM_N, tables.gemm_n)
+        put_f(schema.I_GEMM_MFU, tables.gemm_mfu)
         pre = tables.prefill[attn_key]
         order = np.argsort(pre.seq_len, kind="stable")
         seq_sorted = np.ascontiguousarray(pre.seq_len[order])
         mfu_sorted = np.ascontiguousarray(pre.mfu[order])
         put_f(
-            nb.I_PF_BUCKET,
+            schema.I_PF_BUCKET,
             [nb.prefill_mfu_nb(seq_sorted, mfu_sorted, pre.seq_len, pre.mfu, b) for b in BUCKETS],
         )
         axb = np.unique(dec.batch_size)
@@ -389,15 +390,15 @@ def build_cost_model(
         ki = np.searchsorted(axk, dec.kv_len)
         for r in range(len(dec.mfu)):  # file order: a repeated cell keeps the last value
             grid[bi[r], ki[r]] = dec.mfu[r]
-        head[nb.I_N_BS] = len(axb)
-        put_i(nb.I_BS, axb)
-        head[nb.I_N_KV] = len(axk)
-        put_i(nb.I_KV, axk)
-        put_f(nb.I_GRID, grid)
-        head[nb.I_N_ROWS] = len(dec.mfu)
-        put_i(nb.I_ROW_BS, dec.batch_size)
-        put_i(nb.I_ROW_KV, dec.kv_len)
-        put_f(nb.I_ROW_MFU, dec.mfu)
+        head[schema.I_N_BS] = len(axb)
+        put_i(schema.I_BS, axb)
+        head[schema.I_N_KV] = len(axk)
+        put_i(schema.I_KV, axk)
+        put_f(schema.I_GRID, grid)
+        head[schema.I_N_ROWS] = len(dec.mfu)
+        put_i(schema.I_ROW_BS, dec.batch_size)
+        put_i(schema.I_ROW_KV, dec.kv_len)
+        put_f(schema.I_ROW_MFU, dec.mfu)
     if not model.tp_divides_heads(tp):
         notes.append(
             f"TP {tp} does not divide the attention heads ({model.n_heads}) and KV "

@@ -15,67 +15,63 @@ from __future__ import annotations
 import numpy as np
 
 from infersweep._jit import hjit, jit
+from infersweep.schema import (
+    C_DECODE_COMPUTE,
+    C_DECODE_MEMORY,
+    C_HARDWARE,
+    C_OVERHEAD,
+    C_PREFILL_COMPUTE,
+    C_PREFILL_MEMORY,
+    I_BS,
+    I_GEMM_D,
+    I_GEMM_K,
+    I_GEMM_M,
+    I_GEMM_MFU,
+    I_GEMM_N,
+    I_GEMM_P,
+    I_GEMM_ROWS,
+    I_GEMM_TAB_N,
+    I_GRID,
+    I_GROUP_M,
+    I_GROUP_MFU,
+    I_GROUP_OFF,
+    I_KV,
+    I_N_BS,
+    I_N_KV,
+    I_N_ROWS,
+    I_PF_BUCKET,
+    I_ROW_BS,
+    I_ROW_KV,
+    I_ROW_MFU,
+    I_SHAPE_K,
+    I_SHAPE_N,
+    N_COMPONENTS,
+    P_ACTTOK,
+    P_BPP,
+    P_BW,
+    P_H,
+    P_HD,
+    P_KVTOK,
+    P_L,
+    P_MFU_DECODE,
+    P_MFU_PREFILL,
+    P_OVH_ALLREDUCE,
+    P_OVH_LAYER,
+    P_OVH_MIXED,
+    P_OVH_PREFILL,
+    P_OVH_STEP,
+    P_PEAK,
+    P_TAU,
+    P_V1,
+    P_WB,
+)
 
-# ctf[0:N_PAR] -------------------------------------------------------------------------------
-P_PEAK = 0  # peak FLOP/s = TFlopsPeak * 1e12
-P_BW = 1  # effective bandwidth B/s (BwPeakTBs * 1e12 * efficiency)
-P_TAU = 2  # 1 / TP
-P_TP = 3  # TP as float
-P_L = 4  # layers
-P_H = 5  # attention heads
-P_HD = 6  # d div H as float
-P_BPP = 7  # bytes per parameter
-P_WB = 8  # weight bytes W_b
-P_KVTOK = 9  # 2 * L * KV * (d/H) * B
-P_ACTTOK = 10  # L * d * B
-P_OVH_LAYER = 11  # perLayerOverhead * L / TP   (µs)
-P_OVH_STEP = 12  # TOverheadMicros             (µs, non-empty steps)
-P_OVH_PREFILL = 13  # PrefillOverheadMicros     (µs per prefill entry, prefill-only steps)
-P_OVH_MIXED = 14  # MixedPrefillOverheadMicros  (µs per prefill entry, mixed steps)
-P_OVH_ALLREDUCE = 15  # AllReduceLatency * 2 * L when TP > 1 (µs, non-empty steps)
-P_V1 = 16  # 1.0 for roofline v1 (constant efficiencies)
-P_MFU_PREFILL = 17
-P_MFU_DECODE = 18
-N_PAR = 19
+# The layouts of ctf (P_*), of cti's header (I_*) and of the step components (C_*) are
+# declared in infersweep.schema.
 
-# cti[0:N_HEAD]: sizes and offsets (offsets into ctf for float data, into cti for ints) -------
-I_GEMM_TAB_N = 0  # length of each G(M) table (M = 0 .. n-1)
-I_GEMM_P = 1  # ctf: G(M) of prefill GEMMs
-I_GEMM_D = 2  # ctf: G(M) of decode GEMMs
-I_SHAPE_K = 3  # cti[7]: inner size of Q, K, V, O, gate, up, down
-I_SHAPE_N = 4  # cti[7]: output size
-I_GROUP_OFF = 5  # cti[8]: points of shape j are group entries group_off[j]..group_off[j+1]
-I_GROUP_M = 6  # cti: m of each group entry (sorted within a shape)
-I_GROUP_MFU = 7  # ctf: mfu of each group entry
-I_GEMM_ROWS = 8  # number of GEMM rows (fallback search)
-I_GEMM_M = 9  # cti
-I_GEMM_K = 10  # cti
-I_GEMM_N = 11  # cti
-I_GEMM_MFU = 12  # ctf
-I_PF_BUCKET = 13  # ctf[8]: mfu_p at each prefill bucket length
-I_N_BS = 14  # decode grid: batch-size axis length
-I_BS = 15  # cti
-I_N_KV = 16  # decode grid: kv axis length
-I_KV = 17  # cti
-I_GRID = 18  # ctf[n_bs * n_kv]: MFU, 0.0 where the grid has no row
-I_N_ROWS = 19  # decode rows (fallback search)
-I_ROW_BS = 20  # cti
-I_ROW_KV = 21  # cti
-I_ROW_MFU = 22  # ctf
-N_HEAD = 23
-
-EPS = 1e-4
-N_BUCKETS = 8  # prefill buckets 512, 1024, ..., 65536
+EPS = 1e-4  # REFERENCE §4.2: ε; an MFU below it counts as missing (nearest-row fallback)
+N_BUCKETS = 8  # REFERENCE §5.6: prefill buckets 512, 1024, ..., 65536
 MEMO_SIZE = 8192  # decode-MFU fallback memo of a simulation (power of two)
-
-# Components written by step_time_nb (all µs)
-C_PREFILL_COMPUTE = 0
-C_PREFILL_MEMORY = 1
-C_DECODE_COMPUTE = 2
-C_DECODE_MEMORY = 3
-C_OVERHEAD = 4
-C_HARDWARE = 5
-N_COMPONENTS = 6
 
 
 @hjit

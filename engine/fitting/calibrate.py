@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from infersweep import schema
 from infersweep.config.models import HARDWARE_FIELDS, Hardware, ModelConfig
 from infersweep.costmodel import stepcost_nb as nb
 from infersweep.costmodel.stepcost import CostModel, build_cost_model
@@ -145,7 +146,7 @@ class _Problem:
         return out
 
     def _score(self, params: dict[str, float], rows: np.ndarray) -> Evaluation:
-        from infersweep.scheduler import common_nb as sc
+        from infersweep import schema as sc
 
         done = rows[:, sc.O_STATE] == sc.STATE_DONE
         ttft = np.where(done, rows[:, sc.O_TTFT] / 1000.0, np.nan)
@@ -162,15 +163,15 @@ class _Problem:
 
 def gemm_terms(cm: CostModel) -> tuple[np.ndarray, np.ndarray]:
     """The bandwidth-independent compute terms of the cost model's GEMM tables."""
-    n = int(cm.cti[nb.I_GEMM_TAB_N])
+    n = int(cm.cti[schema.I_GEMM_TAB_N])
     tp = np.zeros((7, n))
     nb.gemm_compute_terms_nb(
-        cm.ctf[nb.P_MFU_PREFILL] if cm.step_model == "v1" else 0.0, cm.ctf, cm.cti, tp
+        cm.ctf[schema.P_MFU_PREFILL] if cm.step_model == "v1" else 0.0, cm.ctf, cm.cti, tp
     )
     if cm.step_model != "v1":
         return tp, tp
     td = np.zeros((7, n))
-    nb.gemm_compute_terms_nb(cm.ctf[nb.P_MFU_DECODE], cm.ctf, cm.cti, td)
+    nb.gemm_compute_terms_nb(cm.ctf[schema.P_MFU_DECODE], cm.ctf, cm.cti, td)
     return tp, td
 
 
@@ -184,14 +185,14 @@ def with_hardware(cm: CostModel, hw: Hardware, terms) -> CostModel:
         bw *= hw.bw_eff_constant
     elif hw.bw_efficiency_factor != 0:
         bw *= hw.bw_efficiency_factor
-    if bw != ctf[nb.P_BW]:
-        ctf[nb.P_BW] = bw
+    if bw != ctf[schema.P_BW]:
+        ctf[schema.P_BW] = bw
         nb.fill_from_terms_nb(ctf, cm.cti, terms[0], terms[1])
-    ctf[nb.P_OVH_LAYER] = hw.per_layer_overhead_us * L / float(cm.tp)
-    ctf[nb.P_OVH_STEP] = hw.t_overhead_us
-    ctf[nb.P_OVH_PREFILL] = hw.prefill_overhead_us
-    ctf[nb.P_OVH_MIXED] = hw.mixed_prefill_overhead_us
-    ctf[nb.P_OVH_ALLREDUCE] = hw.allreduce_latency_us * 2.0 * L if cm.tp > 1 else 0.0
+    ctf[schema.P_OVH_LAYER] = hw.per_layer_overhead_us * L / float(cm.tp)
+    ctf[schema.P_OVH_STEP] = hw.t_overhead_us
+    ctf[schema.P_OVH_PREFILL] = hw.prefill_overhead_us
+    ctf[schema.P_OVH_MIXED] = hw.mixed_prefill_overhead_us
+    ctf[schema.P_OVH_ALLREDUCE] = hw.allreduce_latency_us * 2.0 * L if cm.tp > 1 else 0.0
     return dataclasses.replace(cm, hardware=hw, ctf=ctf)
 
 

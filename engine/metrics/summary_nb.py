@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from infersweep import schema as S
 from infersweep._jit import hjit, jit
 from infersweep.metrics.stats_nb import order_stats_nb
-from infersweep.scheduler.common_nb import (
+from infersweep.schema import (
     O_E2E,
     O_SCHED,
     O_STATE,
@@ -35,53 +36,16 @@ from infersweep.scheduler.common_nb import (
     STATE_DONE,
 )
 
-# indices of the summary vector -------------------------------------------------------------
-M_COMPLETED = 0
-M_QUEUED = 1
-M_RUNNING = 2
-M_INJECTED = 3
-M_INPUT_TOK = 4
-M_OUTPUT_TOK = 5
-M_DURATION_S = 6
-M_RESP_PER_S = 7
-M_TOK_PER_S = 8
-M_E2E_MEAN = 9
-M_E2E_P50 = 10
-M_E2E_P90 = 11
-M_E2E_P95 = 12
-M_E2E_P99 = 13
-M_TTFT_MEAN = 14
-M_TTFT_P50 = 15
-M_TTFT_P90 = 16
-M_TTFT_P95 = 17
-M_TTFT_P99 = 18
-M_ITL_MEAN = 19
-M_ITL_P50 = 20
-M_ITL_P90 = 21
-M_ITL_P95 = 22
-M_ITL_P99 = 23
-M_SCHED_MEAN = 24
-M_SCHED_P50 = 25
-M_SCHED_P99 = 26
-M_KV_FAIL = 27
-M_PREEMPT = 28
-M_DROPPED = 29
-M_TPOT_MEAN = 30
-M_TPOT_P50 = 31
-M_TPOT_P90 = 32
-M_TPOT_P99 = 33
-M_KV_TOTAL = 34
-M_KV_PEAK = 35
-M_KV_PEAK_FRAC = 36
-M_HIT_RATE = 37
-M_PREEMPT_RATE = 38
-M_STEPS = 39
-M_UTIL = 40
-M_STATUS = 41
-M_LIVELOCK = 42  # blis: 1 = rerun in safe preemption mode (the reference would livelock)
-N_M = 43
-
+# The slots of the summary vector are declared in infersweep.schema.METRICS (M_*); the
+# percentile families below name which slot each percentile of a sample set goes to.
 _QS = (50.0, 90.0, 95.0, 99.0)
+_E2E_SLOTS = (S.M_E2E_P50_MS, S.M_E2E_P90_MS, S.M_E2E_P95_MS, S.M_E2E_P99_MS)
+_TTFT_SLOTS = (S.M_TTFT_P50_MS, S.M_TTFT_P90_MS, S.M_TTFT_P95_MS, S.M_TTFT_P99_MS)
+_ITL_SLOTS = (S.M_ITL_P50_MS, S.M_ITL_P90_MS, S.M_ITL_P95_MS, S.M_ITL_P99_MS)
+_SCHED_QS = (50.0, 99.0)
+_SCHED_SLOTS = (S.M_SCHEDULING_DELAY_P50_MS, S.M_SCHEDULING_DELAY_P99_MS)
+_TPOT_QS = (50.0, 90.0, 99.0)
+_TPOT_SLOTS = (S.M_TPOT_P50_MS, S.M_TPOT_P90_MS, S.M_TPOT_P99_MS)
 
 
 @hjit
@@ -97,13 +61,13 @@ def _rank(p, n):
 
 
 @jit
-def _percentiles(x, ps, out, o0):
-    """Mean (returned, ms) and the reference's percentiles (written to out[o0:], ms) of the
-    integer samples x."""
+def _percentiles(x, ps, out, slots):
+    """Mean (returned, ms) and the reference's percentiles (percentile j written to
+    out[slots[j]], ms) of the integer samples x."""
     n = x.shape[0]
     if n == 0:
         for j in range(ps.shape[0]):
-            out[o0 + j] = 0.0
+            out[slots[j]] = 0.0
         return 0.0
     ranks = np.empty(2 * ps.shape[0], np.int64)
     rk = np.empty(ps.shape[0])
@@ -120,19 +84,19 @@ def _percentiles(x, ps, out, o0):
         a = vals[2 * j]
         b = vals[2 * j + 1]
         if lo == hi:
-            out[o0 + j] = float(a) / 1000
+            out[slots[j]] = float(a) / 1000
         else:
-            out[o0 + j] = float(a) / 1000 + float(b - a) * (rk[j] - float(lo)) / 1000
+            out[slots[j]] = float(a) / 1000 + float(b - a) * (rk[j] - float(lo)) / 1000
     return (total / n) / 1000
 
 
 @jit
-def _float_percentiles(x, ps, out, o0):
+def _float_percentiles(x, ps, out, slots):
     """Mean and percentiles (ms) of float samples in µs (TPOT)."""
     n = x.shape[0]
     if n == 0:
         for j in range(ps.shape[0]):
-            out[o0 + j] = 0.0
+            out[slots[j]] = 0.0
         return 0.0
     s = np.sort(x)
     total = 0.0
@@ -141,15 +105,16 @@ def _float_percentiles(x, ps, out, o0):
     for j in range(ps.shape[0]):
         rank, lo, hi = _rank(ps[j], n)
         if lo == hi:
-            out[o0 + j] = s[lo] / 1000
+            out[slots[j]] = s[lo] / 1000
         else:
-            out[o0 + j] = s[lo] / 1000 + (s[hi] - s[lo]) * (rank - float(lo)) / 1000
+            out[slots[j]] = s[lo] / 1000 + (s[hi] - s[lo]) * (rank - float(lo)) / 1000
     return (total / n) / 1000
 
 
 @jit
 def summarize_nb(out, sc, itl, output_tok, blis, kv_total, res):
-    """Fill res[0:N_M] from one simulation's per-request outputs and counters."""
+    """Fill res[0:N_M] (the slots of schema.METRICS) from one simulation's per-request
+    outputs and counters."""
     n = out.shape[0]
     completed = sc[SC_COMPLETED]
     e2e = np.empty(completed, np.int64)
@@ -181,38 +146,35 @@ def summarize_nb(out, sc, itl, output_tok, blis, kv_total, res):
             k += 1
     qs = np.array(_QS)
     duration = float(sc[SC_CLOCK]) / 1e6
-    res[M_COMPLETED] = completed
-    res[M_QUEUED] = sc[SC_QUEUED]
-    res[M_RUNNING] = sc[SC_RUNNING]
-    res[M_INJECTED] = completed + sc[SC_QUEUED] + sc[SC_RUNNING] + sc[SC_DROPPED]
-    res[M_INPUT_TOK] = sc[SC_INPUT_TOK]
-    res[M_OUTPUT_TOK] = sc[SC_OUTPUT_TOK]
-    res[M_DURATION_S] = duration
-    res[M_RESP_PER_S] = completed / duration if duration > 0 else 0.0
-    res[M_TOK_PER_S] = sc[SC_OUTPUT_TOK] / duration if duration > 0 else 0.0
-    res[M_E2E_MEAN] = _percentiles(e2e, qs, res, M_E2E_P50)
-    res[M_TTFT_MEAN] = _percentiles(ttft, qs, res, M_TTFT_P50)
-    res[M_ITL_MEAN] = _percentiles(itl, qs, res, M_ITL_P50)
-    tmp = np.zeros(2)
-    res[M_SCHED_MEAN] = _percentiles(sched, np.array([50.0, 99.0]), tmp, 0)
-    res[M_SCHED_P50] = tmp[0]
-    res[M_SCHED_P99] = tmp[1]
-    res[M_KV_FAIL] = sc[SC_KV_FAIL]
-    res[M_PREEMPT] = sc[SC_PREEMPT]
-    res[M_DROPPED] = sc[SC_DROPPED]
-    tmp3 = np.zeros(3)
-    res[M_TPOT_MEAN] = _float_percentiles(tpot[:m], np.array([50.0, 90.0, 99.0]), tmp3, 0)
-    res[M_TPOT_P50] = tmp3[0]
-    res[M_TPOT_P90] = tmp3[1]
-    res[M_TPOT_P99] = tmp3[2]
-    res[M_KV_TOTAL] = kv_total
-    res[M_KV_PEAK] = sc[SC_KV_PEAK]
-    res[M_KV_PEAK_FRAC] = float(sc[SC_KV_PEAK]) / float(kv_total)
+    res[S.M_COMPLETED_REQUESTS] = completed
+    res[S.M_STILL_QUEUED] = sc[SC_QUEUED]
+    res[S.M_STILL_RUNNING] = sc[SC_RUNNING]
+    res[S.M_INJECTED_REQUESTS] = completed + sc[SC_QUEUED] + sc[SC_RUNNING] + sc[SC_DROPPED]
+    res[S.M_TOTAL_INPUT_TOKENS] = sc[SC_INPUT_TOK]
+    res[S.M_TOTAL_OUTPUT_TOKENS] = sc[SC_OUTPUT_TOK]
+    res[S.M_VLLM_ESTIMATED_DURATION_S] = duration
+    res[S.M_RESPONSES_PER_SEC] = completed / duration if duration > 0 else 0.0
+    res[S.M_TOKENS_PER_SEC] = sc[SC_OUTPUT_TOK] / duration if duration > 0 else 0.0
+    res[S.M_E2E_MEAN_MS] = _percentiles(e2e, qs, res, np.array(_E2E_SLOTS))
+    res[S.M_TTFT_MEAN_MS] = _percentiles(ttft, qs, res, np.array(_TTFT_SLOTS))
+    res[S.M_ITL_MEAN_MS] = _percentiles(itl, qs, res, np.array(_ITL_SLOTS))
+    res[S.M_SCHEDULING_DELAY_MEAN_MS] = _percentiles(
+        sched, np.array(_SCHED_QS), res, np.array(_SCHED_SLOTS)
+    )
+    res[S.M_KV_ALLOCATION_FAILURES] = sc[SC_KV_FAIL]
+    res[S.M_PREEMPTION_COUNT] = sc[SC_PREEMPT]
+    res[S.M_DROPPED_UNSERVABLE] = sc[SC_DROPPED]
+    res[S.M_TPOT_MEAN_MS] = _float_percentiles(
+        tpot[:m], np.array(_TPOT_QS), res, np.array(_TPOT_SLOTS)
+    )
+    res[S.M_KV_BLOCKS_TOTAL] = kv_total
+    res[S.M_KV_PEAK_BLOCKS] = sc[SC_KV_PEAK]
+    res[S.M_KV_PEAK_FRACTION] = float(sc[SC_KV_PEAK]) / float(kv_total)
     hits = sc[SC_HITS]
     miss = sc[SC_MISSES]
-    res[M_HIT_RATE] = hits / (hits + miss) if hits + miss > 0 else 0.0
-    res[M_PREEMPT_RATE] = sc[SC_PREEMPT] / completed if completed > 0 else 0.0
-    res[M_STEPS] = sc[SC_STEPS]
-    res[M_UTIL] = float(sc[SC_BUSY_US]) / float(sc[SC_CLOCK]) if sc[SC_CLOCK] > 0 else 0.0
-    res[M_STATUS] = sc[SC_STATUS]
-    res[M_LIVELOCK] = sc[SC_LIVELOCK]
+    res[S.M_CACHE_HIT_RATE] = hits / (hits + miss) if hits + miss > 0 else 0.0
+    res[S.M_PREEMPTION_RATE] = sc[SC_PREEMPT] / completed if completed > 0 else 0.0
+    res[S.M_STEPS] = sc[SC_STEPS]
+    res[S.M_UTILIZATION] = float(sc[SC_BUSY_US]) / float(sc[SC_CLOCK]) if sc[SC_CLOCK] > 0 else 0.0
+    res[S.M_STATUS] = sc[SC_STATUS]
+    res[S.M_BLIS_SAFE_FALLBACK] = sc[SC_LIVELOCK]

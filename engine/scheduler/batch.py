@@ -7,11 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infersweep import limits
+from infersweep import limits, schema
 from infersweep._jit import parallel_settings
 from infersweep.costmodel.stepcost import CostModel
-from infersweep.metrics.summary_nb import N_M
-from infersweep.scheduler import common_nb as sc_nb
 from infersweep.scheduler.batch_nb import SEM_BLIS, SEM_VLLM, simulate_points_nb
 from infersweep.scheduler.driver import (
     SchedulerConfig,
@@ -20,6 +18,7 @@ from infersweep.scheduler.driver import (
     request_array,
     resolve_kv_blocks,
 )
+from infersweep.schema import N_M
 from infersweep.workload.generate import Workload
 
 
@@ -77,8 +76,8 @@ def run_jobs(
     np.cumsum([len(c.ctf) for c in cm_list], out=ctf_off[1:])
     cti_off = np.zeros(len(cm_list) + 1, np.int64)
     np.cumsum([len(c.cti) for c in cm_list], out=cti_off[1:])
-    rq_all = np.concatenate(rqs) if rqs else np.zeros((0, sc_nb.N_Q), np.int64)
-    out_req = np.zeros((int(req_off[-1]) if keep_requests else 0, sc_nb.N_O), np.int64)
+    rq_all = np.concatenate(rqs) if rqs else np.zeros((0, schema.N_Q), np.int64)
+    out_req = np.zeros((int(req_off[-1]) if keep_requests else 0, schema.N_O), np.int64)
     metrics = np.zeros((n, N_M))
     if n:
         with parallel_settings(threads, chunksize=1):  # points differ a lot in cost
@@ -134,7 +133,7 @@ def _check_batch_memory(
                 literal=sched.semantics == "blis" and sched.blis_preemption == "reference",
             )
         )
-        packed += len(wl) * 8.0 * (sc_nb.N_Q + (sc_nb.N_O if keep_requests else 0))
+        packed += len(wl) * 8.0 * (schema.N_Q + (schema.N_O if keep_requests else 0))
     at_once = max(1, min(len(jobs), threads or os.cpu_count() or 1))
     worst = sorted(scratch, reverse=True)[:at_once]
     n_max = max(len(j.workload) for j in jobs)

@@ -8,32 +8,30 @@ import numpy as np
 from infersweep._jit import jit, pjit, prange
 from infersweep.metrics.summary_nb import summarize_nb
 from infersweep.scheduler.blis_nb import simulate_blis_nb
-from infersweep.scheduler.common_nb import (
+from infersweep.scheduler.common_nb import next_itl_room_nb
+from infersweep.scheduler.vllm_nb import simulate_vllm_nb
+from infersweep.schema import (
     CFG_BLOCK,
     CFG_BLOCKS,
     CFG_LITERAL,
+    N_B,
     N_LOG,
     N_O,
+    N_R,
     N_SC,
+    N_ST,
     Q_OUTPUT,
     Q_PROMPT,
-    SC_LIVELOCK,
-    next_itl_room_nb,
-)
-from infersweep.scheduler.kvcache_nb import (
-    N_B,
-    N_R,
-    N_ST,
     R_CNT,
     R_OFF,
     R_ORD,
     R_TOK,
+    SC_LIVELOCK,
     ST_BS,
     ST_HEAD,
     ST_TAIL,
     ST_TOTAL,
 )
-from infersweep.scheduler.vllm_nb import simulate_vllm_nb
 
 SEM_VLLM = 0
 SEM_BLIS = 1

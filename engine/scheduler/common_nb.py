@@ -3,83 +3,53 @@
 from __future__ import annotations
 
 from infersweep._jit import hjit
+from infersweep.schema import (
+    CFG_LITERAL,
+    LOG_KV_USED,
+    LOG_N_DECODE,
+    LOG_N_PREFILL,
+    LOG_PREFILL_TOK,
+    LOG_RUNNING,
+    LOG_STEP_US,
+    LOG_TIME,
+    LOG_TOKENS,
+    LOG_WAITING,
+    O_DONE,
+    O_E2E,
+    O_PREEMPT,
+    O_SCHED,
+    O_STATE,
+    O_TOKENS,
+    O_TTFT,
+    Q_GROUP,
+    Q_PREFIX,
+    Q_SLOT,
+    SC_BUSY_US,
+    SC_CLOCK,
+    SC_COMPLETED,
+    SC_DROPPED,
+    SC_HITS,
+    SC_INPUT_TOK,
+    SC_KV_FAIL,
+    SC_KV_PEAK,
+    SC_LIVELOCK,
+    SC_LOG_N,
+    SC_MISSES,
+    SC_N_ITL,
+    SC_OUTPUT_TOK,
+    SC_PREEMPT,
+    SC_QUEUED,
+    SC_RUNNING,
+    SC_STATUS,
+    SC_STEPS,
+    STATE_PENDING,
+    STATUS_ITL_FULL,
+)
 
-# Requests: rq[i, :] (int64), sorted by arrival ------------------------------------------
-Q_ARRIVAL = 0  # arrival time (µs)
-Q_PROMPT = 1  # prompt tokens
-Q_OUTPUT = 2  # output tokens
-Q_GROUP = 3  # shared-prefix group, -1 = none
-Q_PREFIX = 4  # tokens of the group's prefix this request starts with
-Q_SLOT = 5  # first prefix-table slot of the request's own keys
-N_Q = 6
+# The layouts (Q_*, O_*, CFG_*, SC_*, LOG_*) and codes (STATE_*, STATUS_*) are declared in
+# infersweep.schema.
 
-# Per-request outputs: out[i, :] (int64) ----------------------------------------------------
-O_TTFT = 0  # time to first token (µs, -1 = none)
-O_E2E = 1  # end-to-end latency (µs, -1 = not completed)
-O_SCHED = 2  # scheduling delay (µs, -1 = never scheduled)
-O_DONE = 3  # completion time (absolute µs, -1 = not completed)
-O_STATE = 4  # STATE_*
-O_PREEMPT = 5  # times preempted
-O_TOKENS = 6  # output tokens generated (counted per the semantics)
-N_O = 7
-
-STATE_PENDING = 0  # not yet arrived when the run ended
-STATE_QUEUED = 1
-STATE_RUNNING = 2
-STATE_DONE = 3
-STATE_DROPPED = 4
-
-# Config (int64 array) ---------------------------------------------------------------------
-CFG_BUDGET = 0  # --max-num-scheduled-tokens
-CFG_MAX_RUN = 1  # --max-num-running-reqs
-CFG_THRESHOLD = 2  # --long-prefill-token-threshold (0 = off)
-CFG_BLOCK = 3  # --block-size-in-tokens
-CFG_BLOCKS = 4  # total KV blocks
-CFG_MAX_IDLE = 5  # consecutive steps without progress before stopping (stall guard)
-CFG_PREFIX_CACHE = 6  # 1 = prefix caching on (vllm semantics)
-CFG_HORIZON = 7  # stop once the clock passes this (µs); <= 0 = no horizon
-CFG_LITERAL = 8  # blis: 1 = the reference's preemption quirks (Q3, rollback drops the list)
-N_CFG = 9
-
-# Scalar results (int64 array) ---------------------------------------------------------------
-SC_CLOCK = 0  # time of the last event (µs)
-SC_COMPLETED = 1
-SC_QUEUED = 2
-SC_RUNNING = 3
-SC_DROPPED = 4
-SC_INPUT_TOK = 5
-SC_OUTPUT_TOK = 6
-SC_PREEMPT = 7
-SC_KV_PEAK = 8
-SC_HITS = 9
-SC_MISSES = 10
-SC_KV_FAIL = 11
-SC_STEPS = 12
-SC_STATUS = 13
-SC_N_ITL = 14
-SC_LOG_N = 15
-SC_BUSY_US = 16  # time with a non-empty step running
-SC_LIVELOCK = 17  # blis literal mode: 1 = the reference would not have terminated (see batch_nb)
-N_SC = 18
-
-STATUS_OK = 0
-STATUS_STALLED = 1  # no progress possible; stopped
-STATUS_HORIZON = 2  # stopped at the horizon
-STATUS_ITL_FULL = 3  # internal: the ITL buffer was too small (the wrapper retries)
-STATUS_UNSERVABLE = 4  # set after the kernel: it ended, but no request completed
-
-# Step log columns (optional; int64[cap, N_LOG]) -------------------------------------------
-LOG_TIME = 0
-LOG_STEP_US = 1
-LOG_N_PREFILL = 2
-LOG_N_DECODE = 3
-LOG_TOKENS = 4  # tokens scheduled by batch formation (the budget used)
-LOG_RUNNING = 5
-LOG_WAITING = 6
-LOG_KV_USED = 7
-LOG_PREFILL_TOK = 8
-N_LOG = 9
-
+# a deque's meta array: ring-buffer head and length
 DEQ_HEAD = 0
 DEQ_N = 1
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infersweep import limits
+from infersweep import limits, schema
 from infersweep.costmodel.stepcost import CostModel, auto_kv_blocks
 from infersweep.errors import ConfigError
 from infersweep.scheduler import common_nb as sc_nb
@@ -29,7 +29,7 @@ class RawRun:
 
     workload: Workload
     semantics: str
-    out: np.ndarray  # int64[n, N_O]: per-request outputs (columns sched_common_nb.O_*)
+    out: np.ndarray  # int64[n, N_O]: per-request outputs (columns schema.O_*)
     scalars: np.ndarray
     itl_us: np.ndarray
     step_log: np.ndarray
@@ -86,16 +86,16 @@ def _slot_layout(wl: Workload, block: int, semantics: str) -> tuple[np.ndarray, 
 
 def config_array(cfg: SchedulerConfig, total_blocks: int) -> np.ndarray:
     """The kernel's int64 settings vector (``CFG_*`` slots)."""
-    arr = np.zeros(sc_nb.N_CFG, np.int64)
-    arr[sc_nb.CFG_BUDGET] = cfg.max_num_scheduled_tokens
-    arr[sc_nb.CFG_MAX_RUN] = cfg.max_num_running_reqs
-    arr[sc_nb.CFG_THRESHOLD] = cfg.long_prefill_token_threshold
-    arr[sc_nb.CFG_BLOCK] = cfg.block_size
-    arr[sc_nb.CFG_BLOCKS] = total_blocks
-    arr[sc_nb.CFG_MAX_IDLE] = cfg.max_idle_steps
-    arr[sc_nb.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
-    arr[sc_nb.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
-    arr[sc_nb.CFG_LITERAL] = (
+    arr = np.zeros(schema.N_CFG, np.int64)
+    arr[schema.CFG_BUDGET] = cfg.max_num_scheduled_tokens
+    arr[schema.CFG_MAX_RUN] = cfg.max_num_running_reqs
+    arr[schema.CFG_THRESHOLD] = cfg.long_prefill_token_threshold
+    arr[schema.CFG_BLOCK] = cfg.block_size
+    arr[schema.CFG_BLOCKS] = total_blocks
+    arr[schema.CFG_MAX_IDLE] = cfg.max_idle_steps
+    arr[schema.CFG_PREFIX_CACHE] = 1 if cfg.prefix_caching else 0
+    arr[schema.CFG_HORIZON] = int(round(cfg.horizon_s * 1e6))
+    arr[schema.CFG_LITERAL] = (
         1 if cfg.semantics == "blis" and cfg.blis_preemption == "reference" else 0
     )
     return arr
@@ -113,13 +113,13 @@ def block_list_capacity(
 
 def request_array(wl: Workload, slot_base: np.ndarray) -> np.ndarray:
     """The kernel's request table ``rq[n, N_Q]`` (``Q_*`` columns)."""
-    rq = np.empty((len(wl), sc_nb.N_Q), np.int64)
-    rq[:, sc_nb.Q_ARRIVAL] = wl.arrival_us
-    rq[:, sc_nb.Q_PROMPT] = wl.prompt_tok
-    rq[:, sc_nb.Q_OUTPUT] = wl.output_tok
-    rq[:, sc_nb.Q_GROUP] = wl.group
-    rq[:, sc_nb.Q_PREFIX] = wl.prefix_tok
-    rq[:, sc_nb.Q_SLOT] = slot_base
+    rq = np.empty((len(wl), schema.N_Q), np.int64)
+    rq[:, schema.Q_ARRIVAL] = wl.arrival_us
+    rq[:, schema.Q_PROMPT] = wl.prompt_tok
+    rq[:, schema.Q_OUTPUT] = wl.output_tok
+    rq[:, schema.Q_GROUP] = wl.group
+    rq[:, schema.Q_PREFIX] = wl.prefix_tok
+    rq[:, schema.Q_SLOT] = slot_base
     return rq
 
 
@@ -143,12 +143,12 @@ def run_scheduler(
     base, gbase, n_slots = _slot_layout(wl, block, cfg.semantics)
     rq = request_array(wl, base)
     cfg_arr = config_array(cfg, total_blocks)
-    literal = bool(cfg_arr[sc_nb.CFG_LITERAL])
+    literal = bool(cfg_arr[schema.CFG_LITERAL])
     caps = block_list_capacity(wl.prompt_tok, wl.output_tok, block, literal)
     kv = new_pool(total_blocks, block, n_slots, caps)
-    out = np.empty((n, sc_nb.N_O), np.int64)
-    scal = np.zeros(sc_nb.N_SC, np.int64)
-    log = np.zeros((max(int(log_steps), 0), sc_nb.N_LOG), np.int64)
+    out = np.empty((n, schema.N_O), np.int64)
+    scal = np.zeros(schema.N_SC, np.int64)
+    log = np.zeros((max(int(log_steps), 0), schema.N_LOG), np.int64)
     itl_cap0 = itl_cap = int(wl.output_tok.sum()) + n + 16
     kernel = simulate_blis_nb if cfg.semantics == "blis" else simulate_vllm_nb
     run_cfg = cfg_arr.copy()
@@ -174,8 +174,8 @@ def run_scheduler(
             break
         kv = new_pool(total_blocks, block, n_slots, caps)
         scal[:] = 0
-    if run_cfg[sc_nb.CFG_LITERAL] != cfg_arr[sc_nb.CFG_LITERAL]:  # rerun in safe mode
-        scal[sc_nb.SC_LIVELOCK] = 1
+    if run_cfg[schema.CFG_LITERAL] != cfg_arr[schema.CFG_LITERAL]:  # rerun in safe mode
+        scal[schema.SC_LIVELOCK] = 1
         note = "; ".join(x for x in (note, LIVELOCK_NOTE) if x)
     return RawRun(
         workload=wl,
@@ -183,7 +183,7 @@ def run_scheduler(
         out=out,
         scalars=scal,
         itl_us=itl,
-        step_log=log[: scal[sc_nb.SC_LOG_N]],
+        step_log=log[: scal[schema.SC_LOG_N]],
         kv_blocks_total=total_blocks,
         kv_blocks_note=note,
     )

@@ -25,34 +25,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from infersweep._jit import hjit
+from infersweep.schema import (
+    B_KNEXT,
+    B_NTOK,
+    B_NXT,
+    B_PREV,
+    B_REF,
+    B_SLOT,
+    N_B,
+    N_R,
+    N_ST,
+    R_CNT,
+    R_OFF,
+    R_ORD,
+    R_TOK,
+    ST_BS,
+    ST_FRESH,
+    ST_HEAD,
+    ST_HITS,
+    ST_MISSES,
+    ST_PEAK,
+    ST_TAIL,
+    ST_TOTAL,
+    ST_USED,
+)
 
-# st: pool scalars
-ST_FRESH = 0  # first never-used block
-ST_HEAD = 1  # head of the explicit free list (-1 = empty)
-ST_TAIL = 2  # tail of the explicit free list
-ST_USED = 3  # blocks with refcount > 0
-ST_HITS = 4  # cached blocks attached (prefix-cache hits, in blocks)
-ST_MISSES = 5  # blocks allocated fresh
-ST_TOTAL = 6  # total blocks
-ST_BS = 7  # block size in tokens
-ST_PEAK = 8  # peak used blocks
-N_ST = 9
-
-# blk[b, :]: per-block fields
-B_REF = 0
-B_PREV = 1
-B_NXT = 2
-B_NTOK = 3  # tokens in the block
-B_SLOT = 4  # prefix-table slot of the block's key, -1 = none
-B_KNEXT = 5  # vllm: the next block registered under the same key (-1 = last)
-N_B = 6
-
-# rinfo[r, :]: per-request fields
-R_OFF = 0  # start of the request's block list in rb
-R_CNT = 1  # blocks in the list
-R_TOK = 2  # tokens held in the request's blocks
-R_ORD = 3  # 1 while the blocks hold the request's sequence in order from position 0
-N_R = 4
+# The pool's layouts (ST_*, B_*, R_*) are declared in infersweep.schema.
 
 FROM_FRESH = -2  # rollback marker: the popped block came from the never-used region
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
+from infersweep import schema as S
 from infersweep.api import cost_model_for
 from infersweep.config.models import load_hardware, load_model
-from infersweep.scheduler import common_nb as S
 from infersweep.scheduler.driver import SchedulerConfig, run_scheduler
 from infersweep.workload.generate import Workload
 from tests.reference_sched import GoHeap, RefConfig, Req, simulate_reference

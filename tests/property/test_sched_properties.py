@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from infersweep import schema as S
 from infersweep.api import cost_model_for
 from infersweep.config.models import load_hardware, load_model
-from infersweep.scheduler import common_nb as S
 from infersweep.scheduler.driver import SchedulerConfig, run_scheduler
 from infersweep.workload.generate import Workload
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from infersweep import schema as S
 from infersweep.api import simulate
-from infersweep.metrics.summary_nb import M_LIVELOCK
-from infersweep.scheduler import common_nb as S
 from infersweep.scheduler.batch import Job, run_jobs
 from infersweep.scheduler.driver import LIVELOCK_NOTE, SchedulerConfig
+from infersweep.schema import M_BLIS_SAFE_FALLBACK
 from infersweep.workload.generate import WorkloadSpec, generate
 
 MODEL = dict(model="llama-3.1-8b-instruct", hardware="H100", tp=1)
@@ -58,4 +58,6 @@ def test_batched_kernel_matches_run(chat, blocks):
     res, sc = run(chat, blocks)
     br = run_jobs([Job(chat, res.cost, sc)], keep_requests=True)
     np.testing.assert_array_equal(br.out_req[br.req_off[0] : br.req_off[1]], res.raw.out)
-    assert br.metrics[0, M_LIVELOCK] == res.summary["blis_safe_fallback"] == (blocks == 1000)
+    assert (
+        br.metrics[0, M_BLIS_SAFE_FALLBACK] == res.summary["blis_safe_fallback"] == (blocks == 1000)
+    )

@@ -95,6 +95,10 @@ its last use, two atomic operations per array per call, which dominated the per-
 the schedulers.  Such a helper may read and write the arrays it is given, but must not create,
 slice or return arrays."""
 
+ijit = _decorate(dict(_OPTS, _nrt=False, inline="always"))
+"""An hjit helper that numba inlines into its callers at the IR level: for a helper called once
+per entry inside a step (a real call costs a few ns, which a batch of hundreds multiplies)."""
+
 pjit = _decorate(dict(_OPTS, parallel=True))
 """Decorator for a kernel that uses ``prange``."""
 

@@ -29,7 +29,7 @@ STEP_MODELS = ("auto", "v2", "v1")
 MAX_ENTRY_TOKENS = 1 << 32  # a bound on one entry's context or chunk (keeps int64 math exact)
 MAX_STEP_US = 1 << 62  # step times at or above this are reported as an overflow
 SHAPE_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-BUCKETS = tuple(512 * 2**i for i in range(nb.N_BUCKETS))
+BUCKETS = tuple(nb.PF_BUCKET_MIN * 2**i for i in range(nb.N_BUCKETS))  # prefill bucket lengths
 DEFAULT_GEMM_TABLE = 8192
 
 
@@ -72,6 +72,7 @@ class CostModel:
             self.cti,
             memo_k,
             memo_v,
+            *new_bucket_scratch(),
             comp,
         )
         _check_overflow(int(us), comp)
@@ -121,28 +122,27 @@ class CostModel:
     def decode_mfu(self, batch_size: int, kv_len: int) -> float:
         if self.step_model == "v1":
             return self.hardware.mfu_decode
-        b0, b1 = nb.bracket_nb(
-            self.cti, int(self.cti[schema.I_BS]), int(self.cti[schema.I_N_BS]), int(batch_size)
-        )
+        if self.cti[schema.I_N_BS] == 0 or self.cti[schema.I_N_KV] == 0:
+            return nb.EPS
+        rows = nb.decode_rows_nb(int(batch_size), self.cti)
         memo_k, memo_v = new_memo(1)
         return float(
-            nb.decode_mfu_nb(
-                int(batch_size), int(kv_len), b0, b1, self.ctf, self.cti, memo_k, memo_v
-            )
+            nb.decode_mfu_nb(int(batch_size), int(kv_len), rows, self.ctf, self.cti, memo_k, memo_v)
         )
 
     def prefill_mfu(self, seq_len: int) -> float:
         if self.step_model == "v1":
             return self.hardware.mfu_prefill
-        b = 512
-        i = 0
-        while b < seq_len and b < 65536:
-            b *= 2
-            i += 1
+        i = nb.prefill_bucket_nb(int(seq_len))
         return float(self.ctf[self.cti[schema.I_PF_BUCKET] + i])
 
     def gemm_time_us(self, m: int, prefill: bool = True) -> float:
         return float(nb.gemm_time_nb(int(m), prefill, self.ctf, self.cti)) * 1e6
+
+
+def new_bucket_scratch() -> tuple[np.ndarray, np.ndarray]:
+    """step_time_nb's prefill-bucket scratch: tokens (int64) and attention FLOPs (float64)."""
+    return np.zeros(nb.N_BUCKETS, np.int64), np.zeros(nb.N_BUCKETS)
 
 
 def new_memo(size: int = nb.MEMO_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -476,9 +476,7 @@ def step_breakdown(cm: CostModel, prefills, decodes) -> dict:
     if prefills:
         buckets: dict[int, list[int]] = {}
         for pi, n in prefills:
-            b = 512
-            while b < pi + n and b < 65536:
-                b *= 2
+            b = BUCKETS[nb.prefill_bucket_nb(int(pi + n))]
             buckets.setdefault(b, []).append(n)
         info["prefill_buckets"] = {
             str(b): {

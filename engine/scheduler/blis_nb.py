@@ -21,6 +21,7 @@ import numpy as np
 from infersweep._jit import hjit, jit
 from infersweep.costmodel.stepcost_nb import (
     MEMO_SIZE,
+    N_BUCKETS,
     step_time_nb,
 )
 from infersweep.scheduler.common_nb import (
@@ -456,6 +457,8 @@ def simulate_blis_nb(
     f_lt = np.empty(cap_run, np.int64)
     f_d = np.empty(cap_run, np.int64)
     comps = np.zeros(N_COMPONENTS)
+    bucket_tok = np.zeros(N_BUCKETS, np.int64)  # step_time_nb's prefill-bucket scratch
+    bucket_flops = np.zeros(N_BUCKETS)
     memo_k = np.full(MEMO_SIZE, -1, np.int64)
     memo_v = np.zeros(MEMO_SIZE)
     max_ctx = 0
@@ -550,12 +553,34 @@ def simulate_blis_nb(
                         adv = dec1[dc_pi[0]]
                         if adv < 0:
                             adv = step_time_nb(
-                                pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k, memo_v, comps
+                                pf_pi,
+                                pf_n,
+                                0,
+                                dc_pi,
+                                1,
+                                ctf,
+                                cti,
+                                memo_k,
+                                memo_v,
+                                bucket_tok,
+                                bucket_flops,
+                                comps,
                             )
                             dec1[dc_pi[0]] = adv
                     else:
                         adv = step_time_nb(
-                            pf_pi, pf_n, 0, dc_pi, n_run, ctf, cti, memo_k, memo_v, comps
+                            pf_pi,
+                            pf_n,
+                            0,
+                            dc_pi,
+                            n_run,
+                            ctf,
+                            cti,
+                            memo_k,
+                            memo_v,
+                            bucket_tok,
+                            bucket_flops,
+                            comps,
                         )
                     step_count += 1
                     for i in range(n_run):
@@ -804,11 +829,35 @@ def simulate_blis_nb(
                 adv = dec1[dc_pi[0]]  # single-request decode steps, memoised by context
                 if adv < 0:
                     adv = step_time_nb(
-                        pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps
+                        pf_pi,
+                        pf_n,
+                        n_pf,
+                        dc_pi,
+                        n_dc,
+                        ctf,
+                        cti,
+                        memo_k,
+                        memo_v,
+                        bucket_tok,
+                        bucket_flops,
+                        comps,
                     )
                     dec1[dc_pi[0]] = adv
             else:
-                adv = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps)
+                adv = step_time_nb(
+                    pf_pi,
+                    pf_n,
+                    n_pf,
+                    dc_pi,
+                    n_dc,
+                    ctf,
+                    cti,
+                    memo_k,
+                    memo_v,
+                    bucket_tok,
+                    bucket_flops,
+                    comps,
+                )
             if n_run > 0:
                 busy += adv
             # ---- execute ----

@@ -18,6 +18,7 @@ import numpy as np
 from infersweep._jit import hjit, jit
 from infersweep.costmodel.stepcost_nb import (
     MEMO_SIZE,
+    N_BUCKETS,
     step_time_nb,
 )
 from infersweep.scheduler.common_nb import (
@@ -188,6 +189,8 @@ def simulate_vllm_nb(
     pf_n = np.empty(cap_run, np.int64)
     dc_pi = np.empty(cap_run, np.int64)
     comps = np.zeros(N_COMPONENTS)
+    bucket_tok = np.zeros(N_BUCKETS, np.int64)  # step_time_nb's prefill-bucket scratch
+    bucket_flops = np.zeros(N_BUCKETS)
     memo_k = np.full(MEMO_SIZE, -1, np.int64)
     memo_v = np.zeros(MEMO_SIZE)
     dec1 = np.full(max_ctx + 2, -1, np.int64)  # single-request decode step times by context
@@ -246,7 +249,18 @@ def simulate_vllm_nb(
                 if step_us < 0:
                     dc_pi[0] = nc
                     step_us = step_time_nb(
-                        pf_pi, pf_n, 0, dc_pi, 1, ctf, cti, memo_k, memo_v, comps
+                        pf_pi,
+                        pf_n,
+                        0,
+                        dc_pi,
+                        1,
+                        ctf,
+                        cti,
+                        memo_k,
+                        memo_v,
+                        bucket_tok,
+                        bucket_flops,
+                        comps,
                     )
                     dec1[nc] = step_us
                 fast += 1
@@ -377,11 +391,35 @@ def simulate_vllm_nb(
             step_us = dec1[dc_pi[0]]
             if step_us < 0:
                 step_us = step_time_nb(
-                    pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps
+                    pf_pi,
+                    pf_n,
+                    n_pf,
+                    dc_pi,
+                    n_dc,
+                    ctf,
+                    cti,
+                    memo_k,
+                    memo_v,
+                    bucket_tok,
+                    bucket_flops,
+                    comps,
                 )
                 dec1[dc_pi[0]] = step_us
         else:
-            step_us = step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, comps)
+            step_us = step_time_nb(
+                pf_pi,
+                pf_n,
+                n_pf,
+                dc_pi,
+                n_dc,
+                ctf,
+                cti,
+                memo_k,
+                memo_v,
+                bucket_tok,
+                bucket_flops,
+                comps,
+            )
         if logging:
             log_step(
                 log,

@@ -25,6 +25,7 @@ from infersweep.costmodel.stepcost_nb import (
     step_time_nb,
 )
 from infersweep.scheduler.common_nb import (
+    DEQ_N,
     deq_front,
     deq_pop_front,
     deq_push_back,
@@ -86,12 +87,21 @@ from infersweep.schema import (
     STATUS_STALLED,
 )
 
+# event kinds of the instance heap (REFERENCE §6.1)
 EV_ARRIVAL = 0
 EV_QUEUED = 1
 EV_STEP = 2
 EV_SCHEDULED = 3
 EV_PREEMPTION = 4
 EV_LEFT = 5
+
+# Literal mode's step guard: a run that needs more steps than this (per token of work, plus a
+# constant) keeps "progressing" in a livelock the reference never leaves (REFERENCE §9 Q3).
+LIVELOCK_STEPS_PER_TOKEN = 16
+LIVELOCK_STEPS_SLACK = 1_000_000
+# Heap room per request: at most one arrival/queued, one step chain, one left, one scheduled and
+# one preemption event per request are pending at once (REFERENCE §6.1-§6.2), plus one spare.
+HEAP_EVENTS_PER_REQUEST = 6
 
 
 @hjit
@@ -258,12 +268,14 @@ def blis_alloc_nb(
 
 
 @hjit
-def _evict_tail(run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at, step_count):
+def _evict_tail(
+    run, n_run, st, blk, rb, rinfo, progress, computed, wq, wmeta, out, evicted_at, step_count
+):
     """Preempt the last request of the running batch; returns it."""
     v = run[n_run - 1]
-    pi[v] = 0
+    progress[v] = 0
     release_nb(st, blk, rb, rinfo, v)
-    comp[v] = 0
+    computed[v] = 0
     deq_push_front(wq, wmeta, v)
     out[v, O_STATE] = STATE_QUEUED
     out[v, O_PREEMPT] += 1
@@ -290,8 +302,8 @@ def _alloc_preempting(
     scr_was,
     run,
     n_run,
-    pi,
-    comp,
+    progress,
+    computed,
     wq,
     wmeta,
     out,
@@ -331,7 +343,19 @@ def _alloc_preempting(
         if n_run == 0:
             return False, n_run, n_pre
         v = _evict_tail(
-            run, n_run, st, blk, rb, rinfo, pi, comp, wq, wmeta, out, evicted_at, step_count
+            run,
+            n_run,
+            st,
+            blk,
+            rb,
+            rinfo,
+            progress,
+            computed,
+            wq,
+            wmeta,
+            out,
+            evicted_at,
+            step_count,
         )
         n_run -= 1
         pre_list[n_pre] = v
@@ -348,14 +372,16 @@ def _alloc_preempting(
 
 
 @hjit
-def _plain_entry(run, n_run, rq, pi, rb, rinfo, blk, f_pi, f_end, f_last, f_lt, f_d):
+def _plain_entry(
+    run, n_run, rq, progress, rb, rinfo, blk, dec_pi, dec_end, dec_last, dec_fill, dec_ahead
+):
     """Load the running batch into the decode loop's slot arrays; False when a request is not
     decoding into a partly filled last block past its prompt (then the general step runs)."""
     for i in range(n_run):
         q = run[i]
         p_len = rq[q, Q_PROMPT]
         o = rq[q, Q_OUTPUT]
-        if o <= 0 or pi[q] < p_len or rinfo[q, R_TOK] + 1 <= p_len:
+        if o <= 0 or progress[q] < p_len or rinfo[q, R_TOK] + 1 <= p_len:
             return False
         last = req_last_nb(rb, rinfo, q)
         if last < 0:
@@ -363,43 +389,56 @@ def _plain_entry(run, n_run, rq, pi, rb, rinfo, blk, f_pi, f_end, f_last, f_lt, 
         lt = blk[last, B_NTOK]
         if lt <= 0:
             return False
-        f_pi[i] = pi[q]
-        f_end[i] = p_len + o - 1
-        f_last[i] = last
-        f_lt[i] = lt
-        f_d[i] = rinfo[q, R_TOK] - pi[q]
+        dec_pi[i] = progress[q]
+        dec_end[i] = p_len + o - 1
+        dec_last[i] = last
+        dec_fill[i] = lt
+        dec_ahead[i] = rinfo[q, R_TOK] - progress[q]
     return True
 
 
 @hjit
-def _plain_next(n_run, f_pi, f_end, f_lt, bs, st, itl_room):
+def _plain_next(n_run, dec_pi, dec_end, dec_fill, bs, st, itl_room):
     """Whether the next step of the loaded batch is a plain decode step: no request completes
     in it, the blocks its requests need are free, and the ITL buffer has room."""
     if n_run * 2 + 2 > itl_room:
         return False
     need = 0
     for i in range(n_run):
-        if f_pi[i] + 1 >= f_end[i]:
+        if dec_pi[i] + 1 >= dec_end[i]:
             return False
-        if f_lt[i] >= bs:
+        if dec_fill[i] >= bs:
             need += 1
     return need <= free_count_nb(st)
 
 
 @hjit
 def _plain_store(
-    run, n_run, pi, comp, nnew, rinfo, blk, out, itl_sum, f_pi, f_last, f_lt, f_d, seg_sum
+    run,
+    n_run,
+    progress,
+    computed,
+    num_new_tok,
+    rinfo,
+    blk,
+    out,
+    itl_sum,
+    dec_pi,
+    dec_last,
+    dec_fill,
+    dec_ahead,
+    seg_sum,
 ):
     """Write the decode loop's slot state back to the request arrays; returns the steps run."""
     k = 0
     for i in range(n_run):
         q = run[i]
-        k = f_pi[i] - pi[q]
-        rinfo[q, R_TOK] = f_pi[i] + f_d[i]
-        blk[f_last[i], B_NTOK] = f_lt[i]
-        pi[q] = f_pi[i]
-        comp[q] += k
-        nnew[q] = 1
+        k = dec_pi[i] - progress[q]
+        rinfo[q, R_TOK] = dec_pi[i] + dec_ahead[i]
+        blk[dec_last[i], B_NTOK] = dec_fill[i]
+        progress[q] = dec_pi[i]
+        computed[q] += k
+        num_new_tok[q] = 1
         out[q, O_TOKENS] += k
         itl_sum[q] += seg_sum
     return k
@@ -421,16 +460,16 @@ def simulate_blis_nb(
     bs = st[ST_BS]
     init_outputs(out)
 
-    # request state
-    pi = np.zeros(n_req, np.int64)
-    comp = np.zeros(n_req, np.int64)
-    nnew = np.zeros(n_req, np.int64)
-    itl_sum = np.zeros(n_req, np.int64)
-    evicted_at = np.full(n_req, -1, np.int64)
+    # request state (REFERENCE §6.2-§6.3 names)
+    progress = np.zeros(n_req, np.int64)  # ProgressIndex (PI): tokens processed
+    computed = np.zeros(n_req, np.int64)  # computed[id]: PI after this step's tokens
+    num_new_tok = np.zeros(n_req, np.int64)  # NumNewTokens of the latest scheduling
+    itl_sum = np.zeros(n_req, np.int64)  # Σ ITL entries (E2E = TTFT + Σ ITL)
+    evicted_at = np.full(n_req, -1, np.int64)  # step of its latest eviction (safe mode, Q3)
     lone_best = np.full(n_req, -1, np.int64)  # livelock guard (_alloc_preempting)
 
     # queues
-    wq = np.empty(max(n_req, 1), np.int64)
+    wq = np.empty(max(n_req, 1), np.int64)  # wait queue (a ring deque; wmeta[DEQ_N] long)
     wmeta = np.zeros(2, np.int64)
     cap_run = max(1, min(n_req, max_run))
     run = np.empty(cap_run, np.int64)
@@ -452,10 +491,11 @@ def simulate_blis_nb(
     pf_pi = np.empty(cap_run, np.int64)
     pf_n = np.empty(cap_run, np.int64)
     dc_pi = np.empty(cap_run, np.int64)
-    f_end = np.empty(cap_run, np.int64)  # slot arrays of the plain decode loop
-    f_last = np.empty(cap_run, np.int64)
-    f_lt = np.empty(cap_run, np.int64)
-    f_d = np.empty(cap_run, np.int64)
+    # slot arrays of the plain decode loop (dc_pi holds the progress indices)
+    dec_end = np.empty(cap_run, np.int64)  # the progress index of the completing step
+    dec_last = np.empty(cap_run, np.int64)  # the last block of its list
+    dec_fill = np.empty(cap_run, np.int64)  # tokens in that block
+    dec_ahead = np.empty(cap_run, np.int64)  # tokens its blocks hold beyond its progress
     comps = np.zeros(N_COMPONENTS)
     bucket_tok = np.zeros(N_BUCKETS, np.int64)  # step_time_nb's prefill-bucket scratch
     bucket_flops = np.zeros(N_BUCKETS)
@@ -469,12 +509,12 @@ def simulate_blis_nb(
     max_steps = 0  # literal mode: more steps than this means a livelock that keeps "progressing"
     if literal:
         for r in range(n_req):
-            max_steps += 16 * (rq[r, Q_PROMPT] + max(rq[r, Q_OUTPUT], 1))
-        max_steps += 1_000_000
+            max_steps += LIVELOCK_STEPS_PER_TOKEN * (rq[r, Q_PROMPT] + max(rq[r, Q_OUTPUT], 1))
+        max_steps += LIVELOCK_STEPS_SLACK
 
     # event heap: at most one arrival/queued, one step chain, one left event and a scheduled and
     # a preemption event per request are ever pending at once
-    hcap = 6 * n_req + 64
+    hcap = HEAP_EVENTS_PER_REQUEST * n_req + 64
     ht = np.empty(hcap, np.int64)
     hk = np.empty(hcap, np.int8)
     hr = np.empty(hcap, np.int64)
@@ -488,7 +528,7 @@ def simulate_blis_nb(
     step_pending = False
     step_count = 0
     clock = 0
-    na = 0
+    n_arrived = 0
     idle_steps = 0
     status = STATUS_OK
     total_in = 0
@@ -501,9 +541,9 @@ def simulate_blis_nb(
 
     while True:
         # cluster events (arrivals) run first when not later than the next instance event
-        if na < n_req and (hn == 0 or rq[na, Q_ARRIVAL] <= ht[0]):
-            hn = heap_push(ht, hk, hr, hn, rq[na, Q_ARRIVAL], EV_ARRIVAL, na)
-            na += 1
+        if n_arrived < n_req and (hn == 0 or rq[n_arrived, Q_ARRIVAL] <= ht[0]):
+            hn = heap_push(ht, hk, hr, hn, rq[n_arrived, Q_ARRIVAL], EV_ARRIVAL, n_arrived)
+            n_arrived += 1
             continue
         if hn == 0:
             break
@@ -531,16 +571,27 @@ def simulate_blis_nb(
             if (
                 hn == 0
                 and log.shape[0] == 0
-                and wmeta[1] == 0
+                and wmeta[DEQ_N] == 0
                 and 0 < n_run <= budget_max
                 and _plain_entry(
-                    run, n_run, rq, pi, rb, rinfo, blk, dc_pi, f_end, f_last, f_lt, f_d
+                    run,
+                    n_run,
+                    rq,
+                    progress,
+                    rb,
+                    rinfo,
+                    blk,
+                    dc_pi,
+                    dec_end,
+                    dec_last,
+                    dec_fill,
+                    dec_ahead,
                 )
-                and _plain_next(n_run, dc_pi, f_end, f_lt, bs, st, itl_v.shape[0] - n_itl)
+                and _plain_next(n_run, dc_pi, dec_end, dec_fill, bs, st, itl_v.shape[0] - n_itl)
             ):
                 # plain decode steps with nothing else pending: every running request decodes
                 # one token and none completes, so the general step below reduces to this loop
-                # over slot arrays (dc_pi holds the progress indices).  Its block appends and
+                # over slot arrays (dc_pi holds the made_progress indices).  Its block appends and
                 # allocations are the general path's, in batch order; it stops before a step
                 # that is not plain, when an arrival is due first, or past the horizon, and
                 # leaves the next step event in the heap as the general path does.
@@ -585,11 +636,11 @@ def simulate_blis_nb(
                     step_count += 1
                     for i in range(n_run):
                         q = run[i]
-                        if f_lt[i] >= bs:
+                        if dec_fill[i] >= bs:
                             # the last block is full: the general path's allocation of a new
                             # one (it cannot fail, _plain_next counted the free blocks)
-                            rinfo[q, R_TOK] = dc_pi[i] + f_d[i]
-                            blk[f_last[i], B_NTOK] = f_lt[i]
+                            rinfo[q, R_TOK] = dc_pi[i] + dec_ahead[i]
+                            blk[dec_last[i], B_NTOK] = dec_fill[i]
                             blis_alloc_nb(
                                 st,
                                 blk,
@@ -609,10 +660,10 @@ def simulate_blis_nb(
                                 scr_was,
                                 literal,
                             )
-                            f_last[i] = req_last_nb(rb, rinfo, q)
-                            f_lt[i] = blk[f_last[i], B_NTOK]
+                            dec_last[i] = req_last_nb(rb, rinfo, q)
+                            dec_fill[i] = blk[dec_last[i], B_NTOK]
                         else:
-                            f_lt[i] += 1
+                            dec_fill[i] += 1
                         dc_pi[i] += 1
                         itl_v[n_itl] = adv
                         itl_o[n_itl] = q
@@ -620,10 +671,10 @@ def simulate_blis_nb(
                     seg_sum += adv
                     nxt = now + adv
                     if (
-                        (na < n_req and rq[na, Q_ARRIVAL] <= nxt)
+                        (n_arrived < n_req and rq[n_arrived, Q_ARRIVAL] <= nxt)
                         or (horizon > 0 and nxt > horizon)
                         or not _plain_next(
-                            n_run, dc_pi, f_end, f_lt, bs, st, itl_v.shape[0] - n_itl
+                            n_run, dc_pi, dec_end, dec_fill, bs, st, itl_v.shape[0] - n_itl
                         )
                     ):
                         break
@@ -632,17 +683,17 @@ def simulate_blis_nb(
                 k = _plain_store(
                     run,
                     n_run,
-                    pi,
-                    comp,
-                    nnew,
+                    progress,
+                    computed,
+                    num_new_tok,
                     rinfo,
                     blk,
                     out,
                     itl_sum,
                     dc_pi,
-                    f_last,
-                    f_lt,
-                    f_d,
+                    dec_last,
+                    dec_fill,
+                    dec_ahead,
                     seg_sum,
                 )
                 total_out += k * n_run
@@ -659,8 +710,9 @@ def simulate_blis_nb(
             n_pre = 0
             n_sch = 0
             preempted = False
-            progress = False
-            # ---- phase 1: running requests, over the batch as it was at entry ----
+            made_progress = False
+            # ---- schedule the running batch (REFERENCE §6.3 phase 1), over the batch as it
+            # was at entry ----
             n_entry = n_run
             for i in range(n_entry):
                 snap[i] = run[i]
@@ -671,7 +723,7 @@ def simulate_blis_nb(
                 if budget <= 0:
                     break
                 p_len = rq[q, Q_PROMPT]
-                num_new = p_len - pi[q]
+                num_new = p_len - progress[q]
                 if num_new > 0:
                     if 0 < thr < num_new:
                         num_new = thr
@@ -686,8 +738,8 @@ def simulate_blis_nb(
                         rq,
                         gbase,
                         q,
-                        pi[q],
-                        pi[q] + num_new,
+                        progress[q],
+                        progress[q] + num_new,
                         True,
                         cached,
                         scr_b,
@@ -695,8 +747,8 @@ def simulate_blis_nb(
                         scr_was,
                         run,
                         n_run,
-                        pi,
-                        comp,
+                        progress,
+                        computed,
                         wq,
                         wmeta,
                         out,
@@ -712,16 +764,16 @@ def simulate_blis_nb(
                     if not ok:
                         break
                     budget -= num_new
-                    nnew[q] = num_new
-                    comp[q] += num_new
-                if pi[q] >= p_len and rq[q, Q_OUTPUT] > 0:
+                    num_new_tok[q] = num_new
+                    computed[q] += num_new
+                if progress[q] >= p_len and rq[q, Q_OUTPUT] > 0:
                     # decode: the common case appends to a partly filled last block
                     last = req_last_nb(rb, rinfo, q)
                     fast = False
                     if last >= 0 and rinfo[q, R_TOK] + 1 > p_len:
                         lt = blk[last, B_NTOK]
                         if lt > 0 and lt < bs - 1:
-                            if pi[q] != rinfo[q, R_TOK]:
+                            if progress[q] != rinfo[q, R_TOK]:
                                 rinfo[q, R_ORD] = 0
                             blk[last, B_NTOK] = lt + 1
                             rinfo[q, R_TOK] += 1
@@ -736,8 +788,8 @@ def simulate_blis_nb(
                             rq,
                             gbase,
                             q,
-                            pi[q],
-                            pi[q] + 1,
+                            progress[q],
+                            progress[q] + 1,
                             False,
                             cached,
                             scr_b,
@@ -745,8 +797,8 @@ def simulate_blis_nb(
                             scr_was,
                             run,
                             n_run,
-                            pi,
-                            comp,
+                            progress,
+                            computed,
                             wq,
                             wmeta,
                             out,
@@ -762,10 +814,10 @@ def simulate_blis_nb(
                         if not ok:
                             break
                     budget -= 1
-                    nnew[q] = 1
-                    comp[q] += 1
-            # ---- phase 2: admit from the wait queue ----
-            while n_run < max_run and wmeta[1] > 0 and budget > 0 and not preempted:
+                    num_new_tok[q] = 1
+                    computed[q] += 1
+            # ---- admit from the wait queue (REFERENCE §6.3 phase 2) ----
+            while n_run < max_run and wmeta[DEQ_N] > 0 and budget > 0 and not preempted:
                 q = deq_front(wq, wmeta)
                 c = cached_blocks_nb(st, slot_block, rq, gbase, q, cached)
                 num_new = rq[q, Q_PROMPT] - c * bs
@@ -785,7 +837,7 @@ def simulate_blis_nb(
                     q,
                     start,
                     start + num_new,
-                    pi[q] < rq[q, Q_PROMPT],
+                    progress[q] < rq[q, Q_PROMPT],
                     cached,
                     c,
                     scr_b,
@@ -801,9 +853,9 @@ def simulate_blis_nb(
                 sch_list[n_sch] = q
                 n_sch += 1
                 budget -= num_new
-                nnew[q] = num_new
-                comp[q] = num_new + c * bs
-                progress = True
+                num_new_tok[q] = num_new
+                computed[q] = num_new + c * bs
+                made_progress = True
             for i in range(n_pre):
                 hn = heap_push(ht, hk, hr, hn, now, EV_PREEMPTION, pre_list[i])
                 preempts += 1
@@ -811,19 +863,19 @@ def simulate_blis_nb(
                 q = sch_list[i]
                 hn = heap_push(ht, hk, hr, hn, now, EV_SCHEDULED, q)
                 out[q, O_SCHED] = now - rq[q, Q_ARRIVAL]
-            # ---- step time of the running batch ----
+            # ---- step time of the running batch (REFERENCE §6.2 step 3, §5) ----
             n_pf = 0
             n_dc = 0
             pf_tok = 0
             for i in range(n_run):
                 q = run[i]
-                if pi[q] < rq[q, Q_PROMPT]:
-                    pf_pi[n_pf] = pi[q]
-                    pf_n[n_pf] = nnew[q]
-                    pf_tok += nnew[q]
+                if progress[q] < rq[q, Q_PROMPT]:
+                    pf_pi[n_pf] = progress[q]
+                    pf_n[n_pf] = num_new_tok[q]
+                    pf_tok += num_new_tok[q]
                     n_pf += 1
                 elif rq[q, Q_OUTPUT] > 0:
-                    dc_pi[n_dc] = pi[q]
+                    dc_pi[n_dc] = progress[q]
                     n_dc += 1
             if n_pf == 0 and n_dc == 1 and dc_pi[0] < dec1.shape[0]:
                 adv = dec1[dc_pi[0]]  # single-request decode steps, memoised by context
@@ -860,27 +912,27 @@ def simulate_blis_nb(
                 )
             if n_run > 0:
                 busy += adv
-            # ---- execute ----
+            # ---- advance: execute the step (REFERENCE §6.2 step 4) ----
             if n_itl + n_run * 2 + 2 > itl_v.shape[0]:
                 status = STATUS_ITL_FULL  # the wrapper reruns with a larger buffer
                 break
             for i in range(n_run):
                 q = run[i]
                 p_len = rq[q, Q_PROMPT]
-                if pi[q] < p_len:
-                    if comp[q] != pi[q]:
-                        progress = True
-                    pi[q] = comp[q]
+                if progress[q] < p_len:
+                    if computed[q] != progress[q]:
+                        made_progress = True
+                    progress[q] = computed[q]
                 else:
-                    pi[q] += 1
+                    progress[q] += 1
                     total_out += 1
                     out[q, O_TOKENS] += 1
                     itl_v[n_itl] = adv
                     itl_o[n_itl] = q
                     n_itl += 1
                     itl_sum[q] += adv
-                    progress = True
-                if pi[q] == p_len:
+                    made_progress = True
+                if progress[q] == p_len:
                     out[q, O_TTFT] = now + adv - rq[q, Q_ARRIVAL]
             if log.shape[0] > 0:
                 log_step(
@@ -892,16 +944,16 @@ def simulate_blis_nb(
                     n_dc,
                     budget_max - budget,
                     n_run,
-                    wmeta[1],
+                    wmeta[DEQ_N],
                     st[ST_USED],
                     pf_tok,
                 )
-            # ---- completions ----
+            # ---- complete (REFERENCE §6.2 steps 6-7) ----
             n_rem = 0
             for i in range(n_run):
                 q = run[i]
                 o = rq[q, Q_OUTPUT]
-                if pi[q] == rq[q, Q_PROMPT] + (o if o > 1 else 1) - 1:
+                if progress[q] == rq[q, Q_PROMPT] + (o if o > 1 else 1) - 1:
                     if o > 0:
                         itl_v[n_itl] = adv
                         itl_o[n_itl] = q
@@ -916,8 +968,8 @@ def simulate_blis_nb(
                             rq,
                             gbase,
                             q,
-                            pi[q],
-                            pi[q] + 1,
+                            progress[q],
+                            progress[q] + 1,
                             False,
                             cached,
                             0,
@@ -933,7 +985,7 @@ def simulate_blis_nb(
                     out[q, O_DONE] = rq[q, Q_ARRIVAL] + out[q, O_E2E]
                     out[q, O_STATE] = STATE_DONE
                     completed += 1
-                    progress = True
+                    made_progress = True
                 else:
                     run[n_rem] = q
                     n_rem += 1
@@ -943,10 +995,10 @@ def simulate_blis_nb(
                 step_pending = True
             else:
                 step_pending = False
-                if wmeta[1] > 0:
+                if wmeta[DEQ_N] > 0:
                     hn = heap_push(ht, hk, hr, hn, now + adv, EV_STEP, -1)
                     step_pending = True
-            if progress:
+            if made_progress:
                 idle_steps = 0
             else:
                 idle_steps += 1
@@ -973,7 +1025,7 @@ def simulate_blis_nb(
         sc,
         clock,
         completed,
-        wmeta[1],
+        wmeta[DEQ_N],
         n_run,
         dropped,
         total_in,

@@ -22,6 +22,7 @@ from infersweep.costmodel.stepcost_nb import (
     step_time_nb,
 )
 from infersweep.scheduler.common_nb import (
+    DEQ_N,
     deq_front,
     deq_pop_front,
     deq_push_back,
@@ -171,18 +172,18 @@ def simulate_vllm_nb(
 
     # the running batch, one slot per request, in admission order (structure of arrays)
     cap_run = max(1, min(n_req, max_run))
-    s_r = np.empty(cap_run, np.int64)  # request
-    s_nc = np.empty(cap_run, np.int64)  # tokens whose KV is computed
+    s_req = np.empty(cap_run, np.int64)  # request
+    s_computed = np.empty(cap_run, np.int64)  # tokens whose KV is computed
     s_gen = np.empty(cap_run, np.int64)  # output tokens generated
-    s_p = np.empty(cap_run, np.int64)  # prompt tokens
-    s_want = np.empty(cap_run, np.int64)
-    s_last = np.empty(cap_run, np.int64)
-    s_cap = np.empty(cap_run, np.int64)  # tokens its KV blocks can hold
-    s_nf = np.empty(cap_run, np.int64)  # token count that completes its next block
-    s_n = np.empty(cap_run, np.int64)  # tokens scheduled this step
+    s_prompt = np.empty(cap_run, np.int64)  # prompt tokens
+    s_want = np.empty(cap_run, np.int64)  # output tokens to generate
+    s_last_tok = np.empty(cap_run, np.int64)  # time of its latest token
+    s_kv_cap = np.empty(cap_run, np.int64)  # tokens its KV blocks can hold
+    s_full_at = np.empty(cap_run, np.int64)  # token count that completes its next block
+    s_new = np.empty(cap_run, np.int64)  # tokens scheduled this step
     n_run = 0
 
-    wq = np.empty(max(n_req, 1), np.int64)
+    wq = np.empty(max(n_req, 1), np.int64)  # wait queue (a ring deque; wmeta[DEQ_N] long)
     wmeta = np.zeros(2, np.int64)
     cached = np.empty(max_ctx // bs + 2, np.int64)
     pf_pi = np.empty(cap_run, np.int64)
@@ -198,7 +199,7 @@ def simulate_vllm_nb(
     n_itl = 0
 
     t = 0
-    na = 0
+    n_arrived = 0
     steps = 0
     idle = 0
     status = STATUS_OK
@@ -211,9 +212,9 @@ def simulate_vllm_nb(
     clock = 0
 
     while True:
-        while na < n_req and rq[na, Q_ARRIVAL] <= t:
-            r = na
-            na += 1
+        while n_arrived < n_req and rq[n_arrived, Q_ARRIVAL] <= t:
+            r = n_arrived
+            n_arrived += 1
             p_len = rq[r, Q_PROMPT]
             if (p_len + want[r] - 1 + bs - 1) // bs > total_blocks:
                 dropped += 1
@@ -222,28 +223,32 @@ def simulate_vllm_nb(
             deq_push_back(wq, wmeta, r)
             out[r, O_STATE] = STATE_QUEUED
             total_in += p_len
-        if n_run == 0 and wmeta[1] == 0:
-            if na >= n_req:
+        if n_run == 0 and wmeta[DEQ_N] == 0:
+            if n_arrived >= n_req:
                 break
-            t = rq[na, Q_ARRIVAL]
+            t = rq[n_arrived, Q_ARRIVAL]
             continue
         if horizon > 0 and t > horizon:
             status = STATUS_HORIZON
             break
         if (
             n_run == 1
-            and wmeta[1] == 0
+            and wmeta[DEQ_N] == 0
             and not logging
             and s_gen[0] > 0
-            and s_nc[0] == s_p[0] + s_gen[0] - 1
+            and s_computed[0] == s_prompt[0] + s_gen[0] - 1
         ):
             # a lone request decoding: the general step below reduces to this loop, which
             # runs until a step needs a new block, an arrival is due, the request completes
             # or the horizon passes (then the general path takes over)
             fast = 0
             while True:
-                nc = s_nc[0]
-                if nc + 1 > s_cap[0] or (use_cache and nc + 1 >= s_nf[0]) or nc >= dec1.shape[0]:
+                nc = s_computed[0]
+                if (
+                    nc + 1 > s_kv_cap[0]
+                    or (use_cache and nc + 1 >= s_full_at[0])
+                    or nc >= dec1.shape[0]
+                ):
                     break
                 step_us = dec1[nc]
                 if step_us < 0:
@@ -269,19 +274,21 @@ def simulate_vllm_nb(
                 busy += step_us
                 t += step_us
                 clock = t
-                s_nc[0] = nc + 1
+                s_computed[0] = nc + 1
                 g = s_gen[0] + 1
                 s_gen[0] = g
                 total_out += 1
-                itl[n_itl] = t - s_last[0]
+                itl[n_itl] = t - s_last_tok[0]
                 n_itl += 1
-                s_last[0] = t
+                s_last_tok[0] = t
                 if g >= s_want[0]:
-                    _complete(st, blk, rb, rinfo, rq, out, s_r[0], g, t)
+                    _complete(st, blk, rb, rinfo, rq, out, s_req[0], g, t)
                     completed += 1
                     n_run = 0
                     break
-                if (na < n_req and rq[na, Q_ARRIVAL] <= t) or (horizon > 0 and t > horizon):
+                if (n_arrived < n_req and rq[n_arrived, Q_ARRIVAL] <= t) or (
+                    horizon > 0 and t > horizon
+                ):
                     break
             if fast > 0:
                 continue
@@ -291,26 +298,26 @@ def simulate_vllm_nb(
         n_pf = 0
         n_dc = 0
         pf_tok = 0
-        # ---- running requests, in order, within the budget ----
+        # ---- schedule the running batch: in order, within the budget (SPEC §2) ----
         k = 0
         while k < n_run and budget > 0:
-            n = s_p[k] + s_gen[k] - s_nc[k]
+            n = s_prompt[k] + s_gen[k] - s_computed[k]
             if 0 < thr < n:
                 n = thr
             if budget < n:
                 n = budget
-            total = s_nc[k] + n
-            if total > s_cap[k] or (use_cache and total >= s_nf[k]):
-                r = s_r[k]
-                rinfo[r, R_TOK] = s_nc[k]
+            total = s_computed[k] + n
+            if total > s_kv_cap[k] or (use_cache and total >= s_full_at[k]):
+                r = s_req[k]
+                rinfo[r, R_TOK] = s_computed[k]
                 ok = True
                 while not _alloc(
                     st, blk, slot_block, rb, rinfo, rq, gbase, r, total, cached, 0, use_cache
                 ):
                     v = n_run - 1  # preempt the most recently admitted request
-                    q = s_r[v]
+                    q = s_req[v]
                     gen[q] = s_gen[v]
-                    last_tok[q] = s_last[v]
+                    last_tok[q] = s_last_tok[v]
                     release_nb(st, blk, rb, rinfo, q)
                     deq_push_front(wq, wmeta, q)
                     out[q, O_STATE] = STATE_QUEUED
@@ -323,24 +330,24 @@ def simulate_vllm_nb(
                         break
                 if not ok:
                     break
-                s_cap[k] = rinfo[r, R_CNT] * bs
-                s_nf[k] = (total // bs + 1) * bs
-            s_n[k] = n
+                s_kv_cap[k] = rinfo[r, R_CNT] * bs
+                s_full_at[k] = (total // bs + 1) * bs
+            s_new[k] = n
             budget -= n
-            if s_gen[k] > 0 and n == 1 and s_nc[k] == s_p[k] + s_gen[k] - 1:
-                dc_pi[n_dc] = s_nc[k]
+            if s_gen[k] > 0 and n == 1 and s_computed[k] == s_prompt[k] + s_gen[k] - 1:
+                dc_pi[n_dc] = s_computed[k]
                 n_dc += 1
             else:
-                pf_pi[n_pf] = s_nc[k]
+                pf_pi[n_pf] = s_computed[k]
                 pf_n[n_pf] = n
                 pf_tok += n
                 n_pf += 1
             k += 1
         n_sched = k
-        # ---- admit waiting requests ----
+        # ---- admit waiting requests (SPEC §2: only when nothing was preempted) ----
         if not preempted:
             n_before = n_run
-            while wmeta[1] > 0 and budget > 0 and n_run < max_run:
+            while wmeta[DEQ_N] > 0 and budget > 0 and n_run < max_run:
                 r = deq_front(wq, wmeta)
                 n_tok = rq[r, Q_PROMPT] + gen[r]
                 c = _hits(st, slot_block, rq, gbase, r, n_tok, cached) if use_cache else 0
@@ -356,15 +363,15 @@ def simulate_vllm_nb(
                 deq_pop_front(wq, wmeta)
                 k = n_run
                 n_run += 1
-                s_r[k] = r
-                s_nc[k] = c * bs
+                s_req[k] = r
+                s_computed[k] = c * bs
                 s_gen[k] = gen[r]
-                s_p[k] = rq[r, Q_PROMPT]
+                s_prompt[k] = rq[r, Q_PROMPT]
                 s_want[k] = want[r]
-                s_last[k] = last_tok[r]
-                s_cap[k] = rinfo[r, R_CNT] * bs
-                s_nf[k] = ((c * bs + n) // bs + 1) * bs
-                s_n[k] = n
+                s_last_tok[k] = last_tok[r]
+                s_kv_cap[k] = rinfo[r, R_CNT] * bs
+                s_full_at[k] = ((c * bs + n) // bs + 1) * bs
+                s_new[k] = n
                 out[r, O_STATE] = STATE_RUNNING
                 budget -= n
                 if out[r, O_SCHED] < 0:
@@ -430,49 +437,49 @@ def simulate_vllm_nb(
                 n_dc,
                 budget_max - budget,
                 n_run,
-                wmeta[1],
+                wmeta[DEQ_N],
                 st[ST_USED],
                 pf_tok,
             )
         t_end = t + step_us
         if n_sched > 0:
             busy += step_us
-        # ---- advance the scheduled requests; completed ones leave the batch ----
+        # ---- advance the scheduled requests; complete: finished ones leave the batch ----
         w = 0
         for k in range(n_run):
             if k < n_sched:
-                nc = s_nc[k] + s_n[k]
-                s_nc[k] = nc
-                if nc == s_p[k] + s_gen[k]:
+                nc = s_computed[k] + s_new[k]
+                s_computed[k] = nc
+                if nc == s_prompt[k] + s_gen[k]:
                     g = s_gen[k] + 1
                     s_gen[k] = g
                     total_out += 1
                     if g == 1:
-                        out[s_r[k], O_TTFT] = t_end - rq[s_r[k], Q_ARRIVAL]
+                        out[s_req[k], O_TTFT] = t_end - rq[s_req[k], Q_ARRIVAL]
                     else:
-                        itl[n_itl] = t_end - s_last[k]
+                        itl[n_itl] = t_end - s_last_tok[k]
                         n_itl += 1
-                    s_last[k] = t_end
+                    s_last_tok[k] = t_end
                     if g >= s_want[k]:
-                        _complete(st, blk, rb, rinfo, rq, out, s_r[k], g, t_end)
+                        _complete(st, blk, rb, rinfo, rq, out, s_req[k], g, t_end)
                         completed += 1
                         continue
             if w != k:
-                s_r[w] = s_r[k]
-                s_nc[w] = s_nc[k]
+                s_req[w] = s_req[k]
+                s_computed[w] = s_computed[k]
                 s_gen[w] = s_gen[k]
-                s_p[w] = s_p[k]
+                s_prompt[w] = s_prompt[k]
                 s_want[w] = s_want[k]
-                s_last[w] = s_last[k]
-                s_cap[w] = s_cap[k]
-                s_nf[w] = s_nf[k]
+                s_last_tok[w] = s_last_tok[k]
+                s_kv_cap[w] = s_kv_cap[k]
+                s_full_at[w] = s_full_at[k]
             w += 1
         n_run = w
         t = t_end
         clock = t_end
 
     for k in range(n_run):  # requests still running when the run stopped
-        out[s_r[k], O_TOKENS] = s_gen[k]
+        out[s_req[k], O_TOKENS] = s_gen[k]
     for r in range(n_req):
         if out[r, O_STATE] == STATE_QUEUED:
             out[r, O_TOKENS] = gen[r]
@@ -480,7 +487,7 @@ def simulate_vllm_nb(
         sc,
         clock,
         completed,
-        wmeta[1],
+        wmeta[DEQ_N],
         n_run,
         dropped,
         total_in,

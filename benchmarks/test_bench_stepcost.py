@@ -62,10 +62,10 @@ def kernel_args(cm, prefills, decodes) -> tuple:
     dc = np.ascontiguousarray(np.asarray(decodes, dtype=np.int64))
     out = np.zeros(schema.N_COMPONENTS)
     memo = ()
-    if hasattr(cm, "ctf"):  # the decode-MFU fallback memo and prefill-bucket scratch
-        from infersweep.costmodel.stepcost import new_bucket_scratch, new_memo
+    if hasattr(cm, "ctf"):  # the decode-MFU fallback memo of the packed layout
+        from infersweep.costmodel.stepcost import new_memo
 
-        memo = (*new_memo(), *new_bucket_scratch())
+        memo = new_memo()
     return (
         np.ascontiguousarray(pf[:, 0]),
         np.ascontiguousarray(pf[:, 1]),

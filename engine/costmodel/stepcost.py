@@ -72,7 +72,6 @@ class CostModel:
             self.cti,
             memo_k,
             memo_v,
-            *new_bucket_scratch(),
             comp,
         )
         _check_overflow(int(us), comp)
@@ -122,12 +121,14 @@ class CostModel:
     def decode_mfu(self, batch_size: int, kv_len: int) -> float:
         if self.step_model == "v1":
             return self.hardware.mfu_decode
-        if self.cti[schema.I_N_BS] == 0 or self.cti[schema.I_N_KV] == 0:
-            return nb.EPS
-        rows = nb.decode_rows_nb(int(batch_size), self.cti)
+        b0, b1 = nb.bracket_nb(
+            self.cti, int(self.cti[schema.I_BS]), int(self.cti[schema.I_N_BS]), int(batch_size)
+        )
         memo_k, memo_v = new_memo(1)
         return float(
-            nb.decode_mfu_nb(int(batch_size), int(kv_len), rows, self.ctf, self.cti, memo_k, memo_v)
+            nb.decode_mfu_nb(
+                int(batch_size), int(kv_len), b0, b1, self.ctf, self.cti, memo_k, memo_v
+            )
         )
 
     def prefill_mfu(self, seq_len: int) -> float:
@@ -138,11 +139,6 @@ class CostModel:
 
     def gemm_time_us(self, m: int, prefill: bool = True) -> float:
         return float(nb.gemm_time_nb(int(m), prefill, self.ctf, self.cti)) * 1e6
-
-
-def new_bucket_scratch() -> tuple[np.ndarray, np.ndarray]:
-    """step_time_nb's prefill-bucket scratch: tokens (int64) and attention FLOPs (float64)."""
-    return np.zeros(nb.N_BUCKETS, np.int64), np.zeros(nb.N_BUCKETS)
 
 
 def new_memo(size: int = nb.MEMO_SIZE) -> tuple[np.ndarray, np.ndarray]:

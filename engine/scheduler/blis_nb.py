@@ -21,7 +21,6 @@ import numpy as np
 from infersweep._jit import hjit, jit
 from infersweep.costmodel.stepcost_nb import (
     MEMO_SIZE,
-    N_BUCKETS,
     step_time_nb,
 )
 from infersweep.scheduler.common_nb import (
@@ -497,8 +496,6 @@ def simulate_blis_nb(
     dec_fill = np.empty(cap_run, np.int64)  # tokens in that block
     dec_ahead = np.empty(cap_run, np.int64)  # tokens its blocks hold beyond its progress
     comps = np.zeros(N_COMPONENTS)
-    bucket_tok = np.zeros(N_BUCKETS, np.int64)  # step_time_nb's prefill-bucket scratch
-    bucket_flops = np.zeros(N_BUCKETS)
     memo_k = np.full(MEMO_SIZE, -1, np.int64)
     memo_v = np.zeros(MEMO_SIZE)
     max_ctx = 0
@@ -613,8 +610,6 @@ def simulate_blis_nb(
                                 cti,
                                 memo_k,
                                 memo_v,
-                                bucket_tok,
-                                bucket_flops,
                                 comps,
                             )
                             dec1[dc_pi[0]] = adv
@@ -629,8 +624,6 @@ def simulate_blis_nb(
                             cti,
                             memo_k,
                             memo_v,
-                            bucket_tok,
-                            bucket_flops,
                             comps,
                         )
                     step_count += 1
@@ -890,8 +883,6 @@ def simulate_blis_nb(
                         cti,
                         memo_k,
                         memo_v,
-                        bucket_tok,
-                        bucket_flops,
                         comps,
                     )
                     dec1[dc_pi[0]] = adv
@@ -906,8 +897,6 @@ def simulate_blis_nb(
                     cti,
                     memo_k,
                     memo_v,
-                    bucket_tok,
-                    bucket_flops,
                     comps,
                 )
             if n_run > 0:

@@ -18,7 +18,6 @@ import numpy as np
 from infersweep._jit import hjit, jit
 from infersweep.costmodel.stepcost_nb import (
     MEMO_SIZE,
-    N_BUCKETS,
     step_time_nb,
 )
 from infersweep.scheduler.common_nb import (
@@ -190,8 +189,6 @@ def simulate_vllm_nb(
     pf_n = np.empty(cap_run, np.int64)
     dc_pi = np.empty(cap_run, np.int64)
     comps = np.zeros(N_COMPONENTS)
-    bucket_tok = np.zeros(N_BUCKETS, np.int64)  # step_time_nb's prefill-bucket scratch
-    bucket_flops = np.zeros(N_BUCKETS)
     memo_k = np.full(MEMO_SIZE, -1, np.int64)
     memo_v = np.zeros(MEMO_SIZE)
     dec1 = np.full(max_ctx + 2, -1, np.int64)  # single-request decode step times by context
@@ -263,8 +260,6 @@ def simulate_vllm_nb(
                         cti,
                         memo_k,
                         memo_v,
-                        bucket_tok,
-                        bucket_flops,
                         comps,
                     )
                     dec1[nc] = step_us
@@ -407,8 +402,6 @@ def simulate_vllm_nb(
                     cti,
                     memo_k,
                     memo_v,
-                    bucket_tok,
-                    bucket_flops,
                     comps,
                 )
                 dec1[dc_pi[0]] = step_us
@@ -423,8 +416,6 @@ def simulate_vllm_nb(
                 cti,
                 memo_k,
                 memo_v,
-                bucket_tok,
-                bucket_flops,
                 comps,
             )
         if logging:

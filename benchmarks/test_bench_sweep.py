@@ -9,7 +9,7 @@ with 1 and 2 worker threads:
   ``sweeps.runner.run_sweep`` (validation, batched kernel, chunk files, the final Parquet), one
   round each: the big grid takes tens of seconds per thread count.
 - ``test_sweep_grid[100-...]``: 5 models x TP 1/2 x 10 rates = 100 points, three rounds.
-- ``test_run_jobs_100``: the same 100 points straight through ``scheduler.batch.run_jobs`` (the
+- ``test_run_jobs_100``: the same 100 points straight through ``scheduler.driver.run_jobs`` (the
   batched kernel alone, jobs prepared beforehand).
 
 The JIT is warmed first (kernels come from the on-disk cache); every point is checked after
@@ -115,7 +115,7 @@ def jobs_100():
 
 @pytest.mark.parametrize("threads", THREADS)
 def test_run_jobs_100(benchmark, warm, jobs_100, threads):
-    from infersweep.scheduler.batch import run_jobs
+    from infersweep.scheduler.driver import run_jobs
     from infersweep.schema import M_COMPLETED_REQUESTS
 
     need_threads(threads)

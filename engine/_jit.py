@@ -14,17 +14,21 @@ import hashlib
 import os
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numba
+from numba.core import types
+from numba.core.caching import FunctionCache
+from numba.core.registry import CPUDispatcher
+from numba.core.runtime import rtsys
 
 
 def _skip_scipy_blas_probe() -> None:
     """Numba's lazily imported ``numba.np.arraymath`` probes for BLAS at import by importing
     scipy.linalg (about 0.4 s).  No kernel of ours uses BLAS, so import arraymath once with the
-    probe failing fast; BLAS stays usable later (the stub is removed again), only numba's
-    np.cov/np.corrcoef support is off in this process."""
+    probe failing fast, just before our first compile (a warm process imports none of it).
+    BLAS stays usable later (the stub is removed again); only numba's np.cov/np.corrcoef
+    support is off in this process."""
     if "numba.np.arraymath" in sys.modules or "scipy.linalg.cython_blas" in sys.modules:
         return
     sys.modules["scipy.linalg.cython_blas"] = None  # type: ignore[assignment]
@@ -33,8 +37,6 @@ def _skip_scipy_blas_probe() -> None:
     finally:
         del sys.modules["scipy.linalg.cython_blas"]
 
-
-_skip_scipy_blas_probe()
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -73,12 +75,52 @@ def _cache_dir() -> str:
 CACHE_DIR = _cache_dir()
 
 
+class _Dispatcher(CPUDispatcher):
+    """A dispatcher that compiles one specialisation per argument *types*, not per constant.
+
+    Numba types a constant argument of a call between jitted functions as a literal
+    (``Literal[int](0)``) and compiles the callee once for every distinct constant: the same
+    helper was compiled up to four times, each copy linked and optimised again into its
+    callers.  Calls between our kernels therefore pass plain types; LLVM still folds the
+    constants where it inlines a callee."""
+
+    def get_call_template(self, args, kws):
+        args = tuple(types.unliteral(a) for a in args)
+        kws = {k: types.unliteral(v) for k, v in kws.items()}
+        return super().get_call_template(args, kws)
+
+
+class _FunctionCache(FunctionCache):
+    """Numba's on-disk cache, less one step.  Before it loads a cached function numba
+    refreshes its whole typing and lowering context: it imports and registers every
+    implementation of numpy, the builtins, typed containers, jitclasses, ... (numba imports
+    them lazily for this), which was about a fifth of a warm ``run`` process.  Rebuilding
+    machine code from the cache needs only numba's runtime (NRT), whose symbols the code links
+    to.  Compiling refreshes both contexts itself (``CompilerBase``), so a cache miss still
+    finds everything."""
+
+    def load_overload(self, sig, target_context):
+        rtsys.initialize(target_context)
+        cres = None
+        with self._guard_against_spurious_io_errors():
+            cres = self._load_overload(sig, target_context)
+        if cres is None:  # a compile follows, whose context refresh imports numba.np.arraymath
+            _skip_scipy_blas_probe()
+        return cres
+
+
 def _decorate(opts: dict):
+    targetoptions = {k: v for k, v in opts.items() if k != "cache"}
+    targetoptions.update(nopython=True, boundscheck=None)
+
     def deco(fn):
         old = numba.config.CACHE_DIR
         numba.config.CACHE_DIR = CACHE_DIR or old
         try:
-            return numba.njit(**opts)(fn)
+            disp = _Dispatcher(py_func=fn, locals={}, targetoptions=dict(targetoptions))
+            if opts.get("cache"):
+                disp._cache = _FunctionCache(fn)
+            return disp
         finally:
             numba.config.CACHE_DIR = old
 
@@ -99,24 +141,6 @@ ijit = _decorate(dict(_OPTS, _nrt=False, inline="always"))
 """An hjit helper that numba inlines into its callers at the IR level: for a helper called once
 per entry inside a step (a real call costs a few ns, which a batch of hundreds multiplies)."""
 
-pjit = _decorate(dict(_OPTS, parallel=True))
-"""Decorator for a kernel that uses ``prange``."""
-
-prange = numba.prange
-
 
 def max_threads() -> int:
     return int(numba.config.NUMBA_NUM_THREADS)
-
-
-@contextmanager
-def parallel_settings(threads: int | None = None, chunksize: int = 1):
-    """Threads and ``prange`` chunk size for the parallel kernels called inside the block."""
-    old = numba.get_num_threads()
-    if threads:
-        numba.set_num_threads(max(1, min(int(threads), max_threads())))
-    try:
-        with numba.parallel_chunksize(chunksize):
-            yield
-    finally:
-        numba.set_num_threads(old)

@@ -61,7 +61,7 @@ class Prepared:
     index: int
     settings: dict
     reason: str
-    job: Any  # infersweep.scheduler.batch.Job | None
+    job: Any  # infersweep.scheduler.driver.Job | None
 
 
 class Preparer:
@@ -106,7 +106,7 @@ class Preparer:
 
     def prepare(self, index: int, s: dict) -> Prepared:
         from infersweep.api import cost_model_for
-        from infersweep.scheduler.batch import Job
+        from infersweep.scheduler.driver import Job
 
         model = self.model(s)
         hw = self.hardware(s)
@@ -190,7 +190,7 @@ def compute_chunk(
     spec_dict: dict, start: int, end: int, per_request: bool = False, threads: int | None = None
 ):
     """Simulate points [start, end) of a spec; returns (chunk table, per-request tables)."""
-    from infersweep.scheduler.batch import run_jobs
+    from infersweep.scheduler.driver import run_jobs
     from infersweep.schema import N_M
 
     spec = spec_from_dict(spec_dict)

@@ -28,8 +28,7 @@ from infersweep.config.models import HARDWARE_FIELDS, Hardware, ModelConfig
 from infersweep.costmodel import stepcost_nb as nb
 from infersweep.costmodel.stepcost import CostModel, build_cost_model
 from infersweep.errors import ConfigError
-from infersweep.scheduler.batch import Job, run_jobs
-from infersweep.scheduler.driver import SchedulerConfig
+from infersweep.scheduler.driver import Job, SchedulerConfig, run_jobs
 from infersweep.workload.generate import Workload
 
 #: field -> (lower, upper) bound of the search

@@ -1,5 +1,7 @@
-"""The scheduler wrapper: validate the scheduler settings, pack the requests and the KV pool,
-call the kernel of the chosen semantics, and label the raw result."""
+"""The one driver of every simulation: validate the scheduler settings, pack each point's
+requests and settings, call the one kernel entry (``driver_nb.simulate_nb``) per point, single
+or batched over threads, and label the raw results.  ``run``, ``validate``, ``calibrate``,
+``sweep`` and the Python API all come through ``run_jobs``."""
 
 from __future__ import annotations
 
@@ -8,18 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from infersweep import limits, schema
+from infersweep._jit import max_threads
 from infersweep.costmodel.stepcost import CostModel, auto_kv_blocks
 from infersweep.errors import ConfigError
-from infersweep.scheduler import common_nb as sc_nb
-from infersweep.scheduler.blis_nb import simulate_blis_nb
 from infersweep.scheduler.config import (
     BLIS_DEFAULT_BLOCKS,
     LIVELOCK_NOTE,
     NO_MEMORY_BLOCKS,
     SchedulerConfig,
 )
-from infersweep.scheduler.kvcache_nb import new_pool
-from infersweep.scheduler.vllm_nb import simulate_vllm_nb
 from infersweep.workload.generate import Workload
 
 
@@ -35,6 +34,7 @@ class RawRun:
     step_log: np.ndarray
     kv_blocks_total: int
     kv_blocks_note: str
+    metrics: np.ndarray | None = None  # float64[N_M]: the summary (summary_nb M_* columns)
 
 
 def resolve_kv_blocks(cost: CostModel, cfg: SchedulerConfig) -> tuple[int, str]:
@@ -101,16 +101,6 @@ def config_array(cfg: SchedulerConfig, total_blocks: int) -> np.ndarray:
     return arr
 
 
-def block_list_capacity(
-    prompt: np.ndarray, output: np.ndarray, block: int, literal: bool
-) -> np.ndarray:
-    """Blocks each request may hold at once.  In literal blis mode a request evicted and
-    visited again in the same pass (Q3) keeps a prefill chunk's blocks while queued and appends
-    its whole prompt after them when admitted again, so it may hold about twice as many."""
-    cap = (prompt + np.maximum(output, 1)) // block + 2
-    return 2 * cap + 2 if literal else cap
-
-
 def request_array(wl: Workload, slot_base: np.ndarray) -> np.ndarray:
     """The kernel's request table ``rq[n, N_Q]`` (``Q_*`` columns)."""
     rq = np.empty((len(wl), schema.N_Q), np.int64)
@@ -123,67 +113,199 @@ def request_array(wl: Workload, slot_base: np.ndarray) -> np.ndarray:
     return rq
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Job:
+    """One point: a workload on a cost model with scheduler settings."""
+
+    workload: Workload
+    cost: CostModel
+    scheduler: SchedulerConfig
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BatchResult:
+    """The points of ``run_jobs``, in job order."""
+
+    metrics: np.ndarray  # float64[n_points, N_M] (summary_nb M_* columns)
+    scalars: np.ndarray  # int64[n_points, N_SC] (common_nb SC_* columns)
+    req_off: np.ndarray  # int64[n_points + 1]: rows of out_req of each point
+    out_req: np.ndarray | None  # int64[total_requests, N_O] when per-request output was kept
+    kv_blocks: np.ndarray  # int64[n_points]
+    kv_notes: list[str]  # where each point's KV block count came from ("" = as given)
+    itl_us: list[np.ndarray] | None  # each point's ITL samples, when per-request output was kept
+    step_logs: list[np.ndarray] | None  # each point's step log, when asked for
+
+
+def _semantics_arg(semantics: str):
+    return True if semantics == "blis" else None  # see driver_nb.simulate_nb
+
+
+def run_jobs(
+    jobs: list[Job],
+    *,
+    keep_requests: bool = False,
+    log_steps: int = 0,
+    threads: int | None = None,
+    check_memory: bool = True,
+) -> BatchResult:
+    """Simulate every job: the one driver of every simulation, single or batched.
+
+    Points run on ``threads`` threads (default: all cores; the kernel releases the GIL), each
+    point one call of ``driver_nb.simulate_nb``.  ``keep_requests`` keeps the per-request
+    outputs and ITL samples; ``log_steps`` > 0 keeps a step log of up to that many steps per
+    point (and turns the kernels' fast decode loops off).  The memory the batch needs is checked
+    first (``limits``; ``check_memory=False`` where the caller checked already)."""
+    from infersweep.metrics.summary import mark_empty
+    from infersweep.scheduler.driver_nb import simulate_nb
+    from infersweep.schema import N_M
+
+    n = len(jobs)
+    kv_blocks = np.empty(n, np.int64)
+    notes: list[str] = []
+    args = []
+    req_off = np.zeros(n + 1, np.int64)
+    for i, job in enumerate(jobs):
+        cfg = job.scheduler
+        total, note = resolve_kv_blocks(job.cost, cfg)
+        kv_blocks[i] = total
+        notes.append(note)
+        base, gbase, n_slots = _slot_layout(job.workload, cfg.block_size, cfg.semantics)
+        rq = request_array(job.workload, base)
+        req_off[i + 1] = req_off[i] + len(rq)
+        args.append(
+            (
+                rq,
+                gbase,
+                config_array(cfg, total),
+                n_slots,
+                job.cost.ctf,
+                job.cost.cti,
+                cfg.semantics,
+            )
+        )
+    if check_memory:
+        _check_batch_memory(jobs, kv_blocks, keep_requests, threads)
+    out_req = np.empty((int(req_off[-1]) if keep_requests else 0, schema.N_O), np.int64)
+    metrics = np.zeros((n, N_M))
+    scalars = np.zeros((n, schema.N_SC), np.int64)
+    itls: list = [None] * n
+    logs: list = [None] * n
+    log_rows = max(int(log_steps), 0)
+
+    def one(i: int) -> None:
+        rq, gbase, cfg_arr, n_slots, ctf, cti, semantics = args[i]
+        if keep_requests:
+            out = out_req[req_off[i] : req_off[i + 1]]
+        else:
+            out = np.empty((len(rq), schema.N_O), np.int64)
+        log = np.zeros((log_rows, schema.N_LOG), np.int64)
+        itl = simulate_nb(
+            rq,
+            gbase,
+            cfg_arr,
+            n_slots,
+            ctf,
+            cti,
+            out,
+            scalars[i],
+            log,
+            metrics[i],
+            _semantics_arg(semantics),
+        )
+        if keep_requests:
+            itls[i] = itl
+        if log_rows:
+            logs[i] = log[: scalars[i, schema.SC_LOG_N]]
+
+    workers = min(n, max(1, int(threads) if threads else max_threads()))
+    if workers <= 1:
+        for i in range(n):
+            one(i)
+    else:  # points differ a lot in cost: each thread takes the next point when it is free
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(one, range(n)):
+                pass
+    mark_empty(metrics)
+    for i in range(n):
+        if scalars[i, schema.SC_LIVELOCK]:
+            notes[i] = "; ".join(x for x in (notes[i], LIVELOCK_NOTE) if x)
+    return BatchResult(
+        metrics=metrics,
+        scalars=scalars,
+        req_off=req_off,
+        out_req=out_req if keep_requests else None,
+        kv_blocks=kv_blocks,
+        kv_notes=notes,
+        itl_us=itls if keep_requests else None,
+        step_logs=logs if log_rows else None,
+    )
+
+
 def run_scheduler(
     wl: Workload, cost: CostModel, cfg: SchedulerConfig, *, log_steps: int = 0
 ) -> RawRun:
-    """Simulate ``wl`` on ``cost`` with scheduler settings ``cfg``."""
-    n = len(wl)
-    if n == 0:
+    """Simulate ``wl`` on ``cost`` with scheduler settings ``cfg`` (one job of ``run_jobs``)."""
+    if len(wl) == 0:
         raise ConfigError("the workload has no requests")
-    block = int(cfg.block_size)
-    total_blocks, note = resolve_kv_blocks(cost, cfg)
+    total_blocks, _ = resolve_kv_blocks(cost, cfg)
     limits.check_run_memory(
         prompt_tok=wl.prompt_tok,
         output_tok=wl.output_tok,
-        block_size=block,
+        block_size=int(cfg.block_size),
         kv_blocks=total_blocks,
         literal=cfg.semantics == "blis" and cfg.blis_preemption == "reference",
         source=wl.source,
     )
-    base, gbase, n_slots = _slot_layout(wl, block, cfg.semantics)
-    rq = request_array(wl, base)
-    cfg_arr = config_array(cfg, total_blocks)
-    literal = bool(cfg_arr[schema.CFG_LITERAL])
-    caps = block_list_capacity(wl.prompt_tok, wl.output_tok, block, literal)
-    kv = new_pool(total_blocks, block, n_slots, caps)
-    out = np.empty((n, schema.N_O), np.int64)
-    scal = np.zeros(schema.N_SC, np.int64)
-    log = np.zeros((max(int(log_steps), 0), schema.N_LOG), np.int64)
-    itl_cap0 = itl_cap = int(wl.output_tok.sum()) + n + 16
-    kernel = simulate_blis_nb if cfg.semantics == "blis" else simulate_vllm_nb
-    run_cfg = cfg_arr.copy()
-    while True:  # the attempts of sched_common_nb.next_itl_room_nb (as sweeps make them)
-        itl = kernel(
-            rq,
-            gbase,
-            run_cfg,
-            cost.ctf,
-            cost.cti,
-            kv.st,
-            kv.blk,
-            kv.slot_block,
-            kv.rb,
-            kv.rinfo,
-            out,
-            scal,
-            log,
-            itl_cap,
-        )
-        itl_cap = sc_nb.next_itl_room_nb(scal, run_cfg, itl_cap, itl_cap0)
-        if itl_cap == 0:
-            break
-        kv = new_pool(total_blocks, block, n_slots, caps)
-        scal[:] = 0
-    if run_cfg[schema.CFG_LITERAL] != cfg_arr[schema.CFG_LITERAL]:  # rerun in safe mode
-        scal[schema.SC_LIVELOCK] = 1
-        note = "; ".join(x for x in (note, LIVELOCK_NOTE) if x)
+    br = run_jobs(
+        [Job(wl, cost, cfg)], keep_requests=True, log_steps=log_steps, threads=1, check_memory=False
+    )
     return RawRun(
         workload=wl,
         semantics=cfg.semantics,
-        out=out,
-        scalars=scal,
-        itl_us=itl,
-        step_log=log[: scal[schema.SC_LOG_N]],
-        kv_blocks_total=total_blocks,
-        kv_blocks_note=note,
+        out=br.out_req,
+        scalars=br.scalars[0],
+        itl_us=br.itl_us[0],
+        step_log=br.step_logs[0] if br.step_logs else np.zeros((0, schema.N_LOG), np.int64),
+        kv_blocks_total=int(br.kv_blocks[0]),
+        kv_blocks_note=br.kv_notes[0],
+        metrics=br.metrics[0],
+    )
+
+
+def _check_batch_memory(
+    jobs: list[Job], kv_blocks: np.ndarray, keep_requests: bool, threads: int | None
+) -> None:
+    """The packed inputs of every point plus the scratch of the points running at once."""
+    import os
+
+    if not jobs:
+        return
+    scratch = []
+    packed = 0.0
+    for job, blocks in zip(jobs, kv_blocks):
+        wl = job.workload
+        sched = job.scheduler
+        scratch.append(
+            limits.run_bytes(
+                n_requests=len(wl),
+                sum_prompt=float(wl.prompt_tok.sum()),
+                sum_output=float(wl.output_tok.sum()),
+                max_context=float((wl.prompt_tok + wl.output_tok).max()),
+                block_size=sched.block_size,
+                kv_blocks=int(blocks),
+                literal=sched.semantics == "blis" and sched.blis_preemption == "reference",
+            )
+        )
+        packed += len(wl) * 8.0 * (schema.N_Q + (schema.N_O if keep_requests else 0))
+    at_once = max(1, min(len(jobs), threads or os.cpu_count() or 1))
+    worst = sorted(scratch, reverse=True)[:at_once]
+    n_max = max(len(j.workload) for j in jobs)
+    limits.check_memory(
+        f"a batch of {len(jobs)} points (up to {n_max:,} requests each, {at_once} at once)",
+        packed + sum(worst),
+        field="num_requests",
+        value=n_max,
+        hint="lower num_requests, --chunk-size or --threads",
     )

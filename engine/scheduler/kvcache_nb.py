@@ -13,16 +13,13 @@ lookup, so it is represented by "no slot" (-1).
 Blocks ``fresh .. total-1`` form the never-used head of the free list (no per-block
 initialisation is needed for them); the explicit doubly-linked list holds released blocks.
 
-The pool is five plain arrays (``st``, ``blk``, ``slot_block``, ``rb``, ``rinfo``) passed
+The pool is five plain arrays (``st``, ``blk``, ``slot_block``, ``rb``, ``rinfo``; set up in
+``driver_nb.simulate_nb``) passed
 separately to every function: numba reference-counts each member of a tuple argument on every
 call, which would dominate these O(1) operations.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-
-import numpy as np
 
 from infersweep._jit import hjit
 from infersweep.schema import (
@@ -32,14 +29,10 @@ from infersweep.schema import (
     B_PREV,
     B_REF,
     B_SLOT,
-    N_B,
-    N_R,
-    N_ST,
     R_CNT,
     R_OFF,
     R_ORD,
     R_TOK,
-    ST_BS,
     ST_FRESH,
     ST_HEAD,
     ST_HITS,
@@ -53,36 +46,6 @@ from infersweep.schema import (
 # The pool's layouts (ST_*, B_*, R_*) are declared in infersweep.schema.
 
 FROM_FRESH = -2  # rollback marker: the popped block came from the never-used region
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class KVPool:
-    st: np.ndarray
-    blk: np.ndarray
-    slot_block: np.ndarray
-    rb: np.ndarray
-    rinfo: np.ndarray
-
-
-def new_pool(total_blocks: int, block_size: int, n_slots: int, capacities: np.ndarray) -> KVPool:
-    """A pool of ``total_blocks`` blocks; request i may hold up to capacities[i] blocks."""
-    st = np.zeros(N_ST, np.int64)
-    st[ST_HEAD] = -1
-    st[ST_TAIL] = -1
-    st[ST_TOTAL] = int(total_blocks)
-    st[ST_BS] = int(block_size)
-    cap = np.asarray(capacities, np.int64)
-    rinfo = np.zeros((len(cap), N_R), np.int64)
-    if len(cap) > 1:
-        np.cumsum(cap[:-1], out=rinfo[1:, R_OFF])
-    rinfo[:, R_ORD] = 1
-    return KVPool(
-        st=st,
-        blk=np.empty((int(total_blocks), N_B), np.int64),
-        slot_block=np.full(max(int(n_slots), 1), -1, np.int64),
-        rb=np.empty(max(int(cap.sum()), 1), np.int64),
-        rinfo=rinfo,
-    )
 
 
 @hjit

@@ -74,10 +74,15 @@ def scenarios(draw, semantics: str, kv: str = "any", horizon: bool = False):
     return (arrival, prompt, output, group, prefix), cfg
 
 
-def run(arrays, cfg):
+def run(arrays, cfg, logged: bool = True):
+    """One run; with a step log (the general step only) or without (the fast decode loops on,
+    as in every run that does not ask for a log)."""
     wl = Workload.from_arrays(*arrays)
-    raw = run_scheduler(wl, cost(), SchedulerConfig(**cfg), log_steps=LOG_CAP)
-    assert raw.scalars[S.SC_LOG_N] < LOG_CAP, "step log too small for this example"
+    raw = run_scheduler(wl, cost(), SchedulerConfig(**cfg), log_steps=LOG_CAP if logged else 0)
+    if logged:
+        assert raw.scalars[S.SC_LOG_N] < LOG_CAP, "step log too small for this example"
+    else:
+        assert len(raw.step_log) == 0
     return wl, raw
 
 
@@ -137,6 +142,10 @@ def check_invariants(wl, raw, settings_: dict) -> None:
             assert s[S.SC_N_ITL] == out_tok[done].sum()  # M - 1 decode steps + phantom (Q1)
         assert s[S.SC_OUTPUT_TOK] >= (out_tok[done] - 1).sum()
     assert len(raw.itl_us) == s[S.SC_N_ITL] and (raw.itl_us >= 1).all()
+    assert 0 <= s[S.SC_KV_PEAK] <= raw.kv_blocks_total
+    assert s[S.SC_STEPS] >= 0 and s[S.SC_CLOCK] >= 0
+    if s[S.SC_LOG_N] == 0:  # no step log: the fast decode loops ran
+        return
     # step log: KV never above the total, clock monotone, budget and running cap respected
     log = raw.step_log
     if status != S.STATUS_STALLED:  # (a stalled vllm run stops before logging its last step)
@@ -153,12 +162,13 @@ def check_invariants(wl, raw, settings_: dict) -> None:
         assert s[S.SC_CLOCK] >= log[-1, S.LOG_TIME]
 
 
+@pytest.mark.parametrize("logged", [True, False], ids=["step-log", "fast-loops"])
 @pytest.mark.parametrize("semantics", SEMANTICS)
 @PROPS
 @given(data=st.data())
-def test_invariants(semantics, data):
+def test_invariants(semantics, logged, data):
     arrays, cfg = data.draw(scenarios(semantics))
-    wl, raw = run(arrays, cfg)
+    wl, raw = run(arrays, cfg, logged)
     check_invariants(wl, raw, cfg)
     assert raw.scalars[S.SC_STATUS] == S.STATUS_OK
 
@@ -208,12 +218,13 @@ def test_fast_loops_under_kv_pressure(semantics, blocks, block_size):
     np.testing.assert_array_equal(fast.itl_us, logged.itl_us)
 
 
+@pytest.mark.parametrize("logged", [True, False], ids=["step-log", "fast-loops"])
 @pytest.mark.parametrize("semantics", SEMANTICS)
 @settings(PROPS, max_examples=25)
 @given(data=st.data())
-def test_invariants_with_horizon(semantics, data):
+def test_invariants_with_horizon(semantics, logged, data):
     arrays, cfg = data.draw(scenarios(semantics, horizon=True))
-    wl, raw = run(arrays, cfg)
+    wl, raw = run(arrays, cfg, logged)
     check_invariants(wl, raw, cfg)
     s = raw.scalars
     if s[S.SC_STATUS] == S.STATUS_OK:
@@ -228,12 +239,13 @@ def test_invariants_with_horizon(semantics, data):
         assert pending[wl.arrival_us > horizon_us].all()
 
 
+@pytest.mark.parametrize("logged", [True, False], ids=["step-log", "fast-loops"])
 @pytest.mark.parametrize("semantics", SEMANTICS)
 @settings(PROPS, max_examples=30)
 @given(data=st.data())
-def test_preemption_under_tiny_kv_cache_terminates(semantics, data):
+def test_preemption_under_tiny_kv_cache_terminates(semantics, logged, data):
     arrays, cfg = data.draw(scenarios(semantics, kv="tiny"))
-    wl, raw = run(arrays, cfg)
+    wl, raw = run(arrays, cfg, logged)
     check_invariants(wl, raw, cfg)
     s = raw.scalars
     assert s[S.SC_STATUS] == S.STATUS_OK

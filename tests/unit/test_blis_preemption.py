@@ -8,8 +8,7 @@ import pytest
 
 from infersweep import schema as S
 from infersweep.api import simulate
-from infersweep.scheduler.batch import Job, run_jobs
-from infersweep.scheduler.driver import LIVELOCK_NOTE, SchedulerConfig
+from infersweep.scheduler.driver import LIVELOCK_NOTE, Job, SchedulerConfig, run_jobs
 from infersweep.schema import M_BLIS_SAFE_FALLBACK
 from infersweep.workload.generate import WorkloadSpec, generate
 

@@ -8,6 +8,7 @@ None is computed by ``engine``.
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 
 import pytest
@@ -740,13 +741,30 @@ def test_bad_tp_rejected(tp):
         build_cost_model(load_model(LLAMA), load_hardware("H100", "minimal"), tp)
 
 
-def test_absurd_step_is_an_error_or_at_least_one_microsecond():
-    try:
-        us, comp = cost().step_time([(0, 9_000_000_000_000)], [])
-    except ConfigError:
-        return
-    assert comp["hardware_us"] > 9.3e18  # beyond int64
-    assert us >= 1
+def test_absurd_step_is_an_error():
+    """A step beyond what the tables can index is refused, and so is a step whose time
+    passes 2**62 µs (here 4e9 prefill tokens on the slowest GPU the limits allow); neither
+    wraps around or is clipped."""
+    with pytest.raises(ConfigError, match=r"entries must be integers in \[0, 4294967296\)"):
+        cost().step_time([(0, 9_000_000_000_000)], [])
+    hw = load_hardware("H100", "minimal").with_fields(TFlopsPeak=0.1, BwPeakTBs=0.001)
+    slow = build_cost_model(load_model(LLAMA), hw, 1)
+    us, _ = slow.step_time([(0, 100_000_000)], [])
+    assert 2**50 < us < 2**62  # about 4e16 µs, still a number
+    with pytest.raises(ConfigError, match="overflows"):
+        slow.step_time([(0, 4_000_000_000)], [])
+    with pytest.raises(ConfigError, match="overflows"):
+        slow.step_times([([(0, 4_000_000_000)], [])])
+
+
+def test_huge_step_below_the_limit_is_finite_and_grows():
+    """Below the overflow limit a huge step is an ordinary, positive time that grows with the
+    tokens: a billion prefill tokens take at least a thousand times as long as a million."""
+    small, _ = cost().step_time([(0, 1_000_000)], [])
+    huge, comp = cost().step_time([(0, 1_000_000_000)], [])
+    assert 1 <= small < huge < 2**62
+    assert huge >= 1000 * small * 0.99
+    assert all(math.isfinite(v) and v >= 0 for v in comp.values())
 
 
 def test_step_times_batch_matches_single_steps():

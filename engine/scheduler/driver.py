@@ -1,5 +1,5 @@
 """The one driver of every simulation: validate the scheduler settings, pack each point's
-requests and settings, call the one kernel entry (``driver_nb.simulate_nb``) per point, single
+requests and settings, call the one kernel entry (``simulate_point``) per point, single
 or batched over threads, and label the raw results.  ``run``, ``validate``, ``calibrate``,
 ``sweep`` and the Python API all come through ``run_jobs``."""
 
@@ -136,8 +136,67 @@ class BatchResult:
     step_logs: list[np.ndarray] | None  # each point's step log, when asked for
 
 
-def _semantics_arg(semantics: str):
-    return True if semantics == "blis" else None  # see driver_nb.simulate_nb
+def new_pool(rq: np.ndarray, cfg: np.ndarray, n_slots: int):
+    """The KV pool and per-request tables of one point (``ST_*``, ``B_*``, ``R_*`` layouts):
+    ``(st, blk, slot_block, rb, rinfo, itl_cap)``, where ``itl_cap`` is the ITL room of the
+    first attempt (one sample per output token, and some).  Allocated by numpy: its large
+    allocations get transparent huge pages, which made the kernels 10-20 % faster than on
+    arrays allocated inside numba.
+
+    Block-list capacity: in literal blis mode a request evicted and visited again in the same
+    pass (Q3) keeps a prefill chunk's blocks while queued and appends its whole prompt after
+    them when admitted again, so it may hold about twice as many."""
+    total = int(cfg[schema.CFG_BLOCKS])
+    bs = int(cfg[schema.CFG_BLOCK])
+    output = rq[:, schema.Q_OUTPUT]
+    cap = (rq[:, schema.Q_PROMPT] + np.maximum(output, 1)) // bs + 2
+    if cfg[schema.CFG_LITERAL] > 0:
+        cap = 2 * cap + 2
+    rinfo = np.zeros((len(rq), schema.N_R), np.int64)
+    if len(rq) > 1:
+        np.cumsum(cap[:-1], out=rinfo[1:, schema.R_OFF])
+    st = np.zeros(schema.N_ST, np.int64)
+    blk = np.empty((total, schema.N_B), np.int64)
+    slot_block = np.empty(max(int(n_slots), 1), np.int64)
+    rb = np.empty(max(int(cap.sum()), 1), np.int64)
+    itl_cap = int(output.sum()) + len(rq) + 16
+    return st, blk, slot_block, rb, rinfo, itl_cap
+
+
+def simulate_point(rq, gbase, cfg, n_slots, ctf, cti, out, sc, log, res, blis: bool):
+    """Simulate requests ``rq`` (``Q_*`` columns) with settings ``cfg`` (``CFG_*``) on the cost
+    tables ``ctf``/``cti``; fills ``out`` (``O_*``), ``sc`` (``SC_*``), the step ``log`` (as
+    many rows as it has; zero rows turns logging off and the fast decode loops on) and the
+    summary ``res`` (``M_*``); returns the ITL samples (µs).
+
+    The one way a point is simulated: pool set-up, the attempts of the retry policy
+    (``common_nb.next_itl_room_nb``) and the summary live here only.  Each scheduler kernel
+    stays an entry of its own, called from here (linked into a jitted entry, LLVM re-optimises
+    it there); only the kernel of the point's semantics is compiled or loaded."""
+    from infersweep.metrics.summary_nb import summarize_nb
+    from infersweep.scheduler.common_nb import next_itl_room_nb
+    from infersweep.scheduler.driver_nb import reset_pool_nb
+
+    if blis:
+        from infersweep.scheduler.blis_nb import simulate_blis_nb as kernel
+    else:
+        from infersweep.scheduler.vllm_nb import simulate_vllm_nb as kernel
+    total = int(cfg[schema.CFG_BLOCKS])
+    bs = int(cfg[schema.CFG_BLOCK])
+    st, blk, slot_block, rb, rinfo, itl_cap = new_pool(rq, cfg, n_slots)
+    itl_cap0 = itl_cap
+    run_cfg = cfg.copy()
+    while True:  # the attempts of next_itl_room_nb
+        reset_pool_nb(st, slot_block, rinfo, sc, total, bs)
+        itl = kernel(rq, gbase, run_cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log,
+                     itl_cap)  # fmt: skip
+        itl_cap = next_itl_room_nb(sc, run_cfg, itl_cap, itl_cap0)
+        if itl_cap == 0:
+            break
+    if run_cfg[schema.CFG_LITERAL] != cfg[schema.CFG_LITERAL]:
+        sc[schema.SC_LIVELOCK] = 1  # rerun in safe mode (in block lists sized for literal mode)
+    summarize_nb(out, sc, itl, rq[:, schema.Q_OUTPUT].copy(), blis, total, res)
+    return itl
 
 
 def run_jobs(
@@ -151,12 +210,11 @@ def run_jobs(
     """Simulate every job: the one driver of every simulation, single or batched.
 
     Points run on ``threads`` threads (default: all cores; the kernel releases the GIL), each
-    point one call of ``driver_nb.simulate_nb``.  ``keep_requests`` keeps the per-request
+    point one call of ``simulate_point``.  ``keep_requests`` keeps the per-request
     outputs and ITL samples; ``log_steps`` > 0 keeps a step log of up to that many steps per
     point (and turns the kernels' fast decode loops off).  The memory the batch needs is checked
     first (``limits``; ``check_memory=False`` where the caller checked already)."""
     from infersweep.metrics.summary import mark_empty
-    from infersweep.scheduler.driver_nb import simulate_nb
     from infersweep.schema import N_M
 
     n = len(jobs)
@@ -199,7 +257,7 @@ def run_jobs(
         else:
             out = np.empty((len(rq), schema.N_O), np.int64)
         log = np.zeros((log_rows, schema.N_LOG), np.int64)
-        itl = simulate_nb(
+        itl = simulate_point(
             rq,
             gbase,
             cfg_arr,
@@ -210,7 +268,7 @@ def run_jobs(
             scalars[i],
             log,
             metrics[i],
-            _semantics_arg(semantics),
+            semantics == "blis",
         )
         if keep_requests:
             itls[i] = itl

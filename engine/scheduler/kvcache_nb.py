@@ -14,7 +14,7 @@ Blocks ``fresh .. total-1`` form the never-used head of the free list (no per-bl
 initialisation is needed for them); the explicit doubly-linked list holds released blocks.
 
 The pool is five plain arrays (``st``, ``blk``, ``slot_block``, ``rb``, ``rinfo``; set up in
-``driver_nb.simulate_nb``) passed
+``driver_nb.simulate``) passed
 separately to every function: numba reference-counts each member of a tuple argument on every
 call, which would dominate these O(1) operations.
 """

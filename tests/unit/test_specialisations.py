@@ -62,7 +62,7 @@ def test_one_specialisation_per_kernel(case, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
-    entry = "infersweep.scheduler.driver_nb.simulate_nb"
+    entry = "infersweep.scheduler.driver_nb.reset_pool_nb"
     assert entry in counts, sorted(counts)
     # the scheduler kernels of the semantics that ran, and only those, were compiled
     ran = "blis" if case == "blis" else "vllm"

@@ -148,9 +148,17 @@ class SweepSpec:
 
 def load_spec(path: str | os.PathLike | None = None) -> SweepSpec:
     """Read a TOML sweep spec (or start an empty one)."""
+    return load_spec_tables(path)[0]
+
+
+def load_spec_tables(
+    path: str | os.PathLike | None = None, extra_tables: tuple[str, ...] = ()
+) -> tuple[SweepSpec, dict]:
+    """Read a TOML spec that may also hold the tables ``extra_tables`` (``plan``'s [slo] and
+    [plan]); returns the sweep spec and those tables (unchecked)."""
     spec = SweepSpec()
     if path is None:
-        return spec
+        return spec, {}
     p = Path(path)
     if not p.is_file():
         raise ConfigError("sweep spec not found" if not p.exists() else "is not a file", file=p)
@@ -160,20 +168,24 @@ def load_spec(path: str | os.PathLike | None = None) -> SweepSpec:
         raise ConfigError(f"malformed TOML: {exc}", file=p) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the spec ({exc})", file=p) from None
-    spec = spec_from_dict(data, where=str(p))
+    spec = spec_from_dict(data, where=str(p), extra_tables=extra_tables)
     spec.source = str(p)
-    return spec
+    return spec, {t: data[t] for t in extra_tables if t in data}
 
 
-def spec_from_dict(data: dict, where: str | None = None) -> SweepSpec:
-    """A spec from its dict form: ``{"sweep": {fixed settings}, "grid": {axis: [values]}}``."""
+def spec_from_dict(
+    data: dict, where: str | None = None, extra_tables: tuple[str, ...] = ()
+) -> SweepSpec:
+    """A spec from its dict form: ``{"sweep": {fixed settings}, "grid": {axis: [values]}}``
+    (tables named in ``extra_tables`` are allowed and left to the caller)."""
     spec = SweepSpec()
-    unknown_tables = set(data) - {"sweep", "grid"}
+    unknown_tables = set(data) - {"sweep", "grid", *extra_tables}
     if unknown_tables:
         raise ConfigError(
             "unknown table(s): " + ", ".join(sorted(unknown_tables)),
             file=where,
-            hint="a spec has [sweep] (fixed settings) and [grid] (axes)",
+            hint="a spec has [sweep] (fixed settings) and [grid] (axes)"
+            + "".join(f", [{t}]" for t in extra_tables),
         )
     sweep = data.get("sweep", {})
     grid = data.get("grid", {})

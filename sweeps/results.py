@@ -55,6 +55,34 @@ def _label(v):
     return v.item() if hasattr(v, "item") else v
 
 
+def build_variables_dataset(
+    axes: dict[str, list],
+    variables: dict[str, tuple[np.ndarray, dict]],
+    facts: dict[str, dict[str, np.ndarray]],
+    attrs: dict,
+):
+    """A Dataset with one dimension per axis from columns in point order, each with its own
+    attributes (``plan``'s table: float, bool and string variables; an ``value_type`` attribute
+    of ``integer`` writes a float column as nullable int64 Parquet)."""
+    import xarray as xr
+
+    dims = list(axes)
+    shape = tuple(len(v) for v in axes.values()) if dims else ()
+    coords: dict = {d: (d, axis_array(v)) for d, v in axes.items()}
+    for axis, cols in facts.items():
+        for name, vals in cols.items():
+            coords[name] = (axis, np.asarray(vals))
+    data_vars = {
+        name: (dims, np.asarray(vals).reshape(shape), dict(var_attrs))
+        for name, (vals, var_attrs) in variables.items()
+    }
+    ds = xr.Dataset(data_vars=data_vars, coords=coords, attrs=dict(attrs))
+    for name in facts_names(facts):
+        units, long_name = FACT_ATTRS.get(name, ("1", name))
+        ds[name].attrs.update({"units": units, "long_name": long_name})
+    return ds
+
+
 def facts_names(facts: dict) -> list[str]:
     return [n for cols in facts.values() for n in cols]
 
@@ -82,6 +110,7 @@ def _meta(ds) -> dict:
         "axes": {d: [_label(v) for v in ds[d].values] for d in ds.dims},
         "axis_dtypes": {d: str(ds[d].dtype.kind) for d in ds.dims},
         "variables": {n: dict(ds[n].attrs) for n in ds.data_vars},
+        "dtypes": {n: ds[n].dtype.kind for n in ds.data_vars},
         "facts": {
             n: {"dim": ds[n].dims[0], "attrs": dict(ds[n].attrs), "dtype": str(ds[n].dtype)}
             for n in ds.coords
@@ -110,12 +139,17 @@ def dataset_to_table(ds):
         dim = ds[name].dims[0]
         idx = np.unravel_index(np.arange(n), shape)[dims.index(dim)] if dims else np.zeros(1, int)
         cols[name] = ds[name].values[idx]
-    arrays = {
-        k: pa.array(v.tolist())
-        if v.dtype.kind == "U"
-        else pa.array(v, from_pandas=(k in ds.data_vars and v.dtype.kind == "f"))
-        for k, v in cols.items()
-    }  # metric NaN -> null, as the sweep writes them
+
+    def arrow(k: str, v: np.ndarray):
+        if v.dtype.kind == "U":
+            return pa.array(v.tolist())
+        if k in ds.data_vars and ds[k].attrs.get("value_type") == "integer":
+            return pa.array(
+                [None if not np.isfinite(x) else int(x) for x in v.tolist()], pa.int64()
+            )
+        return pa.array(v, from_pandas=(k in ds.data_vars and v.dtype.kind == "f"))
+
+    arrays = {k: arrow(k, v) for k, v in cols.items()}  # metric NaN -> null, as sweeps write
     tbl = pa.table(arrays)
     return tbl.replace_schema_metadata({META_KEY: json.dumps(_meta(ds)).encode()})
 
@@ -139,7 +173,7 @@ def read_result_table(path: str | Path):
 
     p = Path(path)
     if p.is_dir():
-        p = p / "result.parquet"
+        p = p / "result.parquet" if not (p / "plan.parquet").is_file() else p / "plan.parquet"
     if not p.is_file():
         raise ConfigError("sweep result not found", file=p)
     try:
@@ -191,9 +225,16 @@ def table_to_dataset(tbl, meta: dict):
         coords[name] = (dim, first.astype(info["dtype"]))
     data_vars = {}
     for name, attrs in meta["variables"].items():
-        raw = tbl.column(name).to_numpy(zero_copy_only=False)[order]
-        if name in ("status", "reason"):
+        kind = meta.get("dtypes", {}).get(name, "f")
+        if kind == "f" and tbl.column(name).null_count:
+            raw = tbl.column(name).cast("float64").fill_null(float("nan"))
+            raw = raw.to_numpy(zero_copy_only=False)[order]
+        else:
+            raw = tbl.column(name).to_numpy(zero_copy_only=False)[order]
+        if name in ("status", "reason") or kind == "U":
             arr = np.asarray(raw, dtype=str)
+        elif kind == "b":
+            arr = np.asarray(raw, dtype=bool)
         else:
             arr = np.asarray(raw, dtype=np.float64)
         data_vars[name] = (dims, arr.reshape(shape), dict(attrs))

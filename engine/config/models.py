@@ -62,8 +62,18 @@ HARDWARE_FIELDS = {
     "BwEffConstant": "bw_eff_constant",
     "mfuPrefill": "mfu_prefill",
     "mfuDecode": "mfu_decode",
+    "StepCostScale": "step_cost_scale",
 }
 _FIELD_BY_LOWER = {k.lower(): k for k in HARDWARE_FIELDS}
+#: fields whose default is not 0 (left out of ``to_entry`` at that default)
+_FIELD_DEFAULTS = {"StepCostScale": 1.0}
+#: catalog facts of an entry that do not change a simulation (read by ``plan``): the list price
+#: of one GPU-hour in USD and the cross-validated relative step-time error of a fitted profile
+CATALOG_FIELDS = {
+    "PricePerGPUHour": "price_per_gpu_hour",
+    "CrossValidatedError": "cross_validated_error",
+}
+_CATALOG_BY_LOWER = {k.lower(): k for k in CATALOG_FIELDS}
 
 #: Physical ranges of the non-zero values (they keep every step time inside the int64 µs
 #: clock; the settings registry will carry them).
@@ -76,6 +86,7 @@ HARDWARE_RANGES = {
     "AllReduceLatency": (0.0, 1e9),
     "perLayerOverhead": (0.0, 1e9),
     "MemoryGiB": (0.0, 1e9),
+    "StepCostScale": (1e-3, 1e3),
 }
 
 #: The optional overhead fields that calibration may fit.
@@ -106,6 +117,9 @@ class Hardware:
     bw_eff_constant: float = 0.0
     mfu_prefill: float = 0.0
     mfu_decode: float = 0.0
+    step_cost_scale: float = 1.0  # every step time x this (plan's sensitivity band)
+    price_per_gpu_hour: float = 0.0  # USD, 0 = unknown (catalog fact, not simulated)
+    cross_validated_error: float = 0.0  # relative, 0 = unknown (catalog fact)
     source: str = ""
     ignored_fields: tuple[str, ...] = field(default=())
 
@@ -144,6 +158,12 @@ class Hardware:
             v = getattr(self, HARDWARE_FIELDS[fname])
             if v < 0 or v > 1:
                 raise bad(fname, v, "must be between 0 and 1 (0 = not set)")
+        if not self.step_cost_scale > 0:
+            raise bad("StepCostScale", self.step_cost_scale, "must be > 0")
+        for fname, attr in CATALOG_FIELDS.items():
+            v = getattr(self, attr)
+            if not _is_number(v) or not math.isfinite(v) or v < 0:
+                raise bad(fname, v, "must be a finite number >= 0 (0 = unknown)")
 
     # -- derived -------------------------------------------------------------------------
     @property
@@ -155,8 +175,11 @@ class Hardware:
         out: dict[str, float] = {}
         for fname, attr in HARDWARE_FIELDS.items():
             v = getattr(self, attr)
-            if fname in ("TFlopsPeak", "BwPeakTBs") or v != 0:
+            if fname in ("TFlopsPeak", "BwPeakTBs") or v != _FIELD_DEFAULTS.get(fname, 0):
                 out[fname] = float(v)
+        for fname, attr in CATALOG_FIELDS.items():
+            if getattr(self, attr):
+                out[fname] = float(getattr(self, attr))
         return out
 
     def with_fields(self, **fields: float) -> Hardware:
@@ -171,7 +194,8 @@ class Hardware:
                     "unknown hardware field", field=key, hint="known: " + ", ".join(HARDWARE_FIELDS)
                 )
             kwargs[HARDWARE_FIELDS[canon]] = v
-        return Hardware(name=self.name, source=self.source, **kwargs)
+        facts = {a: getattr(self, a) for a in CATALOG_FIELDS.values()}
+        return Hardware(name=self.name, source=self.source, **kwargs, **facts)
 
 
 def parse_hardware_entry(name: str, entry: object, *, source: str = "") -> Hardware:
@@ -185,6 +209,11 @@ def parse_hardware_entry(name: str, entry: object, *, source: str = "") -> Hardw
     for key, value in entry.items():
         if str(key).startswith("_"):  # a comment
             ignored.append(str(key))
+            continue
+        fact = _CATALOG_BY_LOWER.get(str(key).lower())
+        if fact is not None:  # a catalog fact (price, CV error), not a simulation input
+            if value is not None:
+                kwargs[CATALOG_FIELDS[fact]] = value
             continue
         canon = _FIELD_BY_LOWER.get(str(key).lower())
         if canon is None:
@@ -201,7 +230,7 @@ def parse_hardware_entry(name: str, entry: object, *, source: str = "") -> Hardw
                 value=value,
                 hint=(f"did you mean {close[0]}? " if close else "")
                 + "known: "
-                + ", ".join(HARDWARE_FIELDS)
+                + ", ".join([*HARDWARE_FIELDS, *CATALOG_FIELDS])
                 + "; keys starting with _ are comments",
             )
         if value is None:

@@ -227,6 +227,18 @@ def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
     par[schema.P_V1] = 1.0 if v1 else 0.0
     par[schema.P_MFU_PREFILL] = hw.mfu_prefill
     par[schema.P_MFU_DECODE] = hw.mfu_decode
+    scale = hw.step_cost_scale
+    if scale != 1.0:  # every step time x scale: rates / scale, per-step overheads x scale
+        par[schema.P_PEAK] /= scale
+        par[schema.P_BW] /= scale
+        for slot in (
+            schema.P_OVH_LAYER,
+            schema.P_OVH_STEP,
+            schema.P_OVH_PREFILL,
+            schema.P_OVH_MIXED,
+            schema.P_OVH_ALLREDUCE,
+        ):
+            par[slot] *= scale
     return par
 
 

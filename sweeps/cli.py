@@ -36,8 +36,8 @@ OptVerbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebac
 OptQuiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
 
 
-def _err(msg: str) -> None:
-    typer.echo(msg, err=True)
+def _err(msg: str, nl: bool = True) -> None:
+    typer.echo(msg, err=True, nl=nl)
 
 
 def _warn(msg: str, quiet: bool = False) -> None:
@@ -504,6 +504,145 @@ def show_cmd(
     from infersweep.sweeps.show import render_show
 
     render_show(result, by=by, top=top, descending=descending)
+
+
+# ------------------------------------------------------------------------------------------
+# plan, plot (capacity planning; a compact block: axes as in sweep, plan options, output)
+# ------------------------------------------------------------------------------------------
+
+AxisOpt = Annotated[list[str], typer.Option(help="Axis values (repeatable, comma lists).")]
+
+
+@app.command("plan")
+@handles_errors
+def plan_cmd(
+    spec_file: Annotated[
+        Path | None,
+        typer.Argument(help="Plan spec (TOML: [sweep], [grid] without rate, [slo], [plan])."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (plan.parquet, pareto.png, knees.png)."),
+    ] = None,
+    slo: Annotated[
+        list[str], typer.Option("--slo", help="SLO bound METRIC=MAX (repeatable, comma lists).")
+    ] = [],  # noqa: B006
+    target_rate: Annotated[
+        float | None,
+        typer.Option("--target-rate", help="Requests/s to serve: replicas, GPUs, cost per hour."),
+    ] = None,
+    price: Annotated[
+        list[str],
+        typer.Option("--price", help="USD per GPU-hour, GPU=PRICE (repeatable; default: catalog)."),
+    ] = [],  # noqa: B006
+    cost_uncertainty: Annotated[
+        float | None,
+        typer.Option(
+            "--cost-uncertainty",
+            help="Relative step-cost error δ of the band (default: the profile's "
+            "CrossValidatedError, else 0.05).",
+        ),
+    ] = None,
+    band: Annotated[
+        bool, typer.Option("--band/--no-band", help="Search max_rate_low/high too.")
+    ] = True,
+    hardware: AxisOpt = [],  # noqa: B006
+    model: AxisOpt = [],  # noqa: B006
+    tp: AxisOpt = [],  # noqa: B006
+    workload: AxisOpt = [],  # noqa: B006
+    num_requests: AxisOpt = [],  # noqa: B006
+    seed: AxisOpt = [],  # noqa: B006
+    semantics: AxisOpt = [],  # noqa: B006
+    axis: Annotated[list[str], typer.Option("--axis", help="Any setting as an axis.")] = [],  # noqa: B006
+    set_: Annotated[list[str], typer.Option("--set", help="A fixed setting: KEY=VALUE.")] = [],  # noqa: B006
+    threads: Annotated[int | None, typer.Option("--threads", help="Worker threads.")] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows of the ranked table.")] = 15,
+    emit_serve_args: Annotated[
+        bool,
+        typer.Option("--emit-serve-args", help="Print the vllm serve command of each ranked row."),
+    ] = False,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the two PNGs.")] = True,
+    verbose: OptVerbose = False,
+    quiet: OptQuiet = False,
+) -> None:
+    """Capacity planning: per configuration the highest arrival rate meeting the SLO, its
+    goodput, cost, sensitivity band and vllm serve settings; a ranked table and two figures."""
+    from infersweep.errors import ConfigError
+    from infersweep.sweeps.grid import parse_cli_axes
+    from infersweep.sweeps.plan import (
+        PlanOptions,
+        check_out_dir,
+        load_plan_spec,
+        parse_pairs,
+        plan_options,
+        run_plan,
+        write_plan,
+    )
+    from infersweep.sweeps.render import render_plan
+
+    spec, slo_table, plan_table = load_plan_spec(spec_file)
+    axes = {"hardware": hardware, "model": model, "tp": tp, "workload": workload}
+    axes.update({"num_requests": num_requests, "seed": seed, "semantics": semantics})
+    spec = parse_cli_axes(spec, axes, set_, axis)
+    if not spec.axes and not spec.fixed:
+        raise ConfigError("nothing to plan: give a spec file or axes such as --model ...")
+    cli_slo = parse_pairs(slo, "--slo")
+    opts = plan_options(
+        plan_table,
+        slo={**slo_table, **cli_slo},
+        target_rate=target_rate,
+        prices=parse_pairs(price, "--price"),
+        cost_uncertainty=cost_uncertainty,
+        where=spec.source or None,
+    )
+    opts = PlanOptions(**{**opts.__dict__, "sensitivity": band})
+    if threads is not None and threads < 1:
+        raise ConfigError("must be >= 1", field="--threads", value=threads)
+    if top < 1:
+        raise ConfigError("must be >= 1", field="--top", value=top)
+    out = out if out is not None else Path("results") / f"{spec.name}-plan"
+    check_out_dir(out)
+
+    tty = not quiet and sys.stderr.isatty()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        _err(f"\r{stage}: {done}/{total} searches done ", nl=False)
+
+    run = run_plan(spec, opts, threads=threads, progress=progress if tty else None)
+    if tty:
+        _err("")
+    ds = write_plan(run, out, plots=plots)
+    if not quiet:
+        _err(
+            f"{len(run.configs)} configurations: {run.points} points simulated in "
+            f"{run.kernel_calls} batched kernel calls, {run.seconds:.1f} s -> {out}"
+        )
+    render_plan(ds, top=top)
+    if emit_serve_args:
+        import numpy as np
+
+        flat_rank = ds["rank"].values.reshape(-1)
+        cmds = ds["serve_command"].values.reshape(-1)
+        for i in sorted(np.flatnonzero(np.isfinite(flat_rank)), key=lambda k: flat_rank[k]):
+            typer.echo(cmds[i])
+
+
+@app.command("plot")
+@handles_errors
+def plot_cmd(
+    result: Annotated[Path, typer.Argument(help="A sweep or plan result (.parquet or folder).")],
+    x: Annotated[str, typer.Option("--x", help="Column on the x axis.")],
+    y: Annotated[str, typer.Option("--y", help="Column on the y axis.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")],
+    hue: Annotated[str | None, typer.Option("--hue", help="Column for colours.")] = None,
+    col: Annotated[str | None, typer.Option("--col", help="Column for panel columns.")] = None,
+    row: Annotated[str | None, typer.Option("--row", help="Column for panel rows.")] = None,
+    verbose: OptVerbose = False,
+) -> None:
+    """Draw any sweep or plan result: y against x, coloured and faceted by columns."""
+    from infersweep.sweeps.plot import plot_result
+
+    plot_result(result, x=x, y=y, hue=hue, col=col, row=row, out=out)
 
 
 # ------------------------------------------------------------------------------------------

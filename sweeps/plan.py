@@ -69,6 +69,8 @@ FRAGILE = 0.15
 DEFAULT_UNCERTAINTY = 0.05
 #: a search gives up (status "unconverged") after this many probes
 MAX_PROBES = 40
+#: configurations (highest max_rate first) drawn in colour in knees.png
+KNEE_CONFIGS = 10
 
 #: Hugging Face ids of the embedded models (for ``vllm serve``)
 HF_IDS = {
@@ -680,8 +682,11 @@ def run_plan(
     *,
     threads: int | None = None,
     progress=None,
+    curve_points: bool = True,
 ) -> PlanRun:
-    """Search every configuration of the grid (nominal, then the ±δ band)."""
+    """Search every configuration of the grid (nominal, then the ±δ band); with
+    ``curve_points``, four more points (0.25 ... 0.9 × max_rate) of the configurations drawn
+    in colour in the knee figure."""
     from infersweep.sweeps.runner import check_spec, label_facts
 
     t0 = time.perf_counter()
@@ -729,6 +734,20 @@ def run_plan(
                 dest[c.index] = srch
                 band.append(srch)
         planner.search_all(configs, band, stage("band"))
+    if curve_points:  # a few points below the knee of the best configurations, for the figure
+        curve = sorted(
+            (s for s in nominal if s is not None and s.state == "done"), key=lambda s: -s.lo.rate
+        )[:KNEE_CONFIGS]
+        extra = []
+        for s in curve:
+            srch = Search(s.cfg, 1.0, s.estimate, s.arrival)
+            srch.first = [snap_rate(s.lo.rate * f, s.arrival) for f in (0.25, 0.5, 0.75, 0.9)]
+            srch.state = "search"
+            extra.append((s, srch))
+        planner.run_round(configs, [e for _, e in extra])
+        for s, e in extra:
+            for r, p in e.points.items():
+                s.points.setdefault(r, p)
     catalog = {}
     for c in configs:
         if 1.0 in c.jobs:
@@ -1193,3 +1212,113 @@ def config_label(spec: SweepSpec, s: dict) -> str:
 
 def grid_names(spec: SweepSpec) -> list[str]:
     return [canonical(k) for k in spec.axes]
+
+
+# --------------------------------------------------------------------------------------------
+# entry points: files and the Python API
+# --------------------------------------------------------------------------------------------
+
+PLAN_FILE = "plan.parquet"
+
+
+def load_plan_spec(path) -> tuple[SweepSpec, dict, dict]:
+    """A plan spec file: (sweep spec, [slo] table, [plan] table)."""
+    from infersweep.sweeps.grid import load_spec_tables
+
+    spec, tables = load_spec_tables(path, extra_tables=("slo", "plan"))
+    for t in ("slo", "plan"):
+        if t in tables and not isinstance(tables[t], Mapping):
+            raise ConfigError(f"[{t}] must be a table", file=spec.source or None, field=t)
+    return spec, dict(tables.get("slo", {})), dict(tables.get("plan", {}))
+
+
+def check_out_dir(out) -> None:
+    from pathlib import Path
+
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(
+            "cannot write to the output folder: it is a file", file=p, hint="--out takes a folder"
+        )
+
+
+def write_plan(run: PlanRun, out, *, plots: bool = True):
+    """Write ``OUT/plan.parquet`` (and ``pareto.png``, ``knees.png``); returns the Dataset."""
+    from pathlib import Path
+
+    from infersweep.sweeps.results import write_parquet
+
+    out = Path(out)
+    check_out_dir(out)
+    ds = plan_dataset(run)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write to the output folder ({exc.strerror})", file=out) from None
+    write_parquet(ds, out / PLAN_FILE)
+    if plots:
+        from infersweep.sweeps.plot import plot_knees, plot_pareto
+
+        plot_pareto(ds, out / "pareto.png")
+        plot_knees(knee_curves(run), run.options.slo, out / "knees.png")
+    return ds
+
+
+def plan(
+    spec,
+    *,
+    slo: Mapping[str, float] | None = None,
+    target_rate: float | None = None,
+    prices: Mapping[str, float] | None = None,
+    cost_uncertainty: float | None = None,
+    sensitivity: bool = True,
+    out=None,
+    threads: int | None = None,
+):
+    """Plan capacity for every configuration of a grid; returns the plan ``xarray.Dataset``
+    (and writes ``out/plan.parquet`` and the two figures when ``out`` is given).
+
+    ``spec``: a plan spec file (TOML with [sweep], [grid], [slo], [plan]), a ``SweepSpec``, or
+    a dict ``{"sweep": {...}, "grid": {...}}``.  Explicit ``slo``, ``target_rate``, ``prices``
+    (GPU -> USD per GPU-hour) and ``cost_uncertainty`` win over the file's tables."""
+    import os
+
+    slo_table: dict = {}
+    plan_table: dict = {}
+    if isinstance(spec, SweepSpec):
+        sweep_spec = spec
+    elif isinstance(spec, Mapping):
+        sweep_spec = SweepSpec(name=str(spec.get("sweep", {}).get("name", "plan")))
+        for k, v in spec.get("sweep", {}).items():
+            if k != "name":
+                sweep_spec.set_fixed(k, v)
+        for k, v in spec.get("grid", {}).items():
+            sweep_spec.add_axis(k, v)
+        slo_table = dict(spec.get("slo", {}))
+        plan_table = dict(spec.get("plan", {}))
+    elif isinstance(spec, (str, os.PathLike)):
+        sweep_spec, slo_table, plan_table = load_plan_spec(spec)
+    else:
+        raise ConfigError("spec must be a file, a SweepSpec or a dict", value=type(spec).__name__)
+    where = sweep_spec.source or None
+    options = plan_options(
+        plan_table,
+        slo=slo if slo is not None else slo_table,
+        target_rate=target_rate,
+        prices=prices,
+        cost_uncertainty=cost_uncertainty,
+        where=where,
+    )
+    options = PlanOptions(
+        slo=options.slo,
+        target_rate=options.target_rate,
+        prices=options.prices,
+        cost_uncertainty=options.cost_uncertainty,
+        sensitivity=sensitivity,
+    )
+    if out is not None:
+        check_out_dir(out)
+    run = run_plan(sweep_spec, options, threads=threads)
+    if out is not None:
+        return write_plan(run, out)
+    return plan_dataset(run)

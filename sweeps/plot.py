@@ -169,3 +169,259 @@ def plot_validation(report, path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# results (sweep or plan) and the plan's figures
+# --------------------------------------------------------------------------------------------
+
+
+def _save(fig, path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _label(name: str, units: str | None) -> str:
+    return f"{name} ({units})" if units and units != "1" else name
+
+
+def _values(tbl, name: str) -> np.ndarray:
+    import pyarrow as pa
+
+    col = tbl.column(name)
+
+    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+        return col.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
+    return np.asarray(col.to_pylist(), dtype=object)
+
+
+def plot_result(
+    result,
+    *,
+    x: str,
+    y: str,
+    hue: str | None = None,
+    col: str | None = None,
+    row: str | None = None,
+    out,
+) -> None:
+    """Draw column ``y`` against column ``x`` of a sweep or plan result: one line per
+    combination of the other axes, coloured by ``hue``, in a grid of panels by ``row`` and
+    ``col``; units from the result's metadata; an unknown column is one clear error."""
+    from infersweep.sweeps.results import read_result_table
+
+    tbl, meta, p = read_result_table(result)
+    names = [c for c in tbl.column_names if c != "reason"]
+    for flag, name in (("--x", x), ("--y", y), ("--hue", hue), ("--col", col), ("--row", row)):
+        if name is not None and name not in names:
+            raise ConfigError(
+                f"unknown column in {p.name}",
+                field=flag,
+                value=name,
+                hint="columns: " + ", ".join(names),
+            )
+    Figure, FigureCanvasAgg, Line2D = _matplotlib()
+    units = {k: v.get("units") for k, v in meta.get("variables", {}).items()}
+    units.update({k: v.get("attrs", {}).get("units") for k, v in meta.get("facts", {}).items()})
+    if "rate" in meta.get("dims", []):
+        units.setdefault("rate", "1/s")
+    xs, ys = _values(tbl, x), _values(tbl, y)
+    if ys.dtype == object:
+        raise ConfigError("--y must be a numeric column", field="--y", value=y)
+    dims = [d for d in meta.get("dims", []) if d not in (x, hue, col, row)]
+    keys = {k: _values(tbl, k) for k in dims}
+    rows = list(dict.fromkeys(_values(tbl, row).tolist())) if row else [None]
+    cols = list(dict.fromkeys(_values(tbl, col).tolist())) if col else [None]
+    hues = list(dict.fromkeys(_values(tbl, hue).tolist())) if hue else [None]
+    colour = {h: _PHASE_COLOURS[i % len(_PHASE_COLOURS)] for i, h in enumerate(hues)}
+    fig = Figure(
+        figsize=(4.2 * len(cols) + 1.5, 3.4 * len(rows) + 0.8), dpi=110, layout="constrained"
+    )
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex=True, sharey=True)
+    rv = _values(tbl, row) if row else None
+    cv = _values(tbl, col) if col else None
+    hv = _values(tbl, hue) if hue else None
+    numeric_x = xs.dtype != object
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i][j]
+            sel = np.ones(len(xs), bool)
+            if row:
+                sel &= rv == r
+            if col:
+                sel &= cv == c
+            groups: dict = {}
+            for k in np.flatnonzero(sel):
+                key = (hv[k] if hue else None, *(keys[d][k] for d in dims))
+                groups.setdefault(key, []).append(k)
+            for key, idx in groups.items():
+                idx = np.array(idx)
+                if numeric_x:
+                    idx = idx[np.argsort(xs[idx], kind="stable")]
+                ax.plot(
+                    xs[idx] if numeric_x else [str(v) for v in xs[idx]],
+                    ys[idx],
+                    marker="o",
+                    ms=3.5,
+                    lw=1.2,
+                    color=colour[key[0]],
+                    alpha=0.85,
+                )
+            title = " ".join(f"{n} = {v}" for n, v in ((row, r), (col, c)) if n is not None)
+            ax.set_title(title, fontsize=10)
+            finite = ys[sel][np.isfinite(ys[sel].astype(float))] if sel.any() else ys[:0]
+            if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 100:
+                ax.set_yscale("log")
+            ax.grid(True, alpha=0.3)
+            if i == len(rows) - 1:
+                ax.set_xlabel(_label(x, units.get(x)))
+            if j == 0:
+                ax.set_ylabel(_label(y, units.get(y)))
+    if hue:
+        fig.legend(
+            handles=[Line2D([], [], marker="o", color=colour[h], label=str(h), ms=5) for h in hues],
+            title=hue,
+            loc="outside right upper",
+            fontsize=9,
+            frameon=False,
+        )
+    name = meta.get("attrs", {}).get("title", p.name)
+    fig.suptitle(f"{name}: {y} against {x}", fontsize=11)
+    _save(fig, out)
+
+
+def _frontier_line(ax, x, y, on, colour) -> None:
+    idx = np.flatnonzero(on)
+    if len(idx):
+        idx = idx[np.argsort(x[idx])]
+        ax.plot(x[idx], y[idx], color=colour, lw=1.5, ls="--", zorder=1)
+
+
+def plot_pareto(ds, path) -> None:
+    """Two panels of a plan: goodput per GPU against speed per user, and cost per million
+    output tokens against p99 E2E latency; frontier configurations highlighted and named."""
+    Figure, FigureCanvasAgg, _ = _matplotlib()
+    dims = list(ds.dims)
+    flat = {
+        k: ds[k].values.reshape(-1)
+        for k in (
+            "goodput_tok_s_per_gpu",
+            "tok_s_per_user",
+            "cost_per_mtok",
+            "e2e_p99_ms",
+            "pareto",
+            "pareto_cost",
+            "status",
+            "fragile",
+        )
+    }
+    import itertools
+
+    labels = [
+        " ".join(str(v) for v in combo)
+        for combo in itertools.product(*[ds[d].values.tolist() for d in dims])
+    ] or ["config"]
+    ok = flat["status"] == "ok"
+    fig = Figure(figsize=(14, 6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    panels = (
+        (ax1, "tok_s_per_user", "goodput_tok_s_per_gpu", "pareto", False),
+        (ax2, "e2e_p99_ms", "cost_per_mtok", "pareto_cost", True),
+    )
+    for ax, xk, yk, pk, cost in panels:
+        xv, yv, on = flat[xk], flat[yk], flat[pk] & ok
+        sel = ok & np.isfinite(xv) & np.isfinite(yv)
+        ax.scatter(xv[sel & ~on], yv[sel & ~on], s=18, color="0.6", label="meets the SLO")
+        ax.scatter(xv[on], yv[on], s=40, color="#d62728", zorder=3, label="Pareto frontier")
+        frag = sel & flat["fragile"]
+        if frag.any():
+            ax.scatter(
+                xv[frag], yv[frag], s=90, facecolors="none", edgecolors="#1f77b4", label="fragile"
+            )
+        _frontier_line(ax, xv, yv, on, "#d62728")
+        for k in np.flatnonzero(on):
+            ax.annotate(
+                labels[k], (xv[k], yv[k]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            )
+        if sel.any() and yv[sel].max() / max(yv[sel].min(), 1e-12) > 30:
+            ax.set_yscale("log")
+        if sel.any() and xv[sel].max() / max(xv[sel].min(), 1e-12) > 30:
+            ax.set_xscale("log")
+        ax.set_xlabel(_label(xk, ds[xk].attrs.get("units")) + (" at max_rate" if cost else ""))
+        ax.set_ylabel(_label(yk, ds[yk].attrs.get("units")))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        if not sel.any():
+            ax.text(0.5, 0.5, "no configuration meets the SLO", ha="center", transform=ax.transAxes)
+    ax1.set_title("throughput per GPU against interactivity (up and right is better)")
+    ax2.set_title("cost against latency (down and left is better)")
+    import json
+
+    slo = json.loads(ds.attrs.get("slo", "{}"))
+    fig.suptitle(
+        f"{ds.attrs.get('title', 'plan')}: {int(ok.sum())} of {len(ok)} configurations meet "
+        "the SLO " + ", ".join(f"{k} <= {v:g}" for k, v in slo.items()),
+        fontsize=11,
+    )
+    _save(fig, path)
+
+
+def plot_knees(curves: list[dict], slo: dict, path, top: int = 10) -> None:
+    """Each SLO metric against the arrival rate, one line per configuration (the simulated
+    points of its search), the bound dashed and each knee (max_rate) starred; the first
+    ``top`` configurations in colour, the rest grey."""
+    Figure, FigureCanvasAgg, _ = _matplotlib()
+    metrics = list(slo)
+    fig = Figure(figsize=(6.5 * len(metrics) + 3.5, 6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    shown = [c for c in curves if c["max_rate"] is not None]
+    order = sorted(shown, key=lambda c: -c["max_rate"])
+    coloured = {id(c): _PHASE_COLOURS[i % len(_PHASE_COLOURS)] for i, c in enumerate(order[:top])}
+    for ax, m in zip(axes, metrics):
+        for c in shown:
+            colr = coloured.get(id(c), "0.75")
+            v = c["metrics"][m]
+            ok = np.isfinite(v) & (v > 0)
+            ax.plot(
+                c["rates"][ok],
+                v[ok],
+                marker="o",
+                ms=3,
+                lw=1.0,
+                color=colr,
+                label=c["label"] if id(c) in coloured else None,
+                zorder=2 if id(c) in coloured else 1,
+            )
+            ax.plot(
+                [c["max_rate"]],
+                [c["at_max"][m]],
+                marker="*",
+                ms=13,
+                color=colr,
+                markeredgecolor="black",
+                zorder=4,
+            )
+        ax.axhline(slo[m], color="#d62728", ls="--", lw=1.3, label=f"SLO bound {slo[m]:g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arrival rate (requests/s)")
+        ax.set_ylabel(f"{m} (ms)" if m.endswith("_ms") else m)
+        ax.set_title(f"{m}: knee (star) = max_rate", fontsize=10)
+        ax.grid(True, which="both", alpha=0.25)
+        if not shown:
+            ax.text(
+                0.5, 0.5, "no configuration has a max_rate", ha="center", transform=ax.transAxes
+            )
+    if shown:
+        handles, labels = axes[-1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False, ncol=1)
+    fig.suptitle(
+        "SLO metrics against arrival rate (simulated points of each search); "
+        f"{len(shown)} configurations, {min(top, len(shown))} in colour",
+        fontsize=11,
+    )
+    _save(fig, path)

@@ -126,3 +126,75 @@ def render_calibration(result, rows, *, fit_phase, out, console: Console | None 
         f"{result.candidates_per_s:,.0f}/s)"
     )
     console.print(f"wrote {out}")
+
+
+def render_plan(ds, *, top: int = 15, console: Console | None = None) -> None:
+    """The ranked plan: the best configurations meeting the SLO first, then what failed."""
+    import itertools
+    import json
+    import math
+
+    import numpy as np
+
+    console = console or Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 180))
+    dims = list(ds.dims)
+    combos = list(itertools.product(*[ds[d].values.tolist() for d in dims])) or [()]
+    flat = {k: ds[k].values.reshape(-1) for k in ds.data_vars}
+    slo = json.loads(ds.attrs.get("slo", "{}"))
+    has_target = bool(ds.attrs.get("target_rate"))
+    ok = flat["status"] == "ok"
+    order = sorted(np.flatnonzero(ok), key=lambda i: flat["rank"][i])
+    t = Table(
+        title=f"{ds.attrs.get('title', 'plan')}: {int(ok.sum())} of {len(ok)} configurations "
+        "meet the SLO " + ", ".join(f"{k} <= {v:g}" for k, v in slo.items()),
+        show_lines=False,
+    )
+    cols = ["#", *dims, "max_rate", "band (±δ)", "tok/s/GPU", *slo, "above"]
+    cols += ["replicas", "GPUs", "USD/h"] if has_target else ["USD/h/replica"]
+    cols += ["USD/Mtok", "pareto"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in dims or c in ("above", "pareto") else "right")
+
+    def num(v, fmt=",.2f"):
+        return "-" if v is None or not math.isfinite(v) else format(v, fmt)
+
+    for i in order[:top]:
+        band = f"{num(flat['max_rate_low'][i])}–{num(flat['max_rate_high'][i])}"
+        if flat["fragile"][i]:
+            band += " !"
+        cells = [str(int(flat["rank"][i])), *[str(v) for v in combos[i]]]
+        cells += [num(flat["max_rate"][i], ",.3f"), band, num(flat["goodput_tok_s_per_gpu"][i])]
+        cells += [num(flat[m][i], ",.1f") for m in slo]
+        cells.append(str(flat["saturation"][i]))
+        if has_target:
+            cells += [
+                num(flat["replicas"][i], ",.0f"),
+                num(flat["gpus"][i], ",.0f"),
+                num(flat["cost_per_hour"][i]),
+            ]
+        else:
+            cells.append(num(flat["replica_cost_per_hour"][i]))
+        cells += [num(flat["cost_per_mtok"][i], ",.3f")]
+        cells.append(
+            "yes"
+            if flat["pareto"][i] and flat["pareto_cost"][i]
+            else "tput"
+            if flat["pareto"][i]
+            else "cost"
+            if flat["pareto_cost"][i]
+            else ""
+        )
+        t.add_row(*cells)
+    console.print(t)
+    if len(order) > top:
+        console.print(f"... and {len(order) - top} more meeting the SLO (see plan.parquet)")
+    if any(flat["fragile"][order]) if order else False:
+        console.print("! fragile: the ±δ band is wider than ±15 % of max_rate")
+    bad = np.flatnonzero(~ok)
+    for i in bad[:10]:
+        label = " ".join(str(v) for v in combos[i])
+        console.print(f"{flat['status'][i]}: {label}: {flat['reason'][i]}")
+    if len(bad) > 10:
+        console.print(f"... and {len(bad) - 10} more without a max_rate")

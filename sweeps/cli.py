@@ -524,6 +524,9 @@ def plan_cmd(
         Path | None,
         typer.Option("--out", "-o", help="Output folder (plan.parquet, pareto.png, knees.png)."),
     ] = None,
+    example: Annotated[
+        bool, typer.Option("--example", help="Plan the embedded example (plan-example.toml).")
+    ] = False,
     slo: Annotated[
         list[str], typer.Option("--slo", help="SLO bound METRIC=MAX (repeatable, comma lists).")
     ] = [],  # noqa: B006
@@ -580,6 +583,12 @@ def plan_cmd(
     )
     from infersweep.sweeps.render import render_plan
 
+    if example:
+        from infersweep.config.catalog import data_dir
+
+        if spec_file is not None:
+            raise ConfigError("give a spec file or --example, not both", field="--example")
+        spec_file = data_dir() / "sweeps" / "plan-example.toml"
     spec, slo_table, plan_table = load_plan_spec(spec_file)
     axes = {"hardware": hardware, "model": model, "tp": tp, "workload": workload}
     axes.update({"num_requests": num_requests, "seed": seed, "semantics": semantics})

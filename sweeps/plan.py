@@ -364,6 +364,7 @@ class Search:
         self.verify = verify
         self.n_up = 0
         self.n_down = 0
+        self.n_probes = 0
         self.last_side = ""
         self.same_side = 0
 
@@ -373,9 +374,14 @@ class Search:
         return self.state in ("search", "verify")
 
     def probes(self) -> list[float]:
-        if len(self.points) >= MAX_PROBES:
+        out = self._probes()
+        self.n_probes += len(out)
+        if self.n_probes > MAX_PROBES and self.active:
             self.state = "unconverged"
             return []
+        return out
+
+    def _probes(self) -> list[float]:
         if self.first:
             out, self.first = self.first, []
             return sorted(set(out))
@@ -396,14 +402,22 @@ class Search:
             self.n_down += 1
             if math.isfinite(hi.ratio) and hi.ratio > 8:  # far above the bound: a longer step
                 step = max(step, min(math.sqrt(hi.ratio), 16.0))
-            return [snap_rate(max(hi.rate / step, self.floor), self.arrival)]
+            x = snap_rate(max(hi.rate / step, self.floor), self.arrival)
+            if x >= hi.rate or x in self.points:  # at the floor
+                self.state = "infeasible"
+                return []
+            return [x]
         if hi is None:
             if lo.rate >= RATE_CAP:
                 self.state = "unbounded"
                 return []
             step = self.up_steps[min(self.n_up, len(self.up_steps) - 1)]
             self.n_up += 1
-            return [snap_rate(min(lo.rate * step, RATE_CAP), self.arrival)]
+            x = snap_rate(min(lo.rate * step, RATE_CAP), self.arrival)
+            if x <= lo.rate or x in self.points:  # at the cap
+                self.state = "unbounded"
+                return []
+            return [x]
         return self._refine(lo, hi)
 
     def _inside(self, x: float, lo: Point, hi: Point) -> float | None:

@@ -632,7 +632,8 @@ def plan_cmd(
 
         flat_rank = ds["rank"].values.reshape(-1)
         cmds = ds["serve_command"].values.reshape(-1)
-        for i in sorted(np.flatnonzero(np.isfinite(flat_rank)), key=lambda k: flat_rank[k]):
+        ranked = sorted(np.flatnonzero(np.isfinite(flat_rank)), key=lambda k: flat_rank[k])
+        for i in ranked[:top]:
             typer.echo(cmds[i])
 
 

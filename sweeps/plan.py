@@ -838,11 +838,12 @@ PLAN_COLUMNS: dict[str, tuple[str, str, str]] = {
     "saturation": (
         "1",
         "what happens above max_rate",
-        "From the point at 1.03 x max_rate: overloaded (status not ok, requests left "
-        "unfinished, or the engine finished more than 20 % of the arrival span after the last "
-        "arrival beyond the median E2E: the queue grows through the run); backlogged "
-        "(p99 scheduling delay above 5 mean engine steps: requests queue but the queue drains); "
-        "stable (neither: the SLO fails on latency, not on queueing).",
+        "From the point at 1.03 x max_rate, with step = busy time / engine steps: overloaded "
+        "(status not ok, requests left unfinished, the run ending later than the last arrival "
+        "+ median E2E + 20 % of the arrival span, or a median scheduling delay above 5 steps: "
+        "the typical request queues, arrivals outpace the engine); backlogged (p99 scheduling "
+        "delay above 5 steps: the tail queues); stable (neither: the SLO fails on per-token "
+        "latency, not on queueing).",
     ),
 }
 COST_COLUMNS: dict[str, tuple[str, str, str]] = {
@@ -959,6 +960,8 @@ def saturation_verdict(p: Point | None) -> str:
         return "overloaded"
     steps = row[snb.M_STEPS]
     step_ms = row[snb.M_UTIL] * dur * 1000.0 / steps if steps > 0 else 0.0
+    if row[_M["scheduling_delay_p50_ms"]] > 5 * step_ms:
+        return "overloaded"
     if row[_M["scheduling_delay_p99_ms"]] > 5 * step_ms:
         return "backlogged"
     return "stable"
@@ -992,9 +995,10 @@ def serve_command(s: dict, replicas: float | None) -> str:
     if s["max_num_scheduled_tokens"] < 8192 or s["long_prefill_token_threshold"]:
         parts.append("--enable-chunked-prefill")
     cmd = " ".join(parts)
+    gpus = f"{s['tp']} x {s['hardware']}"
     if replicas is not None and math.isfinite(replicas):
-        cmd += f"  # x {int(replicas)} replica{'s' if replicas != 1 else ''}"
-    return cmd
+        return cmd + f"  # {int(replicas)} replica{'s' if replicas != 1 else ''} of {gpus}"
+    return cmd + f"  # one replica on {gpus}"
 
 
 def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:

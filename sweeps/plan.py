@@ -1306,12 +1306,9 @@ def plan(
     if isinstance(spec, SweepSpec):
         sweep_spec = spec
     elif isinstance(spec, Mapping):
-        sweep_spec = SweepSpec(name=str(spec.get("sweep", {}).get("name", "plan")))
-        for k, v in spec.get("sweep", {}).items():
-            if k != "name":
-                sweep_spec.set_fixed(k, v)
-        for k, v in spec.get("grid", {}).items():
-            sweep_spec.add_axis(k, v)
+        from infersweep.sweeps.grid import spec_from_dict
+
+        sweep_spec = spec_from_dict(dict(spec), extra_tables=("slo", "plan"))
         slo_table = dict(spec.get("slo", {}))
         plan_table = dict(spec.get("plan", {}))
     elif isinstance(spec, (str, os.PathLike)):

@@ -191,6 +191,8 @@ def _values(tbl, name: str) -> np.ndarray:
 
     col = tbl.column(name)
 
+    if pa.types.is_integer(col.type) and col.null_count == 0:
+        return col.to_numpy(zero_copy_only=False).astype(np.int64)
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         return col.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
     return np.asarray(col.to_pylist(), dtype=object)
@@ -229,6 +231,7 @@ def plot_result(
     xs, ys = _values(tbl, x), _values(tbl, y)
     if ys.dtype == object:
         raise ConfigError("--y must be a numeric column", field="--y", value=y)
+    ys = ys.astype(float)
     dims = [d for d in meta.get("dims", []) if d not in (x, hue, col, row)]
     keys = {k: _values(tbl, k) for k in dims}
     rows = list(dict.fromkeys(_values(tbl, row).tolist())) if row else [None]
@@ -346,9 +349,9 @@ def plot_pareto(ds, path) -> None:
             ax.annotate(
                 labels[k], (xv[k], yv[k]), fontsize=7, xytext=(4, 3), textcoords="offset points"
             )
-        if sel.any() and yv[sel].max() / max(yv[sel].min(), 1e-12) > 30:
+        if sel.any() and yv[sel].max() / max(yv[sel].min(), 1e-12) > 10:
             ax.set_yscale("log")
-        if sel.any() and xv[sel].max() / max(xv[sel].min(), 1e-12) > 30:
+        if sel.any() and xv[sel].max() / max(xv[sel].min(), 1e-12) > 10:
             ax.set_xscale("log")
         ax.set_xlabel(_label(xk, ds[xk].attrs.get("units")) + (" at max_rate" if cost else ""))
         ax.set_ylabel(_label(yk, ds[yk].attrs.get("units")))

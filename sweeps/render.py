@@ -190,7 +190,7 @@ def render_plan(ds, *, top: int = 15, console: Console | None = None) -> None:
     console.print(t)
     if len(order) > top:
         console.print(f"... and {len(order) - top} more meeting the SLO (see plan.parquet)")
-    if any(flat["fragile"][order]) if order else False:
+    if any(flat["fragile"][i] for i in order[:top]):
         console.print("! fragile: the ±δ band is wider than ±15 % of max_rate")
     bad = np.flatnonzero(~ok)
     for i in bad[:10]:

@@ -186,18 +186,6 @@ def _label(name: str, units: str | None) -> str:
     return f"{name} ({units})" if units and units != "1" else name
 
 
-def _values(tbl, name: str) -> np.ndarray:
-    import pyarrow as pa
-
-    col = tbl.column(name)
-
-    if pa.types.is_integer(col.type) and col.null_count == 0:
-        return col.to_numpy(zero_copy_only=False).astype(np.int64)
-    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
-        return col.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
-    return np.asarray(col.to_pylist(), dtype=object)
-
-
 def plot_result(
     result,
     *,
@@ -211,10 +199,10 @@ def plot_result(
     """Draw column ``y`` against column ``x`` of a sweep or plan result: one line per
     combination of the other axes, coloured by ``hue``, in a grid of panels by ``row`` and
     ``col``; units from the result's metadata; an unknown column is one clear error."""
-    from infersweep.sweeps.results import read_result_table
+    from infersweep.sweeps.results import read_result_columns
 
-    tbl, meta, p = read_result_table(result)
-    names = [c for c in tbl.column_names if c != "reason"]
+    data, meta, p = read_result_columns(result)
+    names = [c for c in data if c != "reason"]
     for flag, name in (("--x", x), ("--y", y), ("--hue", hue), ("--col", col), ("--row", row)):
         if name is not None and name not in names:
             raise ConfigError(
@@ -228,24 +216,24 @@ def plot_result(
     units.update({k: v.get("attrs", {}).get("units") for k, v in meta.get("facts", {}).items()})
     if "rate" in meta.get("dims", []):
         units.setdefault("rate", "1/s")
-    xs, ys = _values(tbl, x), _values(tbl, y)
+    xs, ys = data[x], data[y]
     if ys.dtype == object:
         raise ConfigError("--y must be a numeric column", field="--y", value=y)
     ys = ys.astype(float)
     dims = [d for d in meta.get("dims", []) if d not in (x, hue, col, row)]
-    keys = {k: _values(tbl, k) for k in dims}
-    rows = list(dict.fromkeys(_values(tbl, row).tolist())) if row else [None]
-    cols = list(dict.fromkeys(_values(tbl, col).tolist())) if col else [None]
-    hues = list(dict.fromkeys(_values(tbl, hue).tolist())) if hue else [None]
+    keys = {k: data[k] for k in dims}
+    rows = list(dict.fromkeys(data[row].tolist())) if row else [None]
+    cols = list(dict.fromkeys(data[col].tolist())) if col else [None]
+    hues = list(dict.fromkeys(data[hue].tolist())) if hue else [None]
     colour = {h: _PHASE_COLOURS[i % len(_PHASE_COLOURS)] for i, h in enumerate(hues)}
     fig = Figure(
         figsize=(4.2 * len(cols) + 1.5, 3.4 * len(rows) + 0.8), dpi=110, layout="constrained"
     )
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex=True, sharey=True)
-    rv = _values(tbl, row) if row else None
-    cv = _values(tbl, col) if col else None
-    hv = _values(tbl, hue) if hue else None
+    rv = data[row] if row else None
+    cv = data[col] if col else None
+    hv = data[hue] if hue else None
     numeric_x = xs.dtype != object
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):

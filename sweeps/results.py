@@ -186,6 +186,29 @@ def read_result_table(path: str | Path):
     return tbl, json.loads(meta_raw), p
 
 
+def read_result_columns(path: str | Path):
+    """A sweep or plan result as numpy columns, its metadata and file path: integers without
+    nulls as int64, other numbers as float64 (NaN for null), bools as bool, strings as
+    object arrays."""
+    import pyarrow as pa
+
+    tbl, meta, p = read_result_table(path)
+    cols: dict[str, np.ndarray] = {}
+    for name in tbl.column_names:
+        col = tbl.column(name)
+        if pa.types.is_integer(col.type) and col.null_count == 0:
+            cols[name] = col.to_numpy(zero_copy_only=False).astype(np.int64)
+        elif pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+            cols[name] = (
+                col.cast(pa.float64()).fill_null(float("nan")).to_numpy(zero_copy_only=False)
+            )
+        elif pa.types.is_boolean(col.type) and col.null_count == 0:
+            cols[name] = col.to_numpy(zero_copy_only=False).astype(bool)
+        else:
+            cols[name] = np.asarray(col.to_pylist(), dtype=object)
+    return cols, meta, p
+
+
 def read_dataset(path: str | Path):
     """Read a sweep Parquet file back into the identical Dataset."""
     tbl, meta, _ = read_result_table(path)

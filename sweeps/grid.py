@@ -146,9 +146,15 @@ class SweepSpec:
         return hashlib.sha256(json.dumps(d, default=str).encode()).hexdigest()[:16]
 
 
+#: tables of a plan spec (``infersweep plan``): a sweep reads such a spec and ignores them, so
+#: that ``sweep PLAN.toml --rate ...`` simulates the plan's grid at chosen rates
+PLAN_TABLES = ("slo", "plan")
+
+
 def load_spec(path: str | os.PathLike | None = None) -> SweepSpec:
-    """Read a TOML sweep spec (or start an empty one)."""
-    return load_spec_tables(path)[0]
+    """Read a TOML sweep spec (or start an empty one); a plan spec's [slo] and [plan] tables
+    are allowed and ignored."""
+    return load_spec_tables(path, PLAN_TABLES)[0]
 
 
 def load_spec_tables(

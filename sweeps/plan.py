@@ -1241,9 +1241,9 @@ PLAN_FILE = "plan.parquet"
 
 def load_plan_spec(path) -> tuple[SweepSpec, dict, dict]:
     """A plan spec file: (sweep spec, [slo] table, [plan] table)."""
-    from infersweep.sweeps.grid import load_spec_tables
+    from infersweep.sweeps.grid import PLAN_TABLES, load_spec_tables
 
-    spec, tables = load_spec_tables(path, extra_tables=("slo", "plan"))
+    spec, tables = load_spec_tables(path, extra_tables=PLAN_TABLES)
     for t in ("slo", "plan"):
         if t in tables and not isinstance(tables[t], Mapping):
             raise ConfigError(f"[{t}] must be a table", file=spec.source or None, field=t)

@@ -223,3 +223,14 @@ def test_python_api_returns_dataset():
     assert np.isfinite(mr).all()
     assert np.isnan(ds["max_rate_low"].values).all()
     assert (ds["replicas"].values == np.ceil(40 / mr)).all()
+
+
+def test_sweep_reads_a_plan_spec(planned, cli, tmp_path):
+    """``sweep PLAN.toml --rate R`` simulates the plan's grid at R ([slo], [plan] ignored)."""
+    d, _ = planned
+    res = cli(
+        "sweep", d / "plan.toml", "--rate", "3.5", "--out", tmp_path / "sw", "--no-show", "-q"
+    )
+    assert res.code == 0, res.err
+    rows = pq.read_table(tmp_path / "sw" / "result.parquet").to_pylist()
+    assert len(rows) == 16 and {r["rate"] for r in rows} == {3.5}

@@ -30,7 +30,7 @@ simulates the same settings (same workload generation, seed and cost tables), so
 ``rate = max_rate`` reproduces the planned point bit for bit.
 
 The search runs every configuration together: each round is one batched kernel call
-(``scheduler.batch.run_jobs``) holding the next probe of every unfinished search.  A search
+(``scheduler.driver.run_jobs``) holding the next probe of every unfinished search.  A search
 starts from an analytic capacity estimate (the cost model's step time at the largest batch the
 KV cache holds), brackets the boundary, and narrows it by safeguarded regula falsi on the SLO
 margin (the largest metric/bound ratio), falling back to bisection when it stalls.  The ±δ
@@ -50,9 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from infersweep import schema
 from infersweep.errors import ConfigError
-from infersweep.metrics import summary_nb as snb
-from infersweep.metrics.summary import METRICS, SUMMARY_INDEX, SWEEP_METRICS
 from infersweep.sweeps.grid import SweepSpec, canonical
 from infersweep.workload.generate import constant_gap_us
 
@@ -84,7 +83,12 @@ HF_IDS = {
     "qwen3-14b": "Qwen/Qwen3-14B",
 }
 
-_M = {k: i for k, (i, _) in SUMMARY_INDEX.items()}
+#: summary-vector slot of every metric (and of the status code)
+_M = {name: i for i, name in enumerate(schema.SUMMARY.names)}
+#: the numeric result metrics, in sweep column order, and their declarations
+SWEEP_METRICS = tuple(m.name for m in schema.METRIC_COLUMNS)
+METRICS = {m.name: m for m in schema.METRIC_COLUMNS}
+_STATUS_OK = schema.RUN_STATUS.index("ok")
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +109,7 @@ def check_slo(slo: Mapping[str, Any] | None, where: str | None = None) -> dict[s
     out: dict[str, float] = {}
     for key, bound in slo.items():
         name = str(key).strip()
-        if name not in SUMMARY_INDEX or name in ("kv_blocks_total",):
+        if name not in METRICS:
             close = [m for m in SWEEP_METRICS if name.split("_")[0] in m][:8]
             raise ConfigError(
                 "unknown metric in the SLO",
@@ -311,7 +315,10 @@ class Point:
 
 def meets_slo(row: np.ndarray, slo: dict[str, float]) -> tuple[bool, float]:
     """(meets, margin ratio) of one summary row."""
-    ok = int(row[snb.M_STATUS]) == 0 and row[snb.M_COMPLETED] == row[snb.M_INJECTED]
+    ok = (
+        int(row[_M["status"]]) == _STATUS_OK
+        and row[_M["completed_requests"]] == row[_M["injected_requests"]]
+    )
     ratio = 0.0
     meets = ok
     for m, bound in slo.items():
@@ -522,14 +529,14 @@ def _overload_capacity(p: Point) -> float | None:
     """The service rate a failing point shows when its queue grew through the run: completed
     requests over the time the engine needed beyond the arrivals' span."""
     row = p.row
-    if int(row[snb.M_STATUS]) != 0:
+    if int(row[_M["status"]]) != _STATUS_OK:
         return None
-    dur = row[snb.M_DURATION_S]
+    dur = row[_M["vllm_estimated_duration_s"]]
     if not (dur > 0) or not (p.arrival_span_s > 0):
         return None
     if dur < p.arrival_span_s * 1.2:
         return None
-    return row[snb.M_COMPLETED] / dur
+    return row[_M["completed_requests"]] / dur
 
 
 def capacity_estimate(job) -> float:
@@ -624,7 +631,7 @@ class Planner:
         self.n_points = 0
 
     def _config(self, i: int) -> Config:
-        from infersweep.scheduler.batch import Job
+        from infersweep.scheduler.driver import Job
 
         s = dict(self.spec.point(i))
         s["rate"] = 1.0
@@ -658,7 +665,7 @@ class Planner:
 
     def run_round(self, configs: list[Config], searches: list[Search]) -> None:
         """One batched kernel call: the next probes of every active search."""
-        from infersweep.scheduler.batch import Job, run_jobs
+        from infersweep.scheduler.driver import Job, run_jobs
 
         todo: list[tuple[Search, float]] = []
         for srch in searches:
@@ -952,14 +959,17 @@ def saturation_verdict(p: Point | None) -> str:
     if p is None:
         return ""
     row = p.row
-    if int(row[snb.M_STATUS]) != 0 or row[snb.M_COMPLETED] != row[snb.M_INJECTED]:
+    if (
+        int(row[_M["status"]]) != _STATUS_OK
+        or row[_M["completed_requests"]] != row[_M["injected_requests"]]
+    ):
         return "overloaded"
-    dur = row[snb.M_DURATION_S]
+    dur = row[_M["vllm_estimated_duration_s"]]
     tail = dur - p.arrival_span_s - row[_M["e2e_p50_ms"]] / 1000.0
     if p.arrival_span_s > 0 and tail > 0.2 * p.arrival_span_s:
         return "overloaded"
-    steps = row[snb.M_STEPS]
-    step_ms = row[snb.M_UTIL] * dur * 1000.0 / steps if steps > 0 else 0.0
+    steps = row[_M["steps"]]
+    step_ms = row[_M["utilization"]] * dur * 1000.0 / steps if steps > 0 else 0.0
     if row[_M["scheduling_delay_p50_ms"]] > 5 * step_ms:
         return "overloaded"
     if row[_M["scheduling_delay_p99_ms"]] > 5 * step_ms:
@@ -1036,7 +1046,7 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
             (math.isfinite(lo_b) and lo_b < (1 - FRAGILE) * r)
             or (math.isfinite(hi_b) and hi_b > (1 + FRAGILE) * r)
         )
-        out_per_req = row[snb.M_OUTPUT_TOK] / max(row[snb.M_COMPLETED], 1)
+        out_per_req = row[_M["total_output_tokens"]] / max(row[_M["completed_requests"]], 1)
         col["goodput_req_s"][i] = r
         col["goodput_tok_s"][i] = r * out_per_req
         col["goodput_tok_s_per_gpu"][i] = r * out_per_req / tp[i]
@@ -1123,14 +1133,13 @@ def _no_rate_reason(s: Search, slo: dict[str, float]) -> str:
     if s.state == "infeasible":
         p = s.hi
         row = p.row
-        if int(row[snb.M_STATUS]) != 0:
+        if int(row[_M["status"]]) != _STATUS_OK:
             return f"the run does not finish even at {p.rate:.4g} req/s"
-        if row[snb.M_COMPLETED] != row[snb.M_INJECTED]:
-            dropped = int(row[snb.M_DROPPED])
-            return (
-                f"{int(row[snb.M_INJECTED] - row[snb.M_COMPLETED])} requests never complete "
-                f"even at {p.rate:.4g} req/s"
-                + (f" ({dropped} cannot fit in the KV cache)" if dropped else "")
+        if row[_M["completed_requests"]] != row[_M["injected_requests"]]:
+            dropped = int(row[_M["dropped_unservable"]])
+            left = int(row[_M["injected_requests"]] - row[_M["completed_requests"]])
+            return f"{left} requests never complete even at {p.rate:.4g} req/s" + (
+                f" ({dropped} cannot fit in the KV cache)" if dropped else ""
             )
         over = [f"{m} = {row[_M[m]]:.4g} > {b:g}" for m, b in slo.items() if not (row[_M[m]] <= b)]
         return f"fails the SLO even at {p.rate:.4g} req/s: " + ", ".join(over)

@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
+from infersweep import schema
 from infersweep.config.models import load_hardware, load_model, parse_hardware_entry
 from infersweep.costmodel.stepcost import build_cost_model
 from infersweep.errors import ConfigError
-from infersweep.metrics import summary_nb as snb
 from infersweep.sweeps.plan import STEP_ABOVE, Point, Search, check_slo, snap_rate
 from infersweep.workload.generate import constant_gap_us
 
@@ -22,7 +22,7 @@ def run_search(ratio_of, estimate: float, arrival: str = "poisson") -> Search:
     while s.active:
         for r in s.probes():
             ratio = ratio_of(r)
-            row = np.zeros(snb.N_M)
+            row = np.zeros(len(schema.SUMMARY.fields))
             s.observe(Point(r, ratio <= 1.0, ratio, row, 10.0))
     return s
 

@@ -510,12 +510,12 @@ def show_cmd(
 # plan, plot (capacity planning; a compact block: axes as in sweep, plan options, output)
 # ------------------------------------------------------------------------------------------
 
-AxisOpt = Annotated[list[str], typer.Option(help="Axis values (repeatable, comma lists).")]
-
 
 @app.command("plan")
 @handles_errors
+@with_settings("deployment", "workload", "scheduler", mode="axis", exclude=("rate",))
 def plan_cmd(
+    settings: dict,
     spec_file: Annotated[
         Path | None,
         typer.Argument(help="Plan spec (TOML: [sweep], [grid] without rate, [slo], [plan])."),
@@ -549,13 +549,6 @@ def plan_cmd(
     band: Annotated[
         bool, typer.Option("--band/--no-band", help="Search max_rate_low/high too.")
     ] = True,
-    hardware: AxisOpt = [],  # noqa: B006
-    model: AxisOpt = [],  # noqa: B006
-    tp: AxisOpt = [],  # noqa: B006
-    workload: AxisOpt = [],  # noqa: B006
-    num_requests: AxisOpt = [],  # noqa: B006
-    seed: AxisOpt = [],  # noqa: B006
-    semantics: AxisOpt = [],  # noqa: B006
     axis: Annotated[list[str], typer.Option("--axis", help="Any setting as an axis.")] = [],  # noqa: B006
     set_: Annotated[list[str], typer.Option("--set", help="A fixed setting: KEY=VALUE.")] = [],  # noqa: B006
     threads: Annotated[int | None, typer.Option("--threads", help="Worker threads.")] = None,
@@ -590,9 +583,7 @@ def plan_cmd(
             raise ConfigError("give a spec file or --example, not both", field="--example")
         spec_file = data_dir() / "sweeps" / "plan-example.toml"
     spec, slo_table, plan_table = load_plan_spec(spec_file)
-    axes = {"hardware": hardware, "model": model, "tp": tp, "workload": workload}
-    axes.update({"num_requests": num_requests, "seed": seed, "semantics": semantics})
-    spec = parse_cli_axes(spec, axes, set_, axis)
+    spec = parse_cli_axes(spec, settings, set_, axis)
     if not spec.axes and not spec.fixed:
         raise ConfigError("nothing to plan: give a spec file or axes such as --model ...")
     cli_slo = parse_pairs(slo, "--slo")

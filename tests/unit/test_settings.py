@@ -33,6 +33,7 @@ def _options(name: str) -> dict[str, object]:
     [
         ("run", ("deployment", "workload", "scheduler")),
         ("sweep", ("deployment", "workload", "scheduler")),
+        ("plan", ("deployment", "scheduler")),
         ("validate", ("deployment", "scheduler")),
         ("calibrate", ("deployment", "scheduler")),
         ("step-time", ("deployment",)),

@@ -273,6 +273,16 @@ COST_PARAMS = Layout(
         _f("v1", "1", "roofline v1", "1.0 = constant efficiencies"),
         _f("mfu_prefill", "1", "v1 prefill MFU"),
         _f("mfu_decode", "1", "v1 decode MFU"),
+        _f("pf_scale", "1", "prefill compute scale", "PrefillComputeScale (1.0 when not set)"),
+        _f("dc_scale", "1", "decode compute scale", "DecodeComputeScale (1.0 when not set)"),
+        _f("ovh_req", "us", "per-request step overhead", "StepRequestOverheadMicros, per entry"),
+        _f("ar_us_tok", "us", "all-reduce time per token", "from AllReduceBwGBs; 0 = off"),
+        _f("req_fixed", "us", "request overhead", "RequestOverheadMicros: TTFT and E2E"),
+        _f("req_prompt", "us", "per-prompt-token overhead", "PromptTokenOverheadMicros"),
+        _f("req_output", "us", "per-output-token overhead", "OutputTokenOverheadMicros: E2E"),
+        _f("ovh_layer_all", "us", "per-layer overhead", "LayerOverheadMicros * L, not / TP"),
+        _f("req_steps", "1", "first-token delay", "FirstTokenDelaySteps (mean ITLs)"),
+        _f("ovh_ar_peer", "us", "all-reduce peer latency", "peer latency * 2 * L * (TP - 1)"),
     ),
 )
 

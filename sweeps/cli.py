@@ -688,11 +688,22 @@ def import_otlp_cmd(
 @with_settings("deployment", "scheduler", mode="optional")
 def validate_cmd(
     settings: dict,
-    measured: Annotated[Path, typer.Argument(help="Measured trace CSV (import-otlp's format).")],
+    measured: Annotated[
+        Path,
+        typer.Argument(
+            help="Measured trace CSV (import-otlp's format), a trace folder (measured.csv + "
+            "manifest.json), or a folder of trace folders."
+        ),
+    ],
     manifest: OptManifest = None,
     skip_first: Annotated[
-        int, typer.Option("--skip-first", help="Leave out the first N requests (warm-up).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--skip-first",
+            help="Leave out the first N requests (warm-up). Default: the manifest's "
+            "recommended_skip_first, else 1.",
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="Write the errors (and per-request values) as JSON."),
@@ -703,20 +714,104 @@ def validate_cmd(
     verbose: OptVerbose = False,
     quiet: OptQuiet = False,
 ) -> None:
-    """Replay a measured trace and report the prediction error: MAPE and mean signed error of
-    TTFT, E2E and TPOT, overall and by phase."""
+    """Replay measured traces and report the prediction error: MAPE and mean signed error of
+    TTFT, E2E and TPOT, overall and by phase; over a folder of traces, one row per trace and the
+    pooled figures. Without --hardware-config, the calibrated profile matching the manifest's
+    gpu and vllm_version (nearest version) is used."""
     import json
 
-    from infersweep.api import simulate
-    from infersweep.fitting.deployment import resolve_deployment
-    from infersweep.fitting.otlp import read_measured
-    from infersweep.fitting.validate import compare
+    from infersweep.errors import ConfigError
+    from infersweep.fitting.joint import find_manifest, recommended_skip_first, trace_paths
+    from infersweep.fitting.profiles import hardware_for_validation
 
     if json_out is not None:
         check_output_path(json_out, "--json")
     if plot is not None:
         check_output_path(plot, "--plot")
-    wl = read_measured(measured)
+    many = measured.is_dir() and not (measured / "measured.csv").is_file()
+    if many and manifest is not None:
+        raise ConfigError(
+            "--manifest is for one trace; over a folder each trace uses its own manifest.json",
+            field="--manifest",
+        )
+    paths = trace_paths([measured]) if measured.is_dir() else [measured]
+    reports, used, names, failed = [], [], [], []
+    for path in paths:
+        csv_path = path / "measured.csv" if path.is_dir() else path
+        man = manifest
+        if man is None and path.is_dir():  # a trace folder: its own manifest.json
+            man = find_manifest(csv_path)
+        hw_config, why = hardware_for_validation(
+            settings.get("hardware_config"), man, settings.get("hardware")
+        )
+        skip = skip_first
+        if skip is None:
+            from infersweep.config.models import read_json
+
+            skip = recommended_skip_first(read_json(man)) if man is not None else 1
+        try:
+            rep = _validate_one(csv_path, man, skip, {**settings, "hardware_config": hw_config})
+        except ConfigError as exc:  # one bad trace of a folder: report it, go on
+            if not many:
+                raise
+            _err(f"{path.name}: error: {exc}")
+            failed.append({"name": path.name, "error": str(exc)})
+            continue
+        if not quiet:
+            _err(f"{path.name if many else csv_path}: used {why}")
+        reports.append(rep)
+        names.append(path.name)
+        used.append({"config": hw_config or "default", "reason": why})
+    from infersweep.sweeps.io import atomic_write_text
+
+    if not many:
+        rep = reports[0]
+        from infersweep.sweeps.render import render_validation
+
+        render_validation(rep)
+        if json_out is not None:
+            doc = rep.to_dict()
+            doc["hardware"] = used[0]
+            atomic_write_text(json_out, json.dumps(doc, indent=2, allow_nan=False))
+        if plot is not None:
+            from infersweep.sweeps.plot import plot_validation
+
+            plot_validation(rep, plot)
+        return
+    if not reports:
+        raise ConfigError("no trace of the folder could be validated", file=measured)
+    from infersweep.fitting.validate import pooled_summary
+    from infersweep.sweeps.render import render_validation_many
+
+    pooled = pooled_summary(reports)
+    if not quiet:
+        render_validation_many(names, reports, used, pooled)
+    if json_out is not None:
+        doc = {
+            "traces": [
+                {"name": nm, "hardware": u, **r.to_dict(requests=False)}
+                for nm, r, u in zip(names, reports, used)
+            ],
+            "pooled": pooled,
+            "failed": failed,
+        }
+        atomic_write_text(json_out, json.dumps(doc, indent=2, allow_nan=False))
+    if plot is not None:
+        from infersweep.sweeps.plot import plot_validation_many
+
+        plot_validation_many(names, reports, plot)
+    if failed:
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _validate_one(csv_path, manifest, skip_first, settings):
+    """Simulate one measured trace with the given settings and compare it."""
+    from infersweep.api import simulate
+    from infersweep.fitting.deployment import resolve_deployment
+    from infersweep.fitting.otlp import read_measured
+    from infersweep.fitting.validate import compare
+
+    wl = read_measured(csv_path)
     m, hw, tp_, sched, values = resolve_deployment(settings, manifest)
     res = simulate(
         model=m,
@@ -727,21 +822,9 @@ def validate_cmd(
         workload=wl,
         scheduler=sched,
     )
-    if not quiet:
-        for note in res.notes:
-            _warn(note)
-    rep = compare(wl, res, skip_first=skip_first)
-    from infersweep.sweeps.render import render_validation
-
-    render_validation(rep)
-    if json_out is not None:
-        from infersweep.sweeps.io import atomic_write_text
-
-        atomic_write_text(json_out, json.dumps(rep.to_dict(), indent=2, allow_nan=False))
-    if plot is not None:
-        from infersweep.sweeps.plot import plot_validation
-
-        plot_validation(rep, plot)
+    for note in res.notes:
+        _warn(note)
+    return compare(wl, res, skip_first=skip_first)
 
 
 @app.command("calibrate")
@@ -749,7 +832,13 @@ def validate_cmd(
 @with_settings("deployment", "scheduler", mode="optional")
 def calibrate_cmd(
     settings: dict,
-    measured: Annotated[Path, typer.Argument(help="Measured trace CSV (import-otlp's format).")],
+    measured: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Measured trace CSV (import-otlp's format); or several traces / trace "
+            "folders (measured.csv + manifest.json) / folders of them for a joint fit."
+        ),
+    ],
     out: Annotated[
         Path,
         typer.Option(
@@ -772,17 +861,47 @@ def calibrate_cmd(
     manifest: OptManifest = None,
     skip_first: Annotated[int, typer.Option("--skip-first")] = 1,
     candidates: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--candidates", help="Sobol candidates of the batch search (rounded to a power of two)."
+            "--candidates",
+            help="Sobol candidates of the batch search (rounded to a power of two; default "
+            "512 for one trace, 32 for a joint fit).",
         ),
-    ] = 512,
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    cv: Annotated[
+        bool,
+        typer.Option(
+            "--cv",
+            help="Joint fit: also cross-validate (fit without each trace, score it); slower.",
+        ),
+    ] = False,
+    refine: Annotated[
+        int, typer.Option("--refine", help="Joint fit: Nelder-Mead iterations after the search.")
+    ] = 60,
     verbose: OptVerbose = False,
     quiet: OptQuiet = False,
 ) -> None:
-    """Fit the hardware entry's overhead fields to a measured trace and write the calibrated
-    hardware config; prints the error before and after on the fitted requests and the rest."""
+    """Fit the hardware entry's optional fields to measured traces and write the calibrated
+    hardware config. One CSV: the overhead fields, error before and after on the fitted requests
+    and the rest. Several traces or folders (each with its manifest.json): one profile fitted
+    jointly to all, before/after per trace and phase, optionally cross-validated."""
+    if len(measured) > 1 or any(p.is_dir() for p in measured):
+        check_output_path(out, "--out")
+        _calibrate_joint(
+            measured,
+            out,
+            fit,
+            settings,
+            32 if candidates is None else candidates,
+            refine,
+            seed,
+            cv,
+            quiet,
+        )
+        return
+    measured = measured[0]
+    candidates = 512 if candidates is None else candidates
     import json
 
     from infersweep.errors import ConfigError
@@ -839,6 +958,88 @@ def calibrate_cmd(
         step_model=values["step_model"],
     )
     render_calibration(res, rows, fit_phase=fit_phase, out=out)
+
+
+def _calibrate_joint(paths, out, fit, settings, candidates, refine, seed, cv, quiet) -> None:
+    """``calibrate`` over several traces: one profile fitted jointly (infersweep.fitting.joint)."""
+    import json
+
+    from infersweep.config.models import load_hardware
+    from infersweep.errors import ConfigError
+    from infersweep.fitting.joint import (
+        DEFAULT_JOINT_FIT,
+        cross_validate,
+        joint_calibrate,
+        load_traces,
+        score_hardware_phases,
+    )
+    from infersweep.sweeps.io import atomic_write_text
+
+    if fit and not any(f.strip() for item in fit for f in item.split(",")):
+        raise ConfigError("names no field", field="--fit", value=" ".join(fit))
+    fields = [f.strip() for item in fit for f in item.split(",") if f.strip()] or list(
+        DEFAULT_JOINT_FIT
+    )
+    if candidates < 2:
+        raise ConfigError("must be >= 2", field="--candidates", value=candidates)
+    bench = settings.get("bench_data")
+    step_model = settings.get("step_model") or "auto"
+    traces = load_traces(paths, model_config_folder=settings.get("model_config_folder"))
+    gpus = sorted({t.gpu for t in traces})
+    if len(gpus) > 1 and settings.get("hardware") is None:
+        raise ConfigError(
+            "the traces were measured on different GPUs: " + ", ".join(gpus),
+            hint="fit one GPU at a time (or name it with --hardware)",
+        )
+    hw = load_hardware(settings.get("hardware") or gpus[0], settings.get("hardware_config"))
+
+    def progress(n, best):
+        _err(f"  {n} candidates, best loss {best:.4f}")
+
+    res = joint_calibrate(
+        traces,
+        hw,
+        fields=fields,
+        bench_data=bench,
+        step_model=step_model,
+        n_candidates=candidates,
+        refine_iter=refine,
+        seed=seed,
+        progress=None if quiet else progress,
+    )
+    before = score_hardware_phases(traces, hw, bench_data=bench, step_model=step_model)
+    after = score_hardware_phases(traces, res.hardware, bench_data=bench, step_model=step_model)
+    held = None
+    if cv:
+        held = cross_validate(
+            traces,
+            hw,
+            fields=fields,
+            bench_data=bench,
+            step_model=step_model,
+            n_candidates=max(candidates // 2, 2),
+            refine_iter=max(refine // 2, 10),
+            seed=seed,
+        )
+    meta = {
+        "gpu": hw.name,
+        "vllm_version": ",".join(sorted({t.vllm_version for t in traces if t.vllm_version})),
+        "fields": list(res.fields),
+        "traces": [t.name for t in traces],
+        "loss_before": round(res.start.loss, 4),
+        "loss_after": round(res.best.loss, 4),
+        "after": {n: s.to_dict() for n, p, s in after if p == "all"},
+        "cross_validated": (
+            {n: s.to_dict() for n, s in held.items()} if held is not None else None
+        ),
+    }
+    doc = {"_profile": meta, res.hardware.name: res.hardware.to_entry()}
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+    if quiet:
+        return
+    from infersweep.sweeps.render import render_joint_calibration
+
+    render_joint_calibration(res, hw, traces, before, after, held, out)
 
 
 # ------------------------------------------------------------------------------------------

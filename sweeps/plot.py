@@ -416,3 +416,52 @@ def plot_knees(curves: list[dict], slo: dict, path, top: int = 10) -> None:
         fontsize=11,
     )
     _save(fig, path)
+
+
+def plot_validation_many(names, reports, path: str | os.PathLike) -> None:
+    """Predicted vs measured for several traces in one figure: per-request TTFT, E2E and TPOT
+    (log axes, y = x) coloured by trace, and the mean of each metric per trace; a PNG."""
+    Figure, FigureCanvasAgg, Line2D = _matplotlib()
+    from infersweep.fitting.validate import METRIC_LABELS, METRICS
+
+    fig = Figure(figsize=(16, 10), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 3, height_ratios=(1.0, 0.8))
+    colour = {nm: _PHASE_COLOURS[i % len(_PHASE_COLOURS)] for i, nm in enumerate(names)}
+    fig.suptitle(f"Simulated vs measured over {len(names)} trace(s)", fontsize=12)
+    for col, m in enumerate(METRICS):
+        ax = fig.add_subplot(grid[0, col])
+        lo, hi = math.inf, 0.0
+        for nm, rep in zip(names, reports):
+            ok = rep.compared & np.isfinite(rep.measured[m]) & np.isfinite(rep.predicted[m])
+            ok &= (rep.measured[m] > 0) & (rep.predicted[m] > 0)
+            x = rep.measured[m][ok]
+            y = rep.predicted[m][ok]
+            if len(x) > 3000:  # a readable cloud: an even subsample
+                k = np.linspace(0, len(x) - 1, 3000).astype(int)
+                x, y = x[k], y[k]
+            if len(x):
+                lo = min(lo, float(x.min()), float(y.min()))
+                hi = max(hi, float(x.max()), float(y.max()))
+                ax.scatter(x, y, s=3, alpha=0.35, color=colour[nm], rasterized=True)
+        if hi > 0:
+            ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel(f"measured {METRIC_LABELS[m]} (ms)")
+        ax.set_ylabel(f"predicted {METRIC_LABELS[m]} (ms)")
+        ax.grid(True, which="both", alpha=0.2)
+        ax2 = fig.add_subplot(grid[1, col])
+        for i, (nm, rep) in enumerate(zip(names, reports)):
+            s = rep.overall.metrics[m]
+            ax2.bar(i - 0.2, s.mean_measured_ms, width=0.4, color="0.6")
+            ax2.bar(i + 0.2, s.mean_predicted_ms, width=0.4, color=colour[nm])
+        ax2.set_xticks(range(len(names)))
+        ax2.set_xticklabels([nm[:28] for nm in names], rotation=60, ha="right", fontsize=7)
+        ax2.set_ylabel(f"mean {METRIC_LABELS[m]} (ms): measured grey, predicted colour")
+        ax2.set_yscale("log")
+    handles = [Line2D([], [], ls="", marker="o", ms=6, color=colour[nm], label=nm) for nm in names]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())

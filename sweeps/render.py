@@ -198,3 +198,104 @@ def render_plan(ds, *, top: int = 15, console: Console | None = None) -> None:
         console.print(f"{flat['status'][i]}: {label}: {flat['reason'][i]}")
     if len(bad) > 10:
         console.print(f"... and {len(bad) - 10} more without a max_rate")
+
+
+def render_validation_many(names, reports, used, pooled, console: Console | None = None) -> None:
+    """One row per trace (MAPE and error of the mean by metric, the hardware used) and the
+    pooled figures."""
+    from infersweep.fitting.validate import METRICS
+
+    console = console or Console()
+    t = Table(title="validation over traces", title_justify="left", header_style="bold")
+    for head in (
+        "trace",
+        "n",
+        "TTFT MAPE %",
+        "TTFT mean err %",
+        "E2E MAPE %",
+        "E2E mean err %",
+        "TPOT MAPE %",
+        "TPOT mean err %",
+        "hardware",
+    ):
+        t.add_column(head, justify="left" if head in ("trace", "hardware") else "right")
+
+    def fmt(v) -> str:
+        return "-" if v is None or not math.isfinite(v) else f"{v:.1f}"
+
+    for name, r, u in zip(names, reports, used):
+        cells = []
+        for m in METRICS:
+            s = r.overall.metrics[m]
+            me = (
+                (s.mean_predicted_ms - s.mean_measured_ms) / s.mean_measured_ms * 100
+                if s.n and s.mean_measured_ms > 0
+                else float("nan")
+            )
+            cells += [fmt(s.mape_pct), fmt(me)]
+        hw = str(u.get("config", ""))
+        t.add_row(name, str(r.overall.compared), *cells, hw.rsplit("/", 1)[-1])
+    cells = []
+    for m in METRICS:
+        p = pooled[m]
+        cells += [fmt(p["mape_pct"]), "med " + fmt(p["median_abs_mean_error_pct"])]
+    t.add_row("pooled", str(pooled["ttft"]["n"]), *cells, "")
+    console.print(t)
+    console.print(
+        "MAPE: per request; mean err: (mean predicted - mean measured) / mean measured; pooled: "
+        "MAPE over all compared requests, median over traces of the absolute error of the mean."
+    )
+
+
+def render_joint_calibration(res, hw, traces, before, after, held, out, console=None) -> None:
+    """Before/after (and held-out) errors per trace and phase of a joint calibration, the
+    pooled figures and the fitted values."""
+    from infersweep.fitting.joint import pooled
+
+    console = console or Console()
+    t = Table(
+        title=f"joint calibration of {hw.name} ({', '.join(res.fields)}) on {len(traces)} "
+        "trace(s): MAPE % and error of the mean %",
+        title_justify="left",
+        header_style="bold",
+    )
+    for c in ("trace", "phase", "", "TTFT", "TTFT mean", "E2E", "E2E mean", "TPOT"):
+        t.add_column(c, justify="left" if c in ("trace", "phase", "") else "right")
+
+    def row(name, phase, label, s):
+        t.add_row(
+            name,
+            phase,
+            label,
+            f"{s.ttft_mape:.1f}",
+            f"{s.ttft_mean_err:+.1f}",
+            f"{s.e2e_mape:.1f}",
+            f"{s.e2e_mean_err:+.1f}",
+            f"{s.tpot_mape:.1f}",
+        )
+
+    for (name, phase, b), (_, _, a) in zip(before, after):
+        row(name, phase, "before", b)
+        row("", "", "after", a)
+        if held is not None and phase == "all" and name in held:
+            row("", "", "held out", held[name])
+    console.print(t)
+    for label, scores in (
+        ("before", [s for _, p, s in before if p == "all"]),
+        ("after", [s for _, p, s in after if p == "all"]),
+        ("cross-validated", list(held.values()) if held else []),
+    ):
+        if scores:
+            p = pooled(scores)
+            console.print(
+                f"{label}: pooled MAPE TTFT {p['ttft_mape_pooled']:.1f} %, E2E "
+                f"{p['e2e_mape_pooled']:.1f} %; median error of the mean TTFT "
+                f"{p['ttft_mean_err_median']:.1f} %, E2E {p['e2e_mean_err_median']:.1f} %"
+            )
+    console.print(
+        "fitted: "
+        + ", ".join(f"{k} = {v:.4g}" for k, v in res.best.params.items())
+        + f"  ({res.n_candidates} candidates, {res.n_simulations} simulations in "
+        f"{res.seconds:.1f} s)"
+    )
+    console.print(f"wrote {out}")

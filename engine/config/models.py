@@ -48,22 +48,219 @@ def _is_number(v: object) -> bool:
 # Hardware
 # --------------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True, slots=True)
+class HardwareField:
+    """One field of a hardware entry: JSON name, attribute, unit, allowed range, meaning.
+
+    Every optional field defaults to 0, which means "not set": the step and request times are
+    then exactly those of the reference model (a scale of 0 acts as 1); StepCostScale defaults
+    to 1."""
+
+    name: str
+    attr: str
+    unit: str
+    lo: float  # allowed range (inclusive)
+    hi: float
+    help: str
+    required: bool = False
+
+
+_INF = math.inf
+
+#: Every hardware-entry field, declared once (keys of the JSON are matched case-insensitively).
+HARDWARE_FIELD_SPECS: tuple[HardwareField, ...] = (
+    HardwareField(
+        "TFlopsPeak",
+        "tflops_peak",
+        "TFLOP/s",
+        0.0,
+        _INF,
+        "dense BF16 tensor peak of one GPU",
+        required=True,
+    ),
+    HardwareField(
+        "BwPeakTBs", "bw_peak_tbs", "TB/s", 0.0, _INF, "HBM bandwidth of one GPU", required=True
+    ),
+    HardwareField(
+        "TOverheadMicros",
+        "t_overhead_us",
+        "us per step",
+        0.0,
+        _INF,
+        "fixed CPU/launch cost of every non-empty engine step (scheduler, input "
+        "preparation, sampling launch)",
+    ),
+    HardwareField(
+        "PrefillOverheadMicros",
+        "prefill_overhead_us",
+        "us per prefill entry",
+        0.0,
+        _INF,
+        "cost per prefill entry of a step with no decodes",
+    ),
+    HardwareField(
+        "MixedPrefillOverheadMicros",
+        "mixed_prefill_overhead_us",
+        "us per prefill entry",
+        0.0,
+        _INF,
+        "cost per prefill entry of a step that also has decodes",
+    ),
+    HardwareField(
+        "AllReduceLatency",
+        "allreduce_latency_us",
+        "us per all-reduce",
+        0.0,
+        _INF,
+        "latency of one tensor-parallel all-reduce; 2 per layer per step when TP > 1",
+    ),
+    HardwareField(
+        "bwEfficiencyFactor",
+        "bw_efficiency_factor",
+        "fraction",
+        0.0,
+        1.0,
+        "achieved / peak HBM bandwidth for weight, KV and activation traffic",
+    ),
+    HardwareField(
+        "perLayerOverhead",
+        "per_layer_overhead_us",
+        "us per layer",
+        0.0,
+        _INF,
+        "per-layer kernel-launch cost of a step, divided by TP",
+    ),
+    HardwareField("MemoryGiB", "memory_gib", "GiB", 0.0, _INF, "HBM capacity of one GPU"),
+    HardwareField(
+        "BwEffConstant",
+        "bw_eff_constant",
+        "fraction",
+        0.0,
+        1.0,
+        "roofline v1: achieved / peak bandwidth",
+    ),
+    HardwareField(
+        "mfuPrefill",
+        "mfu_prefill",
+        "fraction",
+        0.0,
+        1.0,
+        "roofline v1: model FLOPs utilisation of prefill",
+    ),
+    HardwareField(
+        "mfuDecode",
+        "mfu_decode",
+        "fraction",
+        0.0,
+        1.0,
+        "roofline v1: model FLOPs utilisation of decode",
+    ),
+    HardwareField(
+        "StepCostScale",
+        "step_cost_scale",
+        "x (time multiplier)",
+        0.0,
+        _INF,
+        "every step time times this (plan's sensitivity band); default 1",
+    ),
+    # -- fitted cost structure (issue 10); 0 = not set ------------------------------------
+    HardwareField(
+        "PrefillComputeScale",
+        "prefill_compute_scale",
+        "x (time multiplier)",
+        0.0,
+        10.0,
+        "multiplies the compute time of a step's prefill part (GEMMs and attention) "
+        "from the MFU tables: 1 / (achieved / tabulated efficiency); 0 = 1",
+    ),
+    HardwareField(
+        "DecodeComputeScale",
+        "decode_compute_scale",
+        "x (time multiplier)",
+        0.0,
+        10.0,
+        "multiplies the compute time of a step's decode part (GEMMs and attention); 0 = 1",
+    ),
+    HardwareField(
+        "StepRequestOverheadMicros",
+        "step_request_overhead_us",
+        "us per scheduled request per step",
+        0.0,
+        _INF,
+        "CPU cost that grows with the batch: per request in a step (input "
+        "preparation, sampling, output processing)",
+    ),
+    HardwareField(
+        "LayerOverheadMicros",
+        "layer_overhead_us",
+        "us per layer per step",
+        0.0,
+        _INF,
+        "fixed latency of one transformer layer in a non-empty step on every GPU (kernel "
+        "launches and the small kernels that do not shrink with TP; unlike perLayerOverhead it "
+        "is not divided by TP)",
+    ),
+    HardwareField(
+        "AllReducePeerLatencyMicros",
+        "allreduce_peer_latency_us",
+        "us per all-reduce per peer GPU",
+        0.0,
+        _INF,
+        "latency of one TP all-reduce per other GPU of the group (a ring or two-shot "
+        "all-reduce takes TP-1 hops each way): 2 per layer per step, times TP-1",
+    ),
+    HardwareField(
+        "AllReduceBwGBs",
+        "allreduce_bw_gbs",
+        "GB/s",
+        0.0,
+        _INF,
+        "bus bandwidth of the TP all-reduce: a step moves 2 x layers x tokens x "
+        "hidden x bytes x 2(TP-1)/TP bytes through it when TP > 1; 0 = free",
+    ),
+    HardwareField(
+        "RequestOverheadMicros",
+        "request_overhead_us",
+        "us per request",
+        0.0,
+        _INF,
+        "client-side latency outside the engine, before the first token: HTTP, "
+        "request parsing, first SSE chunk (added to TTFT and E2E)",
+    ),
+    HardwareField(
+        "PromptTokenOverheadMicros",
+        "prompt_token_overhead_us",
+        "us per prompt token",
+        0.0,
+        _INF,
+        "tokenisation and transfer of the prompt before the engine sees the request "
+        "(added to TTFT and E2E)",
+    ),
+    HardwareField(
+        "FirstTokenDelaySteps",
+        "first_token_delay_steps",
+        "engine steps",
+        0.0,
+        10.0,
+        "steps a request waits beyond the simulated queue before its first token (the "
+        "asynchronous scheduling pipeline and output processing of the real engine), in units "
+        "of the request's own mean inter-token time; added to TTFT and E2E",
+    ),
+    HardwareField(
+        "OutputTokenOverheadMicros",
+        "output_token_overhead_us",
+        "us per output token after the first",
+        0.0,
+        _INF,
+        "detokenisation and streaming of each further token that the engine step "
+        "does not carry (added to E2E and to each inter-token gap)",
+    ),
+)
+
 #: canonical field -> attribute. Keys are matched case-insensitively.
-HARDWARE_FIELDS = {
-    "TFlopsPeak": "tflops_peak",
-    "BwPeakTBs": "bw_peak_tbs",
-    "TOverheadMicros": "t_overhead_us",
-    "PrefillOverheadMicros": "prefill_overhead_us",
-    "MixedPrefillOverheadMicros": "mixed_prefill_overhead_us",
-    "AllReduceLatency": "allreduce_latency_us",
-    "bwEfficiencyFactor": "bw_efficiency_factor",
-    "perLayerOverhead": "per_layer_overhead_us",
-    "MemoryGiB": "memory_gib",
-    "BwEffConstant": "bw_eff_constant",
-    "mfuPrefill": "mfu_prefill",
-    "mfuDecode": "mfu_decode",
-    "StepCostScale": "step_cost_scale",
-}
+HARDWARE_FIELDS = {f.name: f.attr for f in HARDWARE_FIELD_SPECS}
+HARDWARE_FIELD_BY_NAME = {f.name: f for f in HARDWARE_FIELD_SPECS}
 _FIELD_BY_LOWER = {k.lower(): k for k in HARDWARE_FIELDS}
 #: fields whose default is not 0 (left out of ``to_entry`` at that default)
 _FIELD_DEFAULTS = {"StepCostScale": 1.0}
@@ -87,6 +284,13 @@ HARDWARE_RANGES = {
     "perLayerOverhead": (0.0, 1e9),
     "MemoryGiB": (0.0, 1e9),
     "StepCostScale": (1e-3, 1e3),
+    "StepRequestOverheadMicros": (0.0, 1e9),
+    "LayerOverheadMicros": (0.0, 1e9),
+    "AllReducePeerLatencyMicros": (0.0, 1e9),
+    "AllReduceBwGBs": (0.0, 1e9),
+    "RequestOverheadMicros": (0.0, 1e9),
+    "PromptTokenOverheadMicros": (0.0, 1e9),
+    "OutputTokenOverheadMicros": (0.0, 1e9),
 }
 
 #: The optional overhead fields that calibration may fit.
@@ -97,6 +301,14 @@ OVERHEAD_FIELDS = (
     "AllReduceLatency",
     "bwEfficiencyFactor",
     "perLayerOverhead",
+)
+
+#: Fields that shift per-request client-side latencies (not the engine step).
+REQUEST_FIELDS = (
+    "RequestOverheadMicros",
+    "PromptTokenOverheadMicros",
+    "FirstTokenDelaySteps",
+    "OutputTokenOverheadMicros",
 )
 
 
@@ -120,6 +332,16 @@ class Hardware:
     step_cost_scale: float = 1.0  # every step time x this (plan's sensitivity band)
     price_per_gpu_hour: float = 0.0  # USD, 0 = unknown (catalog fact, not simulated)
     cross_validated_error: float = 0.0  # relative, 0 = unknown (catalog fact)
+    prefill_compute_scale: float = 0.0
+    decode_compute_scale: float = 0.0
+    step_request_overhead_us: float = 0.0
+    layer_overhead_us: float = 0.0
+    allreduce_peer_latency_us: float = 0.0
+    allreduce_bw_gbs: float = 0.0
+    request_overhead_us: float = 0.0
+    prompt_token_overhead_us: float = 0.0
+    first_token_delay_steps: float = 0.0
+    output_token_overhead_us: float = 0.0
     source: str = ""
     ignored_fields: tuple[str, ...] = field(default=())
 
@@ -135,10 +357,10 @@ class Hardware:
                 raise bad(fname, v, "must be a number")
             if not math.isfinite(v):
                 raise bad(fname, v, "must be finite")
-        for fname in ("TFlopsPeak", "BwPeakTBs"):
-            v = getattr(self, HARDWARE_FIELDS[fname])
-            if not v > 0:
-                raise bad(fname, v, "must be > 0")
+        for spec in HARDWARE_FIELD_SPECS:
+            v = getattr(self, spec.attr)
+            if spec.required and not v > 0:
+                raise bad(spec.name, v, "must be > 0")
         for fname, (lo, hi) in HARDWARE_RANGES.items():
             v = getattr(self, HARDWARE_FIELDS[fname])
             if v and not lo <= v <= hi:
@@ -164,6 +386,14 @@ class Hardware:
             v = getattr(self, attr)
             if not _is_number(v) or not math.isfinite(v) or v < 0:
                 raise bad(fname, v, "must be a finite number >= 0 (0 = unknown)")
+        for spec in HARDWARE_FIELD_SPECS:
+            v = getattr(self, spec.attr)
+            if v < spec.lo:
+                raise bad(spec.name, v, f"must be >= {spec.lo:g}")
+            if v > spec.hi:
+                raise bad(
+                    spec.name, v, f"must be between {spec.lo:g} and {spec.hi:g} (0 = not set)"
+                )
 
     # -- derived -------------------------------------------------------------------------
     @property

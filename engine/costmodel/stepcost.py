@@ -227,6 +227,19 @@ def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
     par[schema.P_V1] = 1.0 if v1 else 0.0
     par[schema.P_MFU_PREFILL] = hw.mfu_prefill
     par[schema.P_MFU_DECODE] = hw.mfu_decode
+    par[schema.P_PF_SCALE] = hw.prefill_compute_scale or 1.0
+    par[schema.P_DC_SCALE] = hw.decode_compute_scale or 1.0
+    par[schema.P_OVH_REQ] = hw.step_request_overhead_us
+    if tp > 1 and hw.allreduce_bw_gbs > 0:
+        # ring all-reduce of the hidden state, twice per layer: 2(TP-1)/TP of the bytes each
+        bytes_tok = 2.0 * L * d * bpp * 2.0 * (tp - 1) / float(tp)
+        par[schema.P_AR_US_TOK] = bytes_tok / (hw.allreduce_bw_gbs * 1e9) * 1e6
+    par[schema.P_REQ_FIXED] = hw.request_overhead_us
+    par[schema.P_REQ_PROMPT] = hw.prompt_token_overhead_us
+    par[schema.P_REQ_OUTPUT] = hw.output_token_overhead_us
+    par[schema.P_OVH_LAYER_ALL] = hw.layer_overhead_us * L
+    par[schema.P_REQ_STEPS] = hw.first_token_delay_steps
+    par[schema.P_OVH_AR_PEER] = hw.allreduce_peer_latency_us * 2.0 * L * float(tp - 1)
     scale = hw.step_cost_scale
     if scale != 1.0:  # every step time x scale: rates / scale, per-step overheads x scale
         par[schema.P_PEAK] /= scale
@@ -237,6 +250,10 @@ def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
             schema.P_OVH_PREFILL,
             schema.P_OVH_MIXED,
             schema.P_OVH_ALLREDUCE,
+            schema.P_OVH_REQ,
+            schema.P_OVH_LAYER_ALL,
+            schema.P_OVH_AR_PEER,
+            schema.P_AR_US_TOK,
         ):
             par[slot] *= scale
     return par

@@ -47,8 +47,10 @@ from infersweep.schema import (
     I_SHAPE_N,
     N_COMPONENTS,
     P_ACTTOK,
+    P_AR_US_TOK,
     P_BPP,
     P_BW,
+    P_DC_SCALE,
     P_H,
     P_HD,
     P_KVTOK,
@@ -56,11 +58,15 @@ from infersweep.schema import (
     P_MFU_DECODE,
     P_MFU_PREFILL,
     P_OVH_ALLREDUCE,
+    P_OVH_AR_PEER,
     P_OVH_LAYER,
+    P_OVH_LAYER_ALL,
     P_OVH_MIXED,
     P_OVH_PREFILL,
+    P_OVH_REQ,
     P_OVH_STEP,
     P_PEAK,
+    P_PF_SCALE,
     P_TAU,
     P_V1,
     P_WB,
@@ -558,6 +564,8 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
                     gp = gemm_time_nb(tok, True, ctf, cti)
                 pc += gp + fl / ATTN_PREFILL_DIVISOR / (peak * mfu) * tau
         pm = (ctf[P_WB] * tau + dyn) / bw
+    pc *= ctf[P_PF_SCALE]
+    dcomp *= ctf[P_DC_SCALE]
     pt = pc if pc > pm else pm
     dt = dcomp if dcomp > dmem else dmem
     if n_pf > 0 and n_dc > 0:
@@ -572,6 +580,14 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
     if n_pf + n_dc > 0:
         ovh += ctf[P_OVH_STEP]
         ovh += ctf[P_OVH_ALLREDUCE]
+        ovh += ctf[P_OVH_REQ] * (n_pf + n_dc)
+        ovh += ctf[P_OVH_LAYER_ALL]
+        ovh += ctf[P_OVH_AR_PEER]
+        if ctf[P_AR_US_TOK] > 0.0:
+            n_tok = n_dc
+            for i in range(n_pf):
+                n_tok += pf_n[i]
+            ovh += ctf[P_AR_US_TOK] * n_tok
         if n_pf > 0 and n_dc == 0:
             ovh += ctf[P_OVH_PREFILL] * n_pf
         elif n_pf > 0:

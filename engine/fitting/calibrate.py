@@ -175,23 +175,17 @@ def gemm_terms(cm: CostModel) -> tuple[np.ndarray, np.ndarray]:
 
 
 def with_hardware(cm: CostModel, hw: Hardware, terms) -> CostModel:
-    """The cost model for another entry of the same GPU that differs in its overhead fields or
-    bandwidth efficiency: parameters patched, GEMM tables refilled from ``terms``."""
+    """The cost model for another entry of the same GPU that differs in its optional fields
+    (overheads, scales, bandwidth efficiency): parameters re-packed, GEMM tables refilled from
+    ``terms`` when the bandwidth changed."""
+    from infersweep.costmodel.stepcost import _par
+
     ctf = cm.ctf.copy()
-    L = float(cm.model.n_layers)
-    bw = hw.bw_peak_tbs * 1e12
-    if cm.step_model == "v1" and hw.bw_eff_constant > 0:
-        bw *= hw.bw_eff_constant
-    elif hw.bw_efficiency_factor != 0:
-        bw *= hw.bw_efficiency_factor
-    if bw != ctf[schema.P_BW]:
-        ctf[schema.P_BW] = bw
+    par = _par(cm.model, hw, cm.tp, cm.step_model == "v1")
+    bw_changed = par[schema.P_BW] != ctf[schema.P_BW]
+    ctf[: schema.N_PAR] = par
+    if bw_changed:
         nb.fill_from_terms_nb(ctf, cm.cti, terms[0], terms[1])
-    ctf[schema.P_OVH_LAYER] = hw.per_layer_overhead_us * L / float(cm.tp)
-    ctf[schema.P_OVH_STEP] = hw.t_overhead_us
-    ctf[schema.P_OVH_PREFILL] = hw.prefill_overhead_us
-    ctf[schema.P_OVH_MIXED] = hw.mixed_prefill_overhead_us
-    ctf[schema.P_OVH_ALLREDUCE] = hw.allreduce_latency_us * 2.0 * L if cm.tp > 1 else 0.0
     return dataclasses.replace(cm, hardware=hw, ctf=ctf)
 
 

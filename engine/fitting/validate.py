@@ -300,3 +300,35 @@ def compare(measured_workload, sim_result, skip_first: int = 1) -> Report:
         measured=meas,
         predicted=pred,
     )
+
+
+def pooled_summary(reports: list[Report]) -> dict:
+    """Figures over several traces: per-request MAPE pooled over all compared requests, and the
+    median (and mean) over traces of the absolute error of the mean, per metric (%)."""
+    out: dict = {"traces": len(reports)}
+    for m in METRICS:
+        meas = []
+        pred = []
+        mean_errs = []
+        for r in reports:
+            sel = r.compared & np.isfinite(r.measured[m]) & np.isfinite(r.predicted[m])
+            sel &= r.measured[m] > 0
+            meas.append(r.measured[m][sel])
+            pred.append(r.predicted[m][sel])
+            s = r.overall.metrics[m]
+            if s.n and s.mean_measured_ms > 0:
+                mean_errs.append((s.mean_predicted_ms - s.mean_measured_ms) / s.mean_measured_ms)
+        mm = np.concatenate(meas) if meas else np.zeros(0)
+        pp = np.concatenate(pred) if pred else np.zeros(0)
+        nan = float("nan")
+        out[m] = {
+            "n": int(len(mm)),
+            "mape_pct": _num(float(np.mean(np.abs(pp - mm) / mm) * 100) if len(mm) else nan),
+            "median_abs_mean_error_pct": _num(
+                float(np.median(np.abs(mean_errs)) * 100) if mean_errs else nan
+            ),
+            "mean_abs_mean_error_pct": _num(
+                float(np.mean(np.abs(mean_errs)) * 100) if mean_errs else nan
+            ),
+        }
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from infersweep._jit import hjit
+from infersweep.costmodel.stepcost_nb import round_half_away_nb
 from infersweep.schema import (
     CFG_LITERAL,
     LOG_KV_USED,
@@ -21,8 +22,14 @@ from infersweep.schema import (
     O_STATE,
     O_TOKENS,
     O_TTFT,
+    P_REQ_FIXED,
+    P_REQ_OUTPUT,
+    P_REQ_PROMPT,
+    P_REQ_STEPS,
     Q_GROUP,
+    Q_OUTPUT,
     Q_PREFIX,
+    Q_PROMPT,
     Q_SLOT,
     SC_BUSY_US,
     SC_CLOCK,
@@ -192,3 +199,35 @@ def next_itl_room_nb(sc, cfg, itl_cap, itl_cap0):
         return 0
     cfg[CFG_LITERAL] = 0
     return itl_cap0
+
+
+@hjit
+def add_request_overheads_nb(rq, out, itl, ctf):
+    """Client-side latency outside the engine step (hardware fields RequestOverheadMicros,
+    PromptTokenOverheadMicros, FirstTokenDelaySteps, OutputTokenOverheadMicros): each request's
+    TTFT and E2E grow by ``fixed + per_prompt_token * prompt + steps * its mean inter-token
+    time`` (rounded to µs), its E2E (and completion time) by
+    ``per_output_token * (output - 1)`` more, and every inter-token gap by ``per_output_token``.
+    Nothing changes when all four are 0 (the default)."""
+    fixed = ctf[P_REQ_FIXED]
+    per_p = ctf[P_REQ_PROMPT]
+    per_o = ctf[P_REQ_OUTPUT]
+    steps = ctf[P_REQ_STEPS]
+    if fixed == 0.0 and per_p == 0.0 and per_o == 0.0 and steps == 0.0:
+        return
+    for r in range(out.shape[0]):
+        if out[r, O_TTFT] >= 0:
+            x = fixed + per_p * float(rq[r, Q_PROMPT])
+            if steps > 0.0 and out[r, O_E2E] >= 0 and rq[r, Q_OUTPUT] > 1:
+                x += steps * float(out[r, O_E2E] - out[r, O_TTFT]) / float(rq[r, Q_OUTPUT] - 1)
+            pre = round_half_away_nb(x)
+            out[r, O_TTFT] += pre
+            if out[r, O_E2E] >= 0:
+                n_after = rq[r, Q_OUTPUT] - 1
+                post = round_half_away_nb(per_o * float(n_after if n_after > 0 else 0))
+                out[r, O_E2E] += pre + post
+                out[r, O_DONE] += pre + post
+    gap = round_half_away_nb(per_o)
+    if gap > 0:
+        for i in range(itl.shape[0]):
+            itl[i] += gap

@@ -174,7 +174,7 @@ def simulate_point(rq, gbase, cfg, n_slots, ctf, cti, out, sc, log, res, blis: b
     stays an entry of its own, called from here (linked into a jitted entry, LLVM re-optimises
     it there); only the kernel of the point's semantics is compiled or loaded."""
     from infersweep.metrics.summary_nb import summarize_nb
-    from infersweep.scheduler.common_nb import next_itl_room_nb
+    from infersweep.scheduler.common_nb import add_request_overheads_nb, next_itl_room_nb
     from infersweep.scheduler.driver_nb import reset_pool_nb
 
     if blis:
@@ -195,6 +195,7 @@ def simulate_point(rq, gbase, cfg, n_slots, ctf, cti, out, sc, log, res, blis: b
             break
     if run_cfg[schema.CFG_LITERAL] != cfg[schema.CFG_LITERAL]:
         sc[schema.SC_LIVELOCK] = 1  # rerun in safe mode (in block lists sized for literal mode)
+    add_request_overheads_nb(rq, out, itl, ctf)  # client-side fields; nothing when all are 0
     summarize_nb(out, sc, itl, rq[:, schema.Q_OUTPUT].copy(), blis, total, res)
     return itl
 

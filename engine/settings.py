@@ -402,6 +402,13 @@ def default(name: str) -> Any:
     return SETTINGS[name].default
 
 
+def field_default(name: str) -> Any:
+    """A dataclass field whose default is the setting's (for the config objects it feeds)."""
+    import dataclasses
+
+    return dataclasses.field(default=SETTINGS[name].default)
+
+
 def hardware_fields() -> dict[str, str]:
     """Hardware-entry fields usable as settings: lower-case name -> canonical JSON name."""
     from infersweep.config.models import HARDWARE_FIELDS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,29 +18,25 @@ NO_MEMORY_BLOCKS = 1_000_000  # vllm semantics without MemoryGiB: as many as bli
 MAX_IDLE_STEPS = 100_000  # stall guard: consecutive steps without progress before stopping
 
 
-def _default(name: str):
-    return field(default=settings.default(name))
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulerConfig:
     """Batch formation and KV-cache settings (the settings of group ``scheduler``; defaults and
     checks from :mod:`infersweep.settings`)."""
 
-    semantics: str = _default("semantics")
-    max_num_scheduled_tokens: int = _default("max_num_scheduled_tokens")
-    max_num_running_reqs: int = _default("max_num_running_reqs")
-    long_prefill_token_threshold: int = _default("long_prefill_token_threshold")
-    block_size: int = _default("block_size")
+    semantics: str = settings.field_default("semantics")
+    max_num_scheduled_tokens: int = settings.field_default("max_num_scheduled_tokens")
+    max_num_running_reqs: int = settings.field_default("max_num_running_reqs")
+    long_prefill_token_threshold: int = settings.field_default("long_prefill_token_threshold")
+    block_size: int = settings.field_default("block_size")
     total_kv_blocks: int | str | None = None  # None or "auto": auto (vllm) / 1,000,000 (blis)
-    gpu_memory_utilization: float = _default("gpu_memory_utilization")
-    prefix_caching: bool = _default("prefix_caching")
+    gpu_memory_utilization: float = settings.field_default("gpu_memory_utilization")
+    prefix_caching: bool = settings.field_default("prefix_caching")
     max_idle_steps: int = MAX_IDLE_STEPS
-    horizon_s: float = _default("horizon")  # 0 = none
+    horizon_s: float = settings.field_default("horizon")  # 0 = none
     # blis semantics under preemption: "reference" copies the reference's quirks (Q3, a failed
     # allocation dropping the request's block list) and falls back to "safe" where the
     # reference would never terminate; "safe" skips requests evicted earlier in the same pass
-    blis_preemption: str = _default("blis_preemption")
+    blis_preemption: str = settings.field_default("blis_preemption")
 
     def __post_init__(self) -> None:
         for s in settings.group("scheduler"):

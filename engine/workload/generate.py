@@ -163,24 +163,20 @@ class LengthSpec:
             )
 
 
-def _default(name: str):
-    return field(default=settings.default(name))
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadSpec:
     """Everything that defines a workload (the settings of group ``workload``; defaults and
     checks from :mod:`infersweep.settings`)."""
 
-    workload: str = _default("workload")
-    rate: float = _default("rate")
-    num_requests: int = _default("num_requests")
-    seed: int = _default("seed")
-    arrival: str = _default("arrival")
-    arrival_cv: float = _default("arrival_cv")
+    workload: str = settings.field_default("workload")
+    rate: float = settings.field_default("rate")
+    num_requests: int = settings.field_default("num_requests")
+    seed: int = settings.field_default("seed")
+    arrival: str = settings.field_default("arrival")
+    arrival_cv: float = settings.field_default("arrival_cv")
     prompt: LengthSpec | None = None  # for "distribution" (default: DISTRIBUTION_DEFAULTS)
     output: LengthSpec | None = None
-    prefix_tokens: int = _default("prefix_tokens")
+    prefix_tokens: int = settings.field_default("prefix_tokens")
     trace: str | None = None
 
     def __post_init__(self) -> None:

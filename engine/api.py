@@ -137,6 +137,11 @@ def simulate(
     tp: int = settings.default("tp"),
     bench_data: str | os.PathLike | None = None,
     step_model: str = settings.default("step_model"),
+    weight_dtype: str = settings.default("weight_dtype"),
+    kv_cache_dtype: str = settings.default("kv_cache_dtype"),
+    ep: int = settings.default("ep"),
+    dp: int = settings.default("dp"),
+    moe_skew: float = settings.default("moe_skew"),
     workload: str | Workload | WorkloadSpec = settings.default("workload"),
     scheduler: SchedulerConfig | None = None,
     log_steps: int = 0,
@@ -157,7 +162,8 @@ def simulate(
         raise ConfigError(
             "not an option of simulate()",
             field=", ".join(misplaced),
-            hint="model, hardware, tp, bench_data and step_model are named arguments",
+            hint="model, hardware, tp, bench_data, step_model, weight_dtype, kv_cache_dtype, "
+            "ep, dp and moe_skew are named arguments",
         )
     sched_kw = {k: v for k, v in given.items() if groups[k] == "scheduler"}
     hw_kw = {k: settings.check(k, v) for k, v in given.items() if groups[k] == "hw"}  # fields
@@ -167,6 +173,10 @@ def simulate(
     elif sched_kw:
         raise ConfigError("give scheduler options either in scheduler= or as keywords")
     m = model if isinstance(model, ModelConfig) else load_model(model, model_config_folder)
+    quant = dict(
+        weight_dtype=weight_dtype, kv_cache_dtype=kv_cache_dtype, ep=ep, dp=dp, moe_skew=moe_skew
+    )
+    m = settings.deploy(m, {k: settings.check(k, v) for k, v in quant.items()})
     hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware, hardware_config)
     if hw_kw:
         hw = hw.with_fields(**hw_kw)

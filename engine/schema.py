@@ -283,6 +283,12 @@ COST_PARAMS = Layout(
         _f("ovh_layer_all", "us", "per-layer overhead", "LayerOverheadMicros * L, not / TP"),
         _f("req_steps", "1", "first-token delay", "FirstTokenDelaySteps (mean ITLs)"),
         _f("ovh_ar_peer", "us", "all-reduce peer latency", "peer latency * 2 * L * (TP - 1)"),
+        # extended models (MoE, MLA, sliding window, quantised weights; costmodel/moe.py): the
+        # defaults (0, 1, 0, 0) leave every dense bf16 step bit-identical
+        _f("ext", "1", "extended model", "1.0: G(M), WB(M) and all-to-all C(M) from tables"),
+        _f("dec_attn", "1", "decode / prefill attention FLOPs", "per (query, key); MLA"),
+        _f("slide_frac", "1", "sliding-window layers", "fraction of the layers"),
+        _f("window", "tokens", "sliding window"),
     ),
 )
 
@@ -314,6 +320,8 @@ COST_HEADER = Layout(
         _f("row_bs", "1", "cti: decode row batch size"),
         _f("row_kv", "1", "cti: decode row kv"),
         _f("row_mfu", "1", "ctf: decode row mfu"),
+        _f("ext_wb", "1", "ctf[gemm_tab_n]: weight bytes WB(M)", "extended models"),
+        _f("ext_comm", "1", "ctf[gemm_tab_n]: all-to-all seconds C(M)", "extended models"),
     ),
 )
 

@@ -136,6 +136,53 @@ _DECLARED = (
         "Step-cost model: auto (v2 where MFU tables exist, else v1), v2 or v1.",
         choices=STEP_MODELS,
     ),
+    # -- deployment: quantisation and expert parallelism (config/arch.py, costmodel/moe.py) ---
+    _s(
+        "weight_dtype",
+        "str",
+        "auto",
+        "deployment",
+        "Weight dtype of the linear layers: auto (the checkpoint's), bf16, fp16, fp8 (FP8 GEMMs "
+        "at the FP8 peak), int4 (weight-only, group-128 scales) or mxfp4.",
+        choices=("auto", "bf16", "fp16", "fp8", "int4", "mxfp4"),
+    ),
+    _s(
+        "kv_cache_dtype",
+        "str",
+        "auto",
+        "deployment",
+        "KV-cache dtype: auto (the model's), bf16, fp16 or fp8.",
+        choices=("auto", "bf16", "fp16", "fp8"),
+    ),
+    _s(
+        "ep",
+        "int",
+        1,
+        "deployment",
+        "Expert parallelism: split the experts over this many of the TP GPUs (must divide tp "
+        "and the experts; all-to-all over InterconnectGBs).",
+        unit="GPUs",
+        min=1,
+    ),
+    _s(
+        "dp",
+        "int",
+        1,
+        "deployment",
+        "Attention data parallelism of MoE models (vLLM --data-parallel-size with expert "
+        "parallelism): dp ranks of tp GPUs each, experts split over all of them (ep = tp x dp); "
+        "the scheduler settings count for the whole group.",
+        unit="GPUs",
+        min=1,
+    ),
+    _s(
+        "moe_skew",
+        "float",
+        0.0,
+        "deployment",
+        "Routing skew of MoE models: Zipf exponent of the experts' popularity (0 = uniform).",
+        min=0,
+    ),
     # -- workload -----------------------------------------------------------------------------
     _s(
         "workload",
@@ -518,6 +565,18 @@ def resolve(values: dict[str, Any], where: str | None = None) -> dict[str, Any]:
 
 
 # -- config builders ------------------------------------------------------------------------
+
+#: deployment settings that ModelConfig.deployed applies to a model
+MODEL_DEPLOYMENT = ("weight_dtype", "kv_cache_dtype", "ep", "dp", "moe_skew")
+
+
+def deploy(model, values: dict[str, Any]):
+    """``model`` served with the quantisation and expert-parallel settings of ``values``
+    (unchanged when they are all at their defaults)."""
+    kw = {k: values.get(k, SETTINGS[k].default) for k in MODEL_DEPLOYMENT}
+    if all(kw[k] == SETTINGS[k].default for k in MODEL_DEPLOYMENT):
+        return model
+    return model.deployed(**kw)
 
 
 def workload_spec(values: dict[str, Any]):

@@ -204,9 +204,10 @@ def step_time(
     from infersweep.config.models import load_hardware, load_model
     from infersweep.costmodel.stepcases import parse_step_spec
     from infersweep.costmodel.stepcost import build_cost_model, step_breakdown
+    from infersweep.settings import deploy
     from infersweep.sweeps.render import render_step_breakdown
 
-    m = load_model(values["model"], values["model_config_folder"])
+    m = deploy(load_model(values["model"], values["model_config_folder"]), values)
     hw = load_hardware(values["hardware"], values["hardware_config"])
     cm = build_cost_model(
         m, hw, values["tp"], bench_data=values["bench_data"], step_model=values["step_model"]
@@ -283,6 +284,7 @@ def run_cmd(
         tp=values["tp"],
         bench_data=values["bench_data"],
         step_model=values["step_model"],
+        **{k: values[k] for k in registry.MODEL_DEPLOYMENT},
         workload=registry.workload_spec(values),
         scheduler=registry.scheduler_config(values),
     )
@@ -851,7 +853,8 @@ def calibrate_cmd(
             "--fit",
             help="Fields to fit (repeatable or comma list): TOverheadMicros, "
             "PrefillOverheadMicros, MixedPrefillOverheadMicros, AllReduceLatency, "
-            "bwEfficiencyFactor, perLayerOverhead.",
+            "bwEfficiencyFactor, perLayerOverhead; MoE models also MoeGemmEfficiency, "
+            "MoeBwEfficiency.",
         ),
     ] = [],  # noqa: B006
     fit_phase: Annotated[

@@ -49,6 +49,35 @@ def render_step_breakdown(info: dict, console: Console | None = None) -> None:
             f"prefill bucket {b}: {d['tokens']} tokens, attention MFU "
             f"{d['attention_mfu']:.6f}, GEMM {d['gemm_us']:,.1f} µs ({gm})"
         )
+    dep = info.get("deployment")
+    if dep:
+        console.print(
+            f"weights {dep['weight_dtype']} ({dep['weight_bytes_per_param']:g} B/param, experts "
+            f"{dep['expert_bytes_per_param']:g}), KV "
+            f"{dep['kv_cache_dtype']} ({dep['kv_bytes_per_token']:,.0f} B/token), GEMM peak "
+            f"{dep['gemm_peak_tflops']:g} TFLOP/s, EP {dep['ep']}, DP {dep['dp']}; parameters "
+            f"{dep['total_params'] / 1e9:.2f} B total, {dep['active_params'] / 1e9:.2f} B active"
+        )
+    for label in ("decode", "prefill"):
+        if f"{label}_weight_bytes_read" in info:
+            line = f"{label}: weight bytes read per GPU {info[f'{label}_weight_bytes_read']:,.0f}"
+            moe = info.get(f"{label}_moe")
+            if moe:
+                line += (
+                    f"; experts activated {moe['experts_activated_per_layer']:.2f} of "
+                    f"{moe['experts']} per layer (top-{moe['experts_per_token']}, "
+                    f"{moe['moe_layers']} MoE layers), expert bytes per GPU "
+                    f"{moe['expert_weight_bytes_read']:,.0f} of "
+                    f"{moe['expert_weight_bytes_all']:,.0f}; all-to-all "
+                    f"{moe['all_to_all_us']:,.1f} µs (EP {moe['ep']})"
+                )
+            console.print(line)
+    att = info.get("attention")
+    if att:
+        console.print(
+            f"attention: MLA {att['mla']} (kv_lora_rank {att['kv_lora_rank']}), sliding-window "
+            f"layers {att['sliding_layers']} (window {att['sliding_window']})"
+        )
     for note in info.get("notes", []):
         console.print(f"note: {note}")
 

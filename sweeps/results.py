@@ -35,6 +35,8 @@ FACT_ATTRS = {
     "model_hidden": ("1", "hidden size"),
     "model_heads": ("1", "attention heads"),
     "model_kv_heads": ("1", "KV heads"),
+    "model_params_b": ("1e9", "parameters (total; MoE: all experts)"),
+    "model_active_params_b": ("1e9", "parameters active per token (MoE: routed top-k)"),
 }
 
 

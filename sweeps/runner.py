@@ -108,8 +108,11 @@ class Preparer:
         from infersweep.api import cost_model_for
         from infersweep.scheduler.driver import Job
 
-        model = self.model(s)
         hw = self.hardware(s)
+        try:  # quantisation / expert parallelism a model cannot take: an invalid point
+            model = settings.deploy(self.model(s), s)
+        except ConfigError as exc:
+            return Prepared(index, s, str(exc), None)
         tp = s["tp"]
         if tp < 1:
             raise ConfigError("must be an integer >= 1", field="tp", value=tp)
@@ -177,6 +180,10 @@ def label_facts(spec: SweepSpec, prep: Preparer) -> dict[str, dict[str, np.ndarr
             "model_hidden": np.array([m.hidden for m in models], np.int64),
             "model_heads": np.array([m.n_heads for m in models], np.int64),
             "model_kv_heads": np.array([m.n_kv_heads for m in models], np.int64),
+            "model_params_b": np.array([m.n_params / 1e9 for m in models], np.float64),
+            "model_active_params_b": np.array(
+                [m.n_active_params / 1e9 for m in models], np.float64
+            ),
         }
     return facts
 

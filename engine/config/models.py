@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from infersweep.config import arch as _arch
 from infersweep.config.catalog import resolve_hardware_file, resolve_model_folder
 from infersweep.errors import ConfigError
 
@@ -256,6 +257,44 @@ HARDWARE_FIELD_SPECS: tuple[HardwareField, ...] = (
         "detokenisation and streaming of each further token that the engine step "
         "does not carry (added to E2E and to each inter-token gap)",
     ),
+    # -- datasheet peaks and links beyond BF16 and HBM, MoE efficiencies (issue 13) ---------
+    HardwareField(
+        "TFlopsPeakFP8",
+        "tflops_peak_fp8",
+        "TFLOP/s",
+        0.0,
+        _INF,
+        "dense FP8 tensor peak: the GEMMs of FP8 weights (and activations); 0 = none",
+    ),
+    HardwareField(
+        "TFlopsPeakFP4", "tflops_peak_fp4", "TFLOP/s", 0.0, _INF, "dense FP4 tensor peak; 0 = none"
+    ),
+    HardwareField(
+        "InterconnectGBs",
+        "interconnect_gbs",
+        "GB/s",
+        0.0,
+        _INF,
+        "GPU-to-GPU bandwidth per GPU and direction (the expert-parallel all-to-all); 0 = unknown",
+    ),
+    HardwareField(
+        "MoeGemmEfficiency",
+        "moe_gemm_efficiency",
+        "x (MFU multiplier)",
+        0.0,
+        2.0,
+        "grouped-GEMM MFU of routed experts / the GEMM table's MFU at m = tokens per expert; "
+        "0 = the catalog entry's, else 1",
+    ),
+    HardwareField(
+        "MoeBwEfficiency",
+        "moe_bw_efficiency",
+        "fraction of the HBM peak",
+        0.0,
+        2.0,
+        "bandwidth at which routed experts stream / BwPeakTBs; 0 = the catalog entry's, else "
+        "the entry's own bandwidth",
+    ),
 )
 
 #: canonical field -> attribute. Keys are matched case-insensitively.
@@ -342,6 +381,11 @@ class Hardware:
     prompt_token_overhead_us: float = 0.0
     first_token_delay_steps: float = 0.0
     output_token_overhead_us: float = 0.0
+    tflops_peak_fp8: float = 0.0
+    tflops_peak_fp4: float = 0.0
+    interconnect_gbs: float = 0.0
+    moe_gemm_efficiency: float = 0.0
+    moe_bw_efficiency: float = 0.0
     source: str = ""
     ignored_fields: tuple[str, ...] = field(default=())
 
@@ -372,6 +416,9 @@ class Hardware:
             "AllReduceLatency",
             "perLayerOverhead",
             "MemoryGiB",
+            "TFlopsPeakFP8",
+            "TFlopsPeakFP4",
+            "InterconnectGBs",
         ):
             v = getattr(self, HARDWARE_FIELDS[fname])
             if v < 0:
@@ -548,6 +595,14 @@ class ModelConfig:
     vocab: int = 0
     source: str = ""
     is_moe: bool = False
+    # MoE, MLA, sliding window, explicit head_dim (None: a plain dense transformer), and the
+    # deployment's choices (engine/config/arch.py; defaults keep the reference's numbers)
+    arch: _arch.Arch | None = None
+    weight_dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
+    ep: int = 1
+    dp: int = 1
+    moe_skew: float = 0.0
 
     def __post_init__(self) -> None:
         where = self.source or None
@@ -594,8 +649,54 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        """hd = d div H (the integer head dim of the reference's GEMM shapes and MFU keys)."""
+        """hd = d div H (the integer head dim of the reference's GEMM shapes and MFU keys), or
+        the config's explicit ``head_dim`` where it differs."""
+        if self.arch is not None and self.arch.head_dim:
+            return self.arch.head_dim
         return self.hidden // self.n_heads
+
+    @property
+    def weight_bpp(self) -> float:
+        """Bytes per parameter of the linear layers under the deployment's weight dtype."""
+        return _arch.weight_bpp(self)
+
+    @property
+    def kv_bpp(self) -> float:
+        """Bytes per KV-cache element under the deployment's KV-cache dtype."""
+        if self.kv_cache_dtype == "auto":
+            return self.bytes_per_param
+        return _arch.KV_DTYPES[self.kv_cache_dtype]
+
+    @property
+    def extended(self) -> bool:
+        """Whether the step cost needs the extended tables (not the reference's formulas)."""
+        return (
+            self.arch is not None
+            or self.weight_bpp != self.bytes_per_param
+            or self.ep > 1
+            or self.dp > 1
+        )
+
+    @property
+    def n_params(self) -> float:
+        return _arch.param_counts(self)["total"]
+
+    @property
+    def n_active_params(self) -> float:
+        return _arch.param_counts(self)["active"]
+
+    def deployed(
+        self,
+        *,
+        weight_dtype: str = "auto",
+        kv_cache_dtype: str = "auto",
+        ep: int = 1,
+        moe_skew: float = 0.0,
+        dp: int = 1,
+    ) -> ModelConfig:
+        """This model served with a weight dtype, KV-cache dtype, expert parallelism, attention
+        data parallelism and routing skew (``auto``: the checkpoint's dtypes)."""
+        return _arch.deployed(self, weight_dtype, kv_cache_dtype, ep, moe_skew, dp)
 
     @property
     def d_ff(self) -> int:
@@ -608,21 +709,28 @@ class ModelConfig:
     @property
     def weight_bytes(self) -> float:
         """W_b exactly as the reference computes it (REFERENCE §5.5)."""
+        if self.arch is not None:
+            return _arch.weight_bytes(self)
         d = float(self.hidden)
         dh = d / float(self.n_heads)
         d_kv = float(self.n_kv_heads) * dh
         d_ff = float(self.d_ff)
         per_layer = d * (d + 2 * d_kv) + (d * d) + (3 * d * d_ff)
-        return per_layer * float(self.n_layers) * float(self.bytes_per_param)
+        return per_layer * float(self.n_layers) * float(self.weight_bpp)
 
     def kv_bytes_per_token(self) -> float:
-        """KV-cache bytes per token for the whole model (all layers, K and V)."""
+        """KV-cache bytes per token for the whole model (all layers, K and V; MLA: the latent
+        and the rope key)."""
+        if self.arch is not None and self.arch.is_mla:
+            a = self.arch
+            return float(self.n_layers) * (a.kv_lora_rank + a.qk_rope_head_dim) * self.kv_bpp
+        dh = self.arch.head_dim if self.arch is not None and self.arch.head_dim else None
         return (
             2.0
             * self.n_layers
             * self.n_kv_heads
-            * (self.hidden / self.n_heads)
-            * self.bytes_per_param
+            * (dh if dh is not None else self.hidden / self.n_heads)
+            * self.kv_bpp
         )
 
     def tp_divides_heads(self, tp: int) -> bool:
@@ -683,7 +791,7 @@ def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
             field=kv_key,
             value=merged[kv_key],
         )
-    if hidden % heads:
+    if hidden % heads and not merged.get("head_dim"):
         raise ConfigError(
             f"must be divisible by num_attention_heads ({heads})",
             file=source,
@@ -697,6 +805,8 @@ def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
     vocab, _ = _count_field(merged, ("vocab_size",), source, required=False, positive=False)
     dtype_key = "torch_dtype" if isinstance(merged.get("torch_dtype"), str) else "dtype"
     dtype = merged.get(dtype_key)
+    if dtype is None and isinstance(merged.get("quantization_config"), dict):
+        dtype = "bfloat16"  # a quantised checkpoint without torch_dtype (gpt-oss): bf16 activations
     if dtype is None:
         raise ConfigError(
             'no dtype: set torch_dtype (e.g. "bfloat16")', file=source, field="torch_dtype"
@@ -709,6 +819,9 @@ def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
             value=dtype,
             hint="known: " + ", ".join(sorted(set(DTYPE_BYTES))),
         )
+    if not vocab and merged.get("model_type") == "gemma3_text":
+        vocab = 262208  # Gemma3TextConfig's default (the official file omits it)
+    arch = _arch.parse_arch(merged, n_layers=n_layers, hidden=hidden, heads=heads, source=source)
     return ModelConfig(
         name=name,
         n_layers=n_layers,
@@ -719,7 +832,8 @@ def parse_model_config(cfg: object, *, name: str, source: str) -> ModelConfig:
         bytes_per_param=float(DTYPE_BYTES[dtype.lower()]),
         vocab=vocab,
         source=source,
-        is_moe="num_local_experts" in merged,
+        is_moe="num_local_experts" in merged or (arch is not None and arch.is_moe),
+        arch=arch,
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from infersweep import schema
 from infersweep.config.catalog import resolve_bench_dir
 from infersweep.config.models import Hardware, ModelConfig, check_tp
+from infersweep.costmodel import moe
 from infersweep.costmodel import stepcost_nb as nb
 from infersweep.costmodel.mfu import (
     BenchTables,
@@ -47,6 +48,7 @@ class CostModel:
     decode_table: str | None = None
     gemm_groups: tuple[tuple[int, int], ...] = ()
     notes: tuple[str, ...] = field(default=())
+    bench_data: str | None = None  # the MFU table folder it was built from (None: embedded)
 
     @property
     def gemm_table_size(self) -> int:
@@ -136,6 +138,12 @@ class CostModel:
             return self.hardware.mfu_prefill
         i = nb.prefill_bucket_nb(int(seq_len))
         return float(self.ctf[self.cti[schema.I_PF_BUCKET] + i])
+
+    def weight_bytes_read(self, m: int) -> float:
+        """Weight bytes one GPU reads in a step of m tokens (MoE: the activated experts)."""
+        if not self.model.extended:
+            return float(self.ctf[schema.P_WB]) * float(self.ctf[schema.P_TAU])
+        return float(moe.weight_bytes_read(self.model, float(m))) / (self.tp * self.model.dp)
 
     def gemm_time_us(self, m: int, prefill: bool = True) -> float:
         return float(nb.gemm_time_nb(int(m), prefill, self.ctf, self.cti)) * 1e6
@@ -240,6 +248,17 @@ def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
     par[schema.P_OVH_LAYER_ALL] = hw.layer_overhead_us * L
     par[schema.P_REQ_STEPS] = hw.first_token_delay_steps
     par[schema.P_OVH_AR_PEER] = hw.allreduce_peer_latency_us * 2.0 * L * float(tp - 1)
+    par[schema.P_DEC_ATTN] = 1.0
+    if model.arch is not None or model.kv_cache_dtype != "auto":
+        at = moe.attention_params(model, tp)
+        par[schema.P_HD] = at["hd"]
+        par[schema.P_DEC_ATTN] = at["dec"]
+        par[schema.P_KVTOK] = at["kv_tok"]
+        par[schema.P_SLIDE_FRAC] = at["slide"]
+        par[schema.P_WINDOW] = at["win"]
+    par[schema.P_EXT] = 1.0 if model.extended else 0.0
+    if model.dp > 1:  # attention data parallelism: each GPU serves 1/dp of the batch
+        par[schema.P_TAU] = 1.0 / float(tp * model.dp)
     scale = hw.step_cost_scale
     if scale != 1.0:  # every step time x scale: rates / scale, per-step overheads x scale
         par[schema.P_PEAK] /= scale
@@ -424,14 +443,25 @@ def build_cost_model(
         put_i(schema.I_ROW_BS, dec.batch_size)
         put_i(schema.I_ROW_KV, dec.kv_len)
         put_f(schema.I_ROW_MFU, dec.mfu)
+    moe.check_ep(model, tp)
+    par = _par(model, hardware, tp, v1)
+    ext = None
+    if model.extended:
+        ext = moe.build_ext_tables(model, hardware, tp, tables, n=table_n, bw=par[schema.P_BW])
+        notes.extend(ext.notes)
+    put_f(schema.I_EXT_WB, ext.weight_bytes if ext else [])
+    put_f(schema.I_EXT_COMM, ext.comm_s if ext else [])
     if not model.tp_divides_heads(tp):
         notes.append(
             f"TP {tp} does not divide the attention heads ({model.n_heads}) and KV "
             f"heads ({model.n_kv_heads}) of {model.name}"
         )
-    ctf = np.concatenate([_par(model, hardware, tp, v1)] + fparts)
+    ctf = np.concatenate([par] + fparts)
     cti = np.concatenate([head] + iparts)
     nb.fill_gemm_tables_nb(ctf, cti)
+    if ext is not None:
+        ctf[cti[schema.I_GEMM_P] : cti[schema.I_GEMM_P] + table_n] = ext.gemm_prefill_s
+        ctf[cti[schema.I_GEMM_D] : cti[schema.I_GEMM_D] + table_n] = ext.gemm_decode_s
     return CostModel(
         model=model,
         hardware=hardware,
@@ -443,6 +473,7 @@ def build_cost_model(
         decode_table=dec_name,
         gemm_groups=tuple(groups),
         notes=tuple(notes),
+        bench_data=None if bench_data is None else str(bench_data),
     )
 
 
@@ -450,7 +481,7 @@ def weights_fit(model: ModelConfig, hardware: Hardware, tp: int) -> bool | None:
     """Whether the weights fit in MemoryGiB * TP (None when MemoryGiB is unknown)."""
     if not hardware.memory_gib:
         return None
-    return model.weight_bytes <= hardware.memory_gib * 2**30 * tp
+    return moe.weight_memory_bytes(model) <= hardware.memory_gib * 2**30 * tp * model.dp
 
 
 def auto_kv_blocks(
@@ -459,9 +490,50 @@ def auto_kv_blocks(
     """SPEC §2: floor((MemoryGiB·2^30·TP·u − weight bytes) / (block · 2·L·KV·hd·B))."""
     if not hardware.memory_gib:
         return None
-    free = hardware.memory_gib * 2**30 * tp * gpu_memory_utilization - model.weight_bytes
+    n_gpu = tp * model.dp
+    free = hardware.memory_gib * 2**30 * n_gpu * gpu_memory_utilization
+    free -= moe.weight_memory_bytes(model)
     per_block = block_size * model.kv_bytes_per_token()
+    if model.arch is not None and model.arch.is_mla:
+        per_block *= tp  # every TP rank holds the whole latent cache
     return max(int(math.floor(free / per_block)), 0)
+
+
+def moe_breakdown(cm: CostModel, prefill_tokens: int, n_decode: int) -> dict:
+    """The deployment (dtypes, GEMM peak, weight bytes read) and, for an MoE model, the expert
+    facts of the step's decode batch and prefill tokens."""
+    m = cm.model
+    if not m.extended and m.kv_cache_dtype == "auto":
+        return {}
+    out: dict = {
+        "deployment": {
+            "weight_dtype": m.weight_dtype,
+            "weight_bytes_per_param": m.weight_bpp,
+            "expert_bytes_per_param": moe.A.expert_bpp(m),
+            "kv_cache_dtype": m.kv_cache_dtype,
+            "kv_bytes_per_token": m.kv_bytes_per_token(),
+            "gemm_peak_tflops": moe.gemm_peak_tflops(m, cm.hardware)[0],
+            "ep": m.ep,
+            "dp": m.dp,
+            "total_params": m.n_params,
+            "active_params": m.n_active_params,
+        }
+    }
+    if m.arch is not None and (m.arch.is_mla or m.arch.n_sliding_layers):
+        a = m.arch
+        out["attention"] = {
+            "mla": a.is_mla,
+            "kv_lora_rank": a.kv_lora_rank,
+            "sliding_layers": a.n_sliding_layers,
+            "sliding_window": a.sliding_window,
+        }
+    for label, n in (("decode", n_decode), ("prefill", prefill_tokens)):
+        if n:
+            out[f"{label}_weight_bytes_read"] = cm.weight_bytes_read(n)
+            facts = moe.explain(m, cm.hardware, cm.tp, n)
+            if facts:
+                out[f"{label}_moe"] = facts
+    return out
 
 
 def step_breakdown(cm: CostModel, prefills, decodes) -> dict:
@@ -491,6 +563,7 @@ def step_breakdown(cm: CostModel, prefills, decodes) -> dict:
         "attention_table": cm.attention_key,
         "decode_table": cm.decode_table,
         "notes": list(cm.notes),
+        **moe_breakdown(cm, sum(n for _, n in prefills), len(decodes)),
     }
     if decodes:
         bs = len(decodes)

@@ -23,6 +23,8 @@ from infersweep.schema import (
     C_PREFILL_COMPUTE,
     C_PREFILL_MEMORY,
     I_BS,
+    I_EXT_COMM,
+    I_EXT_WB,
     I_GEMM_D,
     I_GEMM_K,
     I_GEMM_M,
@@ -51,6 +53,8 @@ from infersweep.schema import (
     P_BPP,
     P_BW,
     P_DC_SCALE,
+    P_DEC_ATTN,
+    P_EXT,
     P_H,
     P_HD,
     P_KVTOK,
@@ -67,9 +71,11 @@ from infersweep.schema import (
     P_OVH_STEP,
     P_PEAK,
     P_PF_SCALE,
+    P_SLIDE_FRAC,
     P_TAU,
     P_V1,
     P_WB,
+    P_WINDOW,
 )
 
 # The layouts of ctf (P_*), of cti's header (I_*) and of the step components (C_*) are
@@ -253,6 +259,9 @@ def gemm_time_nb(m, prefill, ctf, cti):
     """G(M) in seconds: from the table, or computed when M is beyond it."""
     if m < cti[I_GEMM_TAB_N]:
         return ctf[(cti[I_GEMM_P] if prefill else cti[I_GEMM_D]) + m]
+    if ctf[P_EXT] > 0.0:  # beyond the extended table: compute-bound, linear in M
+        last = cti[I_GEMM_TAB_N] - 1
+        return ctf[(cti[I_GEMM_P] if prefill else cti[I_GEMM_D]) + last] * float(m) / float(last)
     mfu_const = 0.0
     if ctf[P_V1] > 0.0:
         mfu_const = ctf[P_MFU_PREFILL] if prefill else ctf[P_MFU_DECODE]
@@ -367,15 +376,47 @@ def decode_mfu_nb(bs, kv, b0, b1, ctf, cti, memo_k, memo_v):
 
 
 @hjit
+def attn_ctx_nb(ctx, ctf):
+    """The context a query attends to, averaged over the layers (sliding-window layers see at
+    most their window)."""
+    c = float(ctx)
+    frac = ctf[P_SLIDE_FRAC]
+    if frac == 0.0:
+        return c
+    w = ctf[P_WINDOW]
+    return c * (1.0 - frac) + frac * (c if c < w else w)
+
+
+@hjit
+def ext_wb_nb(m, ctf, cti):
+    """Weight bytes read by a step of m tokens: W_b, or WB(m) for an extended model."""
+    if ctf[P_EXT] == 0.0:
+        return ctf[P_WB]
+    n = cti[I_GEMM_TAB_N]
+    return ctf[cti[I_EXT_WB] + (m if m < n else n - 1)]
+
+
+@hjit
+def ext_comm_nb(m, ctf, cti):
+    """All-to-all seconds of a step of m tokens (0 for models without expert parallelism)."""
+    if ctf[P_EXT] == 0.0:
+        return 0.0
+    n = cti[I_GEMM_TAB_N]
+    if m < n:
+        return ctf[cti[I_EXT_COMM] + m]
+    return ctf[cti[I_EXT_COMM] + n - 1] * float(m) / float(n - 1)
+
+
+@hjit
 def dyn_bytes_nb(seq, t, ctf):
     """Dyn(seq, t) = total - W_b of calculateMemoryAccessBytes (REFERENCE §5.5)."""
     tf = float(t)
     if t == 1:
         act = ctf[P_ACTTOK] * tf * 0.75
-        kv_access = ctf[P_KVTOK] * float(seq) * 0.80
+        kv_access = ctf[P_KVTOK] * attn_ctx_nb(seq, ctf) * 0.80
     else:
         act = ctf[P_ACTTOK] * tf * 0.85
-        kv_access = ctf[P_KVTOK] * float(seq) * 0.92
+        kv_access = ctf[P_KVTOK] * attn_ctx_nb(seq, ctf) * 0.92
     kv_growth = ctf[P_KVTOK] * tf
     wb = ctf[P_WB]
     total = act + kv_access + kv_growth + wb
@@ -397,7 +438,7 @@ def prefill_bucket_nb(seq):
 @hjit
 def attn_flops_nb(q, ctx, ctf):
     """A(q, c) * L: QK^T plus AV, no softmax (REFERENCE §5.3)."""
-    x = 2.0 * ctf[P_H] * float(q) * float(ctx) * ctf[P_HD]
+    x = 2.0 * ctf[P_H] * float(q) * attn_ctx_nb(ctx, ctf) * ctf[P_HD]
     return (x + x) * ctf[P_L]
 
 
@@ -414,6 +455,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
     pm = 0.0
     dcomp = 0.0
     dmem = 0.0
+    pf_tok = 0
     if n_dc > 0:
         if n_dc < cti[I_GEMM_TAB_N]:
             g = ctf[cti[I_GEMM_D] + n_dc]
@@ -447,7 +489,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
         msize = memo_k.shape[0]
         for i in range(n_dc):
             c = dc_pi[i]
-            f = attn_flops_nb(1, c, ctf)
+            f = attn_flops_nb(1, c, ctf) * ctf[P_DEC_ATTN]
             flops += f
             if have_grid:
                 # decode_mfu_nb's lookup (REFERENCE §4.4), written out here on purpose: as a
@@ -497,7 +539,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
             if eff > 0.0:
                 attn = flops / (peak * eff) * tau
         dcomp = g + attn
-        dmem = (ctf[P_WB] * tau + dyn) / bw
+        dmem = (ext_wb_nb(n_dc, ctf, cti) * tau + dyn) / bw
     if n_pf > 0:
         # REFERENCE §5.6: bucket the entries by sequence length (prefill_bucket_nb); then per
         # bucket, in ascending order, the GEMMs of its total new tokens T_b plus its attention
@@ -509,6 +551,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
         used = 0
         dyn = 0.0
         for i in range(n_pf):
+            pf_tok += pf_n[i]
             s = pf_pi[i] + pf_n[i]
             bi = prefill_bucket_nb(s)
             f = attn_flops_nb(pf_n[i], s, ctf)
@@ -563,7 +606,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
                 else:
                     gp = gemm_time_nb(tok, True, ctf, cti)
                 pc += gp + fl / ATTN_PREFILL_DIVISOR / (peak * mfu) * tau
-        pm = (ctf[P_WB] * tau + dyn) / bw
+        pm = (ext_wb_nb(pf_tok, ctf, cti) * tau + dyn) / bw
     pc *= ctf[P_PF_SCALE]
     dcomp *= ctf[P_DC_SCALE]
     pt = pc if pc > pm else pm
@@ -576,6 +619,8 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
         hw = dt
     else:
         hw = 0.0
+    if ctf[P_EXT] > 0.0 and n_pf + n_dc > 0:
+        hw += ext_comm_nb(n_dc + pf_tok, ctf, cti)
     ovh = ctf[P_OVH_LAYER]
     if n_pf + n_dc > 0:
         ovh += ctf[P_OVH_STEP]

@@ -25,6 +25,7 @@ import numpy as np
 
 from infersweep import schema
 from infersweep.config.models import HARDWARE_FIELDS, Hardware, ModelConfig
+from infersweep.costmodel import moe
 from infersweep.costmodel import stepcost_nb as nb
 from infersweep.costmodel.stepcost import CostModel, build_cost_model
 from infersweep.errors import ConfigError
@@ -39,6 +40,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "AllReduceLatency": (0.0, 200.0),
     "bwEfficiencyFactor": (0.3, 1.0),
     "perLayerOverhead": (0.0, 500.0),
+    "MoeGemmEfficiency": (0.5, 2.0),  # MoE models only (costmodel/moe.py)
+    "MoeBwEfficiency": (0.3, 1.5),
 }
 FITTABLE = tuple(BOUNDS)
 DEFAULT_FIT = ("TOverheadMicros", "bwEfficiencyFactor")
@@ -183,6 +186,17 @@ def with_hardware(cm: CostModel, hw: Hardware, terms) -> CostModel:
     ctf = cm.ctf.copy()
     par = _par(cm.model, hw, cm.tp, cm.step_model == "v1")
     bw_changed = par[schema.P_BW] != ctf[schema.P_BW]
+    moe_changed = moe.moe_efficiencies(hw) != moe.moe_efficiencies(cm.hardware)
+    if cm.model.extended and (bw_changed or moe_changed):  # rebuild MoE/quant tables
+        ctf = build_cost_model(
+            cm.model,
+            hw,
+            cm.tp,
+            bench_data=cm.bench_data,
+            step_model=cm.step_model,
+            max_tokens=int(cm.cti[schema.I_GEMM_TAB_N]) - 1,
+        ).ctf.copy()
+        return dataclasses.replace(cm, hardware=hw, ctf=ctf)
     ctf[: schema.N_PAR] = par
     if bw_changed:
         nb.fill_from_terms_nb(ctf, cm.cti, terms[0], terms[1])

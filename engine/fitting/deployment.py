@@ -32,6 +32,6 @@ def resolve_deployment(given: dict[str, Any], manifest: str | os.PathLike | None
     values = {MANIFEST_SETTINGS[k]: v for k, v in man.items() if k in MANIFEST_SETTINGS}
     values.update({k: v for k, v in given.items() if v is not None})
     values = settings.resolve(values)
-    model = load_model(values["model"], values["model_config_folder"])
+    model = settings.deploy(load_model(values["model"], values["model_config_folder"]), values)
     hardware = load_hardware(values["hardware"], values["hardware_config"])
     return model, hardware, values["tp"], settings.scheduler_config(values), values

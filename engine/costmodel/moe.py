@@ -42,21 +42,9 @@ class ExtTables:
 
 
 def moe_efficiencies(hw: Hardware) -> tuple[float, float]:
-    """(MoeGemmEfficiency, MoeBwEfficiency) of an entry; a field the entry does not set comes
-    from the catalog's entry of the same GPU (the fitted H100 values reach every H100 config),
-    else 1.0 and 0.0 (0: experts stream at the entry's own bandwidth)."""
-    g, b = hw.moe_gemm_efficiency, hw.moe_bw_efficiency
-    if g == 0 or b == 0:
-        from infersweep.config.models import load_hardware
-
-        try:
-            cat = load_hardware(hw.name)
-        except ConfigError:
-            cat = None
-        if cat is not None:
-            g = g or cat.moe_gemm_efficiency
-            b = b or cat.moe_bw_efficiency
-    return g or 1.0, b
+    """(MoeGemmEfficiency, MoeBwEfficiency) of an entry: 1.0 and 0.0 when not set (0: the
+    experts stream at the entry's own bandwidth, like every other byte)."""
+    return hw.moe_gemm_efficiency or 1.0, hw.moe_bw_efficiency
 
 
 def expert_bw(hw: Hardware, bw: float) -> float:

@@ -227,14 +227,13 @@ def test_calibration_rebuilds_moe_tables_when_the_bandwidth_changes():
         assert fast.step_time(*step) == slow.step_time(*step)
 
 
-def test_moe_efficiencies_default_to_the_catalog_entry_of_the_gpu():
+def test_moe_efficiencies_of_the_shipped_h100_entries():
     from infersweep.costmodel.moe import moe_efficiencies
 
-    cat = load_hardware("H100")
-    assert (cat.moe_gemm_efficiency, cat.moe_bw_efficiency) == (2.0, 0.807)
-    assert moe_efficiencies(load_hardware("H100", "minimal")) == (2.0, 0.807)
+    assert moe_efficiencies(load_hardware("H100")) == (2.0, 0.807)  # catalog: no overheads
+    assert moe_efficiencies(load_hardware("H100", "h100-vllm-0.15")) == (2.0, 0.944)
+    assert moe_efficiencies(load_hardware("H100", "minimal")) == (1.0, 0.0)  # unset
     assert moe_efficiencies(load_hardware("B200")) == (1.0, 0.0)  # 0: the entry's bandwidth
-    assert moe_efficiencies(cat.with_fields(MoeBwEfficiency=0.5)) == (2.0, 0.5)
 
 
 def test_attention_data_parallelism_replicates_attention_and_splits_experts():

@@ -376,15 +376,13 @@ def decode_mfu_nb(bs, kv, b0, b1, ctf, cti, memo_k, memo_v):
 
 
 @hjit
-def attn_ctx_nb(ctx, ctf):
-    """The context a query attends to, averaged over the layers (sliding-window layers see at
-    most their window)."""
+def attn_ctx_nb(ctx, frac, window):
+    """The context a query attends to, averaged over the layers (sliding-window layers, a
+    fraction ``frac`` of them (``P_SLIDE_FRAC``), see at most ``window`` tokens)."""
     c = float(ctx)
-    frac = ctf[P_SLIDE_FRAC]
     if frac == 0.0:
         return c
-    w = ctf[P_WINDOW]
-    return c * (1.0 - frac) + frac * (c if c < w else w)
+    return c * (1.0 - frac) + frac * (c if c < window else window)
 
 
 @hjit
@@ -408,15 +406,16 @@ def ext_comm_nb(m, ctf, cti):
 
 
 @hjit
-def dyn_bytes_nb(seq, t, ctf):
-    """Dyn(seq, t) = total - W_b of calculateMemoryAccessBytes (REFERENCE §5.5)."""
+def dyn_bytes_nb(seq_f, t, ctf):
+    """Dyn(seq, t) = total - W_b of calculateMemoryAccessBytes (REFERENCE §5.5); ``seq_f`` is
+    the attended context, ``attn_ctx_nb(seq, ...)``."""
     tf = float(t)
     if t == 1:
         act = ctf[P_ACTTOK] * tf * 0.75
-        kv_access = ctf[P_KVTOK] * attn_ctx_nb(seq, ctf) * 0.80
+        kv_access = ctf[P_KVTOK] * seq_f * 0.80
     else:
         act = ctf[P_ACTTOK] * tf * 0.85
-        kv_access = ctf[P_KVTOK] * attn_ctx_nb(seq, ctf) * 0.92
+        kv_access = ctf[P_KVTOK] * seq_f * 0.92
     kv_growth = ctf[P_KVTOK] * tf
     wb = ctf[P_WB]
     total = act + kv_access + kv_growth + wb
@@ -436,9 +435,10 @@ def prefill_bucket_nb(seq):
 
 
 @hjit
-def attn_flops_nb(q, ctx, ctf):
-    """A(q, c) * L: QK^T plus AV, no softmax (REFERENCE §5.3)."""
-    x = 2.0 * ctf[P_H] * float(q) * attn_ctx_nb(ctx, ctf) * ctf[P_HD]
+def attn_flops_nb(q, ctx_f, ctf):
+    """A(q, c) * L: QK^T plus AV, no softmax (REFERENCE §5.3); ``ctx_f`` is the attended
+    context, ``attn_ctx_nb(c, ...)``."""
+    x = 2.0 * ctf[P_H] * float(q) * ctx_f * ctf[P_HD]
     return (x + x) * ctf[P_L]
 
 
@@ -456,7 +456,11 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
     dcomp = 0.0
     dmem = 0.0
     pf_tok = 0
+    # read once per step (the loops below store to the memo, so LLVM reloads ctf entries)
+    slide = ctf[P_SLIDE_FRAC]
+    window = ctf[P_WINDOW]
     if n_dc > 0:
+        dec_attn = ctf[P_DEC_ATTN]
         if n_dc < cti[I_GEMM_TAB_N]:
             g = ctf[cti[I_GEMM_D] + n_dc]
         else:
@@ -489,7 +493,8 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
         msize = memo_k.shape[0]
         for i in range(n_dc):
             c = dc_pi[i]
-            f = attn_flops_nb(1, c, ctf) * ctf[P_DEC_ATTN]
+            c_f = attn_ctx_nb(c, slide, window)
+            f = attn_flops_nb(1, c_f, ctf) * dec_attn
             flops += f
             if have_grid:
                 # decode_mfu_nb's lookup (REFERENCE §4.4), written out here on purpose: as a
@@ -532,7 +537,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
                 wsum += f * mfu
             elif not v1:
                 wsum += f * EPS
-            dyn += dyn_bytes_nb(c, 1, ctf) * tau
+            dyn += dyn_bytes_nb(c_f, 1, ctf) * tau
         attn = 0.0
         if flops > 0.0:
             eff = ctf[P_MFU_DECODE] if v1 else wsum / flops
@@ -554,7 +559,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
             pf_tok += pf_n[i]
             s = pf_pi[i] + pf_n[i]
             bi = prefill_bucket_nb(s)
-            f = attn_flops_nb(pf_n[i], s, ctf)
+            f = attn_flops_nb(pf_n[i], attn_ctx_nb(s, slide, window), ctf)
             used |= 1 << bi
             if bi == 0:
                 tok0 += pf_n[i]
@@ -580,7 +585,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
             else:
                 tok7 += pf_n[i]
                 fl7 += f
-            dyn += dyn_bytes_nb(pf_pi[i], pf_n[i], ctf) * tau
+            dyn += dyn_bytes_nb(attn_ctx_nb(pf_pi[i], slide, window), pf_n[i], ctf) * tau
         pb = cti[I_PF_BUCKET]
         for bi in range(N_BUCKETS):
             if used & (1 << bi):

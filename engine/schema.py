@@ -22,7 +22,7 @@ never meets stale machine code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +51,22 @@ class Layout:
     width_name: str  # e.g. "N_Q": the number of columns
     title: str
     fields: tuple[Field, ...]
+    _names: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    _pos: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # names and positions once (run reads them per metric)
+        object.__setattr__(self, "_names", tuple(f.name for f in self.fields))
+        object.__setattr__(self, "_pos", {n: i for i, n in enumerate(self._names)})
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields)
+        return self._names
 
     def index(self, name: str) -> int:
-        return self.names.index(name)
+        try:
+            return self._pos[name]
+        except KeyError:
+            raise ValueError(f"{name!r} is not a field of {self.title}") from None
 
     def constant(self, name: str) -> str:
         return self.prefix + name.upper()

@@ -5,8 +5,6 @@ Heavy modules (numba kernels, xarray, pyarrow) are imported inside the commands 
 status 2; a traceback is shown only with ``--verbose``.
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated

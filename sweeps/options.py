@@ -68,7 +68,9 @@ def with_settings(*groups: str, mode: str = "value", exclude: tuple[str, ...] = 
         chosen += [s for s in picked if s.name not in exclude and s not in chosen]
 
     def deco(fn):
-        hints = typing.get_type_hints(fn, include_extras=True)
+        hints = dict(fn.__annotations__)
+        if any(isinstance(v, str) for v in hints.values()):  # postponed annotations
+            hints = typing.get_type_hints(fn, include_extras=True)
         own = [
             p.replace(annotation=hints.get(p.name, p.annotation))
             for p in inspect.signature(fn).parameters.values()

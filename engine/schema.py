@@ -208,6 +208,76 @@ STEP_LOG = Layout(
 )
 
 # --------------------------------------------------------------------------------------------
+# the state of one scheduler instance (vllm_nb.py), all in caller-allocated arrays so that a run
+# can pause at a step boundary and resume (a cluster advances its instances this way)
+# --------------------------------------------------------------------------------------------
+
+INSTANCE = Layout(
+    "K_",
+    "N_K",
+    "instance scalars k (int64): clock, arrival cursor, wait-queue ring and counters",
+    (
+        _f("t", "us", "clock", "the next step boundary"),
+        _f("clock", "us", "time of the last event"),
+        _f("wq_head", "1", "wait-queue ring head", "k[K_WQ_HEAD:K_WQ_HEAD + 2] is the deque meta"),
+        _f("wq_n", "1", "waiting requests"),
+        _f("n_arrived", "1", "arrivals seen", "cursor into the instance's arrival list"),
+        _f("n_known", "1", "arrivals routed", "length of the instance's arrival list"),
+        _f("n_run", "1", "running requests"),
+        _f("steps", "1", "engine steps"),
+        _f("idle", "1", "steps in a row without progress"),
+        _f("status", "1", "run status", "a STATUS_* code"),
+        _f("ended", "1", "ended", "1 once the instance stopped (stall or horizon)"),
+        _f("input_tok", "tokens", "input tokens"),
+        _f("output_tok", "tokens", "output tokens"),
+        _f("completed", "1", "completed requests"),
+        _f("dropped", "1", "dropped requests"),
+        _f("preempt", "1", "preemptions"),
+        _f("busy_us", "us", "busy time"),
+        _f("routed", "1", "requests routed to the instance"),
+    ),
+)
+
+REQUEST_STATE = Layout(
+    "RS_",
+    "N_RS",
+    "per-request scheduler state rs[RS_*, r] (int64 rows; survives a preemption)",
+    (
+        _f("gen", "tokens", "output tokens generated so far"),
+        _f("last_tok", "us", "time of its latest token"),
+        _f("want", "tokens", "output tokens to generate", "at least 1"),
+    ),
+)
+
+INSTANCE_QUEUES = Layout(
+    "IQ_",
+    "N_IQ",
+    "an instance's request lists iq[IQ_*, :] (int64 rows)",
+    (
+        _f("wait", "1", "wait queue", "a ring deque; head and length in k[K_WQ_HEAD:]"),
+        _f("arr_req", "1", "arrival list", "requests routed to the instance, in arrival order"),
+        _f("arr_t", "us", "arrival at the instance", "client arrival + routing latency"),
+    ),
+)
+
+SLOTS = Layout(
+    "SL_",
+    "N_SL",
+    "the running batch sl[SL_*, k] (int64 rows; slot k in admission order)",
+    (
+        _f("req", "1", "request"),
+        _f("computed", "tokens", "tokens whose KV is computed"),
+        _f("gen", "tokens", "output tokens generated"),
+        _f("prompt", "tokens", "prompt tokens"),
+        _f("want", "tokens", "output tokens to generate"),
+        _f("last_tok", "us", "time of its latest token"),
+        _f("kv_cap", "tokens", "tokens its KV blocks can hold"),
+        _f("full_at", "tokens", "token count that completes its next block"),
+        _f("new", "tokens", "tokens scheduled this step"),
+    ),
+)
+
+# --------------------------------------------------------------------------------------------
 # KV block pool (scheduler/kvcache_nb.py, REFERENCE §6.4)
 # --------------------------------------------------------------------------------------------
 
@@ -536,6 +606,10 @@ LAYOUTS: tuple[Layout, ...] = (
     POOL,
     BLOCK,
     REQUEST_BLOCKS,
+    INSTANCE,
+    REQUEST_STATE,
+    INSTANCE_QUEUES,
+    SLOTS,
     COST_PARAMS,
     COST_HEADER,
     STEP_COMPONENTS,

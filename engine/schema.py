@@ -249,6 +249,20 @@ REQUEST_STATE = Layout(
     ),
 )
 
+BLIS_REQUEST_STATE = Layout(
+    "BQ_",
+    "N_BQ",
+    "per-request blis scheduler state bq[BQ_*, r] (int64 rows; REFERENCE §6.2-§6.3 names)",
+    (
+        _f("progress", "tokens", "ProgressIndex (PI)", "tokens processed"),
+        _f("computed", "tokens", "computed[id]", "PI after this step's tokens"),
+        _f("num_new", "tokens", "NumNewTokens", "of the latest scheduling"),
+        _f("itl_sum", "us", "sum of ITL entries", "E2E = TTFT + sum of ITL"),
+        _f("evicted_at", "1", "step of its latest eviction", "safe mode, Q3; -1 = never"),
+        _f("lone_best", "tokens", "livelock guard", "furthest lone self-eviction; -1 = none"),
+    ),
+)
+
 INSTANCE_QUEUES = Layout(
     "IQ_",
     "N_IQ",
@@ -608,6 +622,7 @@ LAYOUTS: tuple[Layout, ...] = (
     REQUEST_BLOCKS,
     INSTANCE,
     REQUEST_STATE,
+    BLIS_REQUEST_STATE,
     INSTANCE_QUEUES,
     SLOTS,
     COST_PARAMS,

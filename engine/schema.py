@@ -292,6 +292,57 @@ SLOTS = Layout(
 )
 
 # --------------------------------------------------------------------------------------------
+# clusters: replicas behind a router (scheduler/cluster_nb.py)
+# --------------------------------------------------------------------------------------------
+
+CLUSTER = Layout(
+    "CL_",
+    "N_CL",
+    "cluster config vector ccfg (int64)",
+    (
+        _f("replicas", "1", "instances", "identical instances on one clock"),
+        _f("router", "1", "router", "a ROUTER_* code"),
+        _f("affinity_slack", "requests", "affinity slack", "prefix-affinity's load bound"),
+        _f("snapshot_us", "us", "snapshot interval", "0 = the router sees current load"),
+        _f("latency_us", "us", "routing latency", "added to each request's arrival"),
+        _f("seed", "1", "router seed", "random router"),
+    ),
+)
+
+ROUTERS = Layout(
+    "ROUTER_",
+    "",
+    "router codes (ccfg[CL_ROUTER]); names as the router setting with _ for -",
+    (
+        _code("round_robin", "instance (i mod replicas) for the i-th request"),
+        _code("random", "uniformly random instance (seeded)"),
+        _code("least_outstanding", "fewest requests queued, running or in flight to it"),
+        _code("least_kv", "lowest KV blocks in use"),
+        _code("prefix_affinity", "the instance holding the request's prefix, within a slack"),
+        _code("weighted", "lowest load + KV - prefix score"),
+    ),
+)
+
+INSTANCE_METRICS = Layout(
+    "CI_",
+    "N_CI",
+    "per-instance counters inst[i, :] of a cluster run (int64)",
+    (
+        _f("requests", "1", "requests routed to it"),
+        _f("completed", "1", "completed requests"),
+        _f("dropped", "1", "dropped requests"),
+        _f("preempt", "1", "preemptions"),
+        _f("kv_peak", "blocks", "peak KV blocks used"),
+        _f("hits", "blocks", "prefix-cache hits"),
+        _f("misses", "blocks", "blocks allocated fresh"),
+        _f("busy_us", "us", "busy time"),
+        _f("clock", "us", "time of its last event"),
+        _f("steps", "1", "engine steps"),
+        _f("output_tok", "tokens", "output tokens"),
+    ),
+)
+
+# --------------------------------------------------------------------------------------------
 # KV block pool (scheduler/kvcache_nb.py, REFERENCE §6.4)
 # --------------------------------------------------------------------------------------------
 
@@ -574,6 +625,13 @@ METRICS: tuple[Metric, ...] = (
         "blis semantics: 1 when the reference's preemption rules would never terminate, "
         "so the run used blis_preemption safe.",
     ),
+    _real(
+        "load_imbalance",
+        "1",
+        "load imbalance",
+        "Clusters (replicas > 1): the most requests routed to one instance / the mean; 1 for "
+        "a single instance.",
+    ),
     # the run's STATUS_* code: reported by name (``status``), not as a numeric column
     Metric("status", "1", "run status", "A STATUS_* code.", integer=True, column=False),
 )
@@ -625,6 +683,9 @@ LAYOUTS: tuple[Layout, ...] = (
     BLIS_REQUEST_STATE,
     INSTANCE_QUEUES,
     SLOTS,
+    CLUSTER,
+    ROUTERS,
+    INSTANCE_METRICS,
     COST_PARAMS,
     COST_HEADER,
     STEP_COMPONENTS,

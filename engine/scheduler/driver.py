@@ -312,7 +312,6 @@ def run_jobs(
             metrics[i],
             semantics == "blis",
         )
-        metrics[i, schema.M_LOAD_IMBALANCE] = 1.0
         if keep_requests:
             itls[i] = itl
         if log_rows:

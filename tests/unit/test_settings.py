@@ -99,6 +99,12 @@ def test_every_scheduler_setting_reaches_the_config():
             "prefix_caching": False,
             "horizon": 3.5,
             "blis_preemption": "safe",
+            "replicas": 1,
+            "router": "prefix-affinity",
+            "affinity_slack": 3,
+            "snapshot_interval": 2.5,
+            "routing_latency": 0.25,
+            "router_seed": 9,
         }
     )
     cfg = settings.scheduler_config(values)
@@ -114,6 +120,12 @@ def test_every_scheduler_setting_reaches_the_config():
         "max_idle_steps": 0,
         "horizon_s": 3.5,
         "blis_preemption": "safe",
+        "replicas": 1,
+        "router": "prefix-affinity",
+        "affinity_slack": 3,
+        "snapshot_interval": 2.5,
+        "routing_latency": 0.25,
+        "router_seed": 9,
     }
 
 

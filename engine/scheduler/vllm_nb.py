@@ -293,14 +293,19 @@ def vllm_advance_nb(
     t_next = stop_at
     if n_arrived < n_known and arr_t[n_arrived] < t_next:
         t_next = arr_t[n_arrived]
+    if k[K_ENDED] != 0:  # an ended instance does nothing
+        stop_at = t
 
-    while k[K_ENDED] == 0:
+    while True:
         if t >= stop_at:
             break
         # ---- arrivals due by now join the wait queue (or are dropped: never fit) ----
         while n_arrived < n_known and arr_t[n_arrived] <= t:
             r = arr_req[n_arrived]
             n_arrived += 1
+            t_next = stop_at  # the next arrival ends a run of lone decode steps
+            if n_arrived < n_known and arr_t[n_arrived] < t_next:
+                t_next = arr_t[n_arrived]
             p_len = rq[r, Q_PROMPT]
             if (p_len + want[r] - 1 + bs - 1) // bs > total_blocks:
                 dropped += 1
@@ -309,9 +314,6 @@ def vllm_advance_nb(
             deq_push_back(wq, wmeta, r)
             out[r, O_STATE] = STATE_QUEUED
             total_in += p_len
-        t_next = stop_at
-        if n_arrived < n_known and arr_t[n_arrived] < t_next:
-            t_next = arr_t[n_arrived]
         if n_run == 0 and wmeta[DEQ_N] == 0:
             if n_arrived >= n_known:
                 if final:
@@ -609,24 +611,46 @@ def simulate_vllm_nb(
     k[K_ROUTED] = n_req
     itl = np.empty(max(n_gaps, 1), np.int64)
     sc[SC_N_ITL] = 0
-    vllm_advance_nb(
-        rq,
-        gbase,
-        cfg,
-        new_cost_scratch_nb(ctf, cti, max_ctx),
-        (st, blk, slot_block, rb, rinfo),
-        rs,
-        out,
-        sc,
-        log,
-        itl,
-        k,
-        sl,
-        iq,
-        new_work_nb(cap_run, max_ctx, st[ST_BS]),
-        TIME_MAX,
-        True,
-    )
+    # two call sites of the step loop, so that LLVM keeps it a function of its own instead
+    # of inlining it here (as in driver_nb.simulate_nb)
+    if n_req > 0:
+        vllm_advance_nb(
+            rq,
+            gbase,
+            cfg,
+            new_cost_scratch_nb(ctf, cti, max_ctx),
+            (st, blk, slot_block, rb, rinfo),
+            rs,
+            out,
+            sc,
+            log,
+            itl,
+            k,
+            sl,
+            iq,
+            new_work_nb(cap_run, max_ctx, st[ST_BS]),
+            TIME_MAX,
+            True,
+        )
+    else:
+        vllm_advance_nb(
+            rq,
+            gbase,
+            cfg,
+            new_cost_scratch_nb(ctf, cti, max_ctx),
+            (st, blk, slot_block, rb, rinfo),
+            rs,
+            out,
+            sc,
+            log,
+            itl,
+            k,
+            sl,
+            iq,
+            new_work_nb(cap_run, max_ctx, st[ST_BS]),
+            TIME_MAX,
+            True,
+        )
     unfinished_tokens_nb(out, rs, sl, k[K_N_RUN])
     n_itl = sc[SC_N_ITL]
     store_scalars(

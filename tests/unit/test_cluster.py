@@ -169,3 +169,36 @@ def test_routing_latency_delays_every_request():
     np.testing.assert_array_equal(
         slow.raw.out[:, schema.O_TTFT], fast.raw.out[:, schema.O_TTFT] + 7000
     )
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+@pytest.mark.parametrize("snapshot_ms", [0.0, 37.0])
+@pytest.mark.parametrize("workload", ["chatbot", "multidoc"])
+def test_paused_and_resumed_instance_is_bit_identical(router, snapshot_ms, workload):
+    """The cluster kernel with one instance: routers that look at load pause the instance at
+    every routing time (or snapshot) and resume it, which must not change anything."""
+    from infersweep.scheduler import driver
+    from infersweep.scheduler.cluster_nb import simulate_cluster_nb
+
+    single = infersweep.simulate(**MODEL, workload=workload, num_requests=200, rate=6.0)
+    wl, cost = single.workload, single.cost
+    cfg = driver.SchedulerConfig(router=router, snapshot_interval=snapshot_ms)
+    total, _ = driver.resolve_kv_blocks(cost, cfg)
+    base, gbase, n_slots = driver._slot_layout(wl, cfg.block_size, "vllm")
+    rq = driver.request_array(wl, base)
+    ccfg = driver.cluster_array(cfg)  # replicas 1, run through the cluster kernel anyway
+    out = np.empty((len(wl), schema.N_O), np.int64)
+    sc = np.zeros(schema.N_SC, np.int64)
+    res = np.zeros(schema.N_M)
+    inst = np.zeros((1, schema.N_CI), np.int64)
+    route = np.empty(len(wl), np.int64)
+    itl = simulate_cluster_nb(
+        rq, gbase, driver.config_array(cfg, total), n_slots, cost.ctf, cost.cti, ccfg, out, sc,
+        res, inst, route,
+    )  # fmt: skip
+    np.testing.assert_array_equal(out, single.raw.out)
+    np.testing.assert_array_equal(itl, single.raw.itl_us)
+    same = [schema.SC_CLOCK, schema.SC_COMPLETED, schema.SC_OUTPUT_TOK, schema.SC_STEPS,
+            schema.SC_HITS, schema.SC_MISSES, schema.SC_KV_PEAK, schema.SC_BUSY_US]  # fmt: skip
+    np.testing.assert_array_equal(sc[same], single.raw.scalars[same])
+    assert (route == 0).all()

@@ -306,6 +306,9 @@ CLUSTER = Layout(
         _f("snapshot_us", "us", "snapshot interval", "0 = the router sees current load"),
         _f("latency_us", "us", "routing latency", "added to each request's arrival"),
         _f("seed", "1", "router seed", "random router"),
+        _f("w_load", "1/1000", "weighted: load weight", "in thousandths"),
+        _f("w_kv", "1/1000", "weighted: KV weight", "in thousandths"),
+        _f("w_prefix", "1/1000", "weighted: prefix weight", "in thousandths"),
     ),
 )
 

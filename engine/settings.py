@@ -491,6 +491,14 @@ _DECLARED = (
         max=limits.MAX_TIME_S * 1e3,
     ),
     _s("router_seed", "int", 0, "scheduler", "Seed of the random router.", min=0),
+    _s(
+        "router_weights",
+        "str",
+        "1,1,1",
+        "scheduler",
+        "weighted router: the weights of its load, KV and prefix terms, as LOAD,KV,PREFIX "
+        "(non-negative numbers).",
+    ),
 )
 
 #: Every setting by canonical name, in declaration order.

@@ -48,6 +48,9 @@ from infersweep.schema import (
     CL_ROUTER,
     CL_SEED,
     CL_SNAPSHOT_US,
+    CL_W_KV,
+    CL_W_LOAD,
+    CL_W_PREFIX,
     IQ_ARR_REQ,
     IQ_ARR_T,
     K_BUSY_US,
@@ -161,6 +164,9 @@ def simulate_cluster_nb(rq, gbase, cfg, n_slots, ctf, cti, ccfg, out, sc, res, i
     slack = ccfg[CL_AFFINITY_SLACK]
     snap_us = ccfg[CL_SNAPSHOT_US]
     latency = ccfg[CL_LATENCY_US]
+    w_load = ccfg[CL_W_LOAD] / 1000.0  # weighted router
+    w_kv = ccfg[CL_W_KV] / 1000.0
+    w_prefix = ccfg[CL_W_PREFIX] / 1000.0
     total = cfg[CFG_BLOCKS]
     bs = cfg[CFG_BLOCK]
 
@@ -272,18 +278,19 @@ def simulate_cluster_nb(rq, gbase, cfg, n_slots, ctf, cti, ccfg, out, sc, res, i
                         c = target
                     home[g] = c
             else:  # weighted: load and KV use relative to the largest, minus the prefix share
+                # (weights router_weights)
                 max_load = 1
                 max_kv = 1
                 for i in range(n_inst):
                     max_load = max(max_load, load[i])
                     max_kv = max(max_kv, kv[i])
                 for i in range(n_inst):
-                    score[i] = load[i] / max_load + kv[i] / max_kv
+                    score[i] = w_load * load[i] / max_load + w_kv * kv[i] / max_kv
                     if g >= 0:
                         if best_hits > 0:
-                            score[i] -= hits[i] / best_hits
+                            score[i] -= w_prefix * hits[i] / best_hits
                         elif home[g] == i:
-                            score[i] -= 1.0
+                            score[i] -= w_prefix
                 c = 0
                 for i in range(1, n_inst):
                     if score[i] < score[c]:

@@ -149,6 +149,10 @@ def cluster_array(cfg: SchedulerConfig) -> np.ndarray:
     arr[schema.CL_SNAPSHOT_US] = int(round(cfg.snapshot_interval * 1e3))
     arr[schema.CL_LATENCY_US] = int(round(cfg.routing_latency * 1e3))
     arr[schema.CL_SEED] = cfg.router_seed
+    w_load, w_kv, w_prefix = cfg.weights()
+    arr[schema.CL_W_LOAD] = int(round(w_load * 1000))
+    arr[schema.CL_W_KV] = int(round(w_kv * 1000))
+    arr[schema.CL_W_PREFIX] = int(round(w_prefix * 1000))
     return arr
 
 

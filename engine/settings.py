@@ -494,9 +494,9 @@ _DECLARED = (
     _s(
         "router_weights",
         "str",
-        "1,1,1",
+        "1:1:1",
         "scheduler",
-        "weighted router: the weights of its load, KV and prefix terms, as LOAD,KV,PREFIX "
+        "weighted router: the weights of its load, KV and prefix terms, as LOAD:KV:PREFIX "
         "(non-negative numbers).",
     ),
 )

@@ -44,18 +44,18 @@ class SchedulerConfig:
     snapshot_interval: float = settings.field_default("snapshot_interval")  # ms
     routing_latency: float = settings.field_default("routing_latency")  # ms
     router_seed: int = settings.field_default("router_seed")
-    router_weights: str = settings.field_default("router_weights")  # LOAD,KV,PREFIX
+    router_weights: str = settings.field_default("router_weights")  # LOAD:KV:PREFIX
 
     def weights(self) -> tuple[float, float, float]:
         """The weighted router's (load, KV, prefix) weights."""
-        parts = str(self.router_weights).split(",")
+        parts = str(self.router_weights).split(":")
         try:
             w = tuple(float(x) for x in parts)
         except ValueError:
             w = ()
         if len(w) != 3 or not all(0 <= x <= 1e6 for x in w):
             raise ConfigError(
-                "must be three non-negative numbers LOAD,KV,PREFIX",
+                "must be three non-negative numbers LOAD:KV:PREFIX",
                 field="router_weights",
                 value=self.router_weights,
             )

@@ -207,13 +207,13 @@ def test_paused_and_resumed_instance_is_bit_identical(router, snapshot_ms, workl
 def test_weighted_router_weights():
     wl = _shared_prefix_workload()
     kw = dict(MODEL, workload=wl, replicas=4, router="weighted")
-    load_only = infersweep.simulate(**kw, router_weights="1,0,0")
-    prefix_heavy = infersweep.simulate(**kw, router_weights="0.2,0,1")
+    load_only = infersweep.simulate(**kw, router_weights="1:0:0")
+    prefix_heavy = infersweep.simulate(**kw, router_weights="0.2:0:1")
     assert prefix_heavy.summary["cache_hit_rate"] > load_only.summary["cache_hit_rate"]
     assert load_only.summary["load_imbalance"] < prefix_heavy.summary["load_imbalance"]
 
 
-@pytest.mark.parametrize("bad", ["1,1", "a,b,c", "1,-1,1", ""])
+@pytest.mark.parametrize("bad", ["1:1", "a:b:c", "1:-1:1", "1,1,1", ""])
 def test_bad_router_weights_name_the_setting(bad):
     with pytest.raises(ConfigError) as e:
         infersweep.simulate(**MODEL, workload="chatbot", num_requests=10, router_weights=bad)

@@ -105,7 +105,7 @@ def test_every_scheduler_setting_reaches_the_config():
             "snapshot_interval": 2.5,
             "routing_latency": 0.25,
             "router_seed": 9,
-            "router_weights": "1,0.5,2",
+            "router_weights": "1:0.5:2",
         }
     )
     cfg = settings.scheduler_config(values)
@@ -127,7 +127,7 @@ def test_every_scheduler_setting_reaches_the_config():
         "snapshot_interval": 2.5,
         "routing_latency": 0.25,
         "router_seed": 9,
-        "router_weights": "1,0.5,2",
+        "router_weights": "1:0.5:2",
     }
 
 

@@ -2,9 +2,11 @@
 
 A *layout* names the columns of one int64/float64 array that the kernels share: the request
 table ``Q_*``, the per-request outputs ``O_*``, the config vector ``CFG_*``, the run counters
-``SC_*``, the step log ``LOG_*``, the KV pool's ``ST_*``/``B_*``/``R_*``, the cost model's
-``P_*``/``I_*`` and the step-cost components ``C_*``.  A *code* list names the values of one
-int field (request states ``STATE_*``, run statuses ``STATUS_*``).  The summary metrics ``M_*``
+``SC_*``, the step log ``LOG_*``, the KV pool's ``ST_*``/``B_*``/``R_*``, an instance's state
+``K_*``/``RS_*``/``SL_*``/``IQ_*`` (vllm) and ``BQ_*`` (blis), clusters' ``CL_*``/``CI_*``,
+the cost model's ``P_*``/``I_*`` and the step-cost components ``C_*``.  A *code* list names the
+values of one int field (request states ``STATE_*``, run statuses ``STATUS_*``, routers
+``ROUTER_*``).  The summary metrics ``M_*``
 are a layout too: the slots of the vector that ``metrics/summary_nb.py`` fills, in output order.
 
 Each declaration is a tuple of :class:`Field` (name, units, long name, description).  The

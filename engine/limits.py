@@ -38,6 +38,7 @@ DEFAULT_MAX_POINTS = 1_000_000
 MAX_REQUESTS = (1 << 31) - 1
 #: The most GPUs of one deployment.
 MAX_TP = 4096
+MAX_REPLICAS = 4096  # instances of a cluster (each holds its own KV pool)
 
 
 @dataclass(frozen=True, slots=True)

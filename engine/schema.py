@@ -2,9 +2,11 @@
 
 A *layout* names the columns of one int64/float64 array that the kernels share: the request
 table ``Q_*``, the per-request outputs ``O_*``, the config vector ``CFG_*``, the run counters
-``SC_*``, the step log ``LOG_*``, the KV pool's ``ST_*``/``B_*``/``R_*``, the cost model's
-``P_*``/``I_*`` and the step-cost components ``C_*``.  A *code* list names the values of one
-int field (request states ``STATE_*``, run statuses ``STATUS_*``).  The summary metrics ``M_*``
+``SC_*``, the step log ``LOG_*``, the KV pool's ``ST_*``/``B_*``/``R_*``, an instance's state
+``K_*``/``RS_*``/``SL_*``/``IQ_*`` (vllm) and ``BQ_*`` (blis), clusters' ``CL_*``/``CI_*``,
+the cost model's ``P_*``/``I_*`` and the step-cost components ``C_*``.  A *code* list names the
+values of one int field (request states ``STATE_*``, run statuses ``STATUS_*``, routers
+``ROUTER_*``).  The summary metrics ``M_*``
 are a layout too: the slots of the vector that ``metrics/summary_nb.py`` fills, in output order.
 
 Each declaration is a tuple of :class:`Field` (name, units, long name, description).  The
@@ -204,6 +206,144 @@ STEP_LOG = Layout(
         _f("waiting", "1", "waiting requests"),
         _f("kv_used", "blocks", "KV blocks in use"),
         _f("prefill_tok", "tokens", "prefill tokens"),
+    ),
+)
+
+# --------------------------------------------------------------------------------------------
+# the state of one scheduler instance (vllm_nb.py), all in caller-allocated arrays so that a run
+# can pause at a step boundary and resume (a cluster advances its instances this way)
+# --------------------------------------------------------------------------------------------
+
+INSTANCE = Layout(
+    "K_",
+    "N_K",
+    "instance scalars k (int64): clock, arrival cursor, wait-queue ring and counters",
+    (
+        _f("t", "us", "clock", "the next step boundary"),
+        _f("clock", "us", "time of the last event"),
+        _f("wq_head", "1", "wait-queue ring head", "k[K_WQ_HEAD:K_WQ_HEAD + 2] is the deque meta"),
+        _f("wq_n", "1", "waiting requests"),
+        _f("n_arrived", "1", "arrivals seen", "cursor into the instance's arrival list"),
+        _f("n_known", "1", "arrivals routed", "length of the instance's arrival list"),
+        _f("n_run", "1", "running requests"),
+        _f("steps", "1", "engine steps"),
+        _f("idle", "1", "steps in a row without progress"),
+        _f("status", "1", "run status", "a STATUS_* code"),
+        _f("ended", "1", "ended", "1 once the instance stopped (stall or horizon)"),
+        _f("input_tok", "tokens", "input tokens"),
+        _f("output_tok", "tokens", "output tokens"),
+        _f("completed", "1", "completed requests"),
+        _f("dropped", "1", "dropped requests"),
+        _f("preempt", "1", "preemptions"),
+        _f("busy_us", "us", "busy time"),
+        _f("routed", "1", "requests routed to the instance"),
+    ),
+)
+
+REQUEST_STATE = Layout(
+    "RS_",
+    "N_RS",
+    "per-request scheduler state rs[RS_*, r] (int64 rows; survives a preemption)",
+    (
+        _f("gen", "tokens", "output tokens generated so far"),
+        _f("last_tok", "us", "time of its latest token"),
+        _f("want", "tokens", "output tokens to generate", "at least 1"),
+    ),
+)
+
+BLIS_REQUEST_STATE = Layout(
+    "BQ_",
+    "N_BQ",
+    "per-request blis scheduler state bq[BQ_*, r] (int64 rows; REFERENCE §6.2-§6.3 names)",
+    (
+        _f("progress", "tokens", "ProgressIndex (PI)", "tokens processed"),
+        _f("computed", "tokens", "computed[id]", "PI after this step's tokens"),
+        _f("num_new", "tokens", "NumNewTokens", "of the latest scheduling"),
+        _f("itl_sum", "us", "sum of ITL entries", "E2E = TTFT + sum of ITL"),
+        _f("evicted_at", "1", "step of its latest eviction", "safe mode, Q3; -1 = never"),
+        _f("lone_best", "tokens", "livelock guard", "furthest lone self-eviction; -1 = none"),
+    ),
+)
+
+INSTANCE_QUEUES = Layout(
+    "IQ_",
+    "N_IQ",
+    "an instance's request lists iq[IQ_*, :] (int64 rows)",
+    (
+        _f("wait", "1", "wait queue", "a ring deque; head and length in k[K_WQ_HEAD:]"),
+        _f("arr_req", "1", "arrival list", "requests routed to the instance, in arrival order"),
+        _f("arr_t", "us", "arrival at the instance", "client arrival + routing latency"),
+    ),
+)
+
+SLOTS = Layout(
+    "SL_",
+    "N_SL",
+    "the running batch sl[SL_*, k] (int64 rows; slot k in admission order)",
+    (
+        _f("req", "1", "request"),
+        _f("computed", "tokens", "tokens whose KV is computed"),
+        _f("gen", "tokens", "output tokens generated"),
+        _f("prompt", "tokens", "prompt tokens"),
+        _f("want", "tokens", "output tokens to generate"),
+        _f("last_tok", "us", "time of its latest token"),
+        _f("kv_cap", "tokens", "tokens its KV blocks can hold"),
+        _f("full_at", "tokens", "token count that completes its next block"),
+        _f("new", "tokens", "tokens scheduled this step"),
+    ),
+)
+
+# --------------------------------------------------------------------------------------------
+# clusters: replicas behind a router (scheduler/cluster_nb.py)
+# --------------------------------------------------------------------------------------------
+
+CLUSTER = Layout(
+    "CL_",
+    "N_CL",
+    "cluster config vector ccfg (int64)",
+    (
+        _f("replicas", "1", "instances", "identical instances on one clock"),
+        _f("router", "1", "router", "a ROUTER_* code"),
+        _f("affinity_slack", "requests", "affinity slack", "prefix-affinity's load bound"),
+        _f("snapshot_us", "us", "snapshot interval", "0 = the router sees current load"),
+        _f("latency_us", "us", "routing latency", "added to each request's arrival"),
+        _f("seed", "1", "router seed", "random router"),
+        _f("w_load", "1/1000", "weighted: load weight", "in thousandths"),
+        _f("w_kv", "1/1000", "weighted: KV weight", "in thousandths"),
+        _f("w_prefix", "1/1000", "weighted: prefix weight", "in thousandths"),
+    ),
+)
+
+ROUTERS = Layout(
+    "ROUTER_",
+    "",
+    "router codes (ccfg[CL_ROUTER]); names as the router setting with _ for -",
+    (
+        _code("round_robin", "instance (i mod replicas) for the i-th request"),
+        _code("random", "uniformly random instance (seeded)"),
+        _code("least_outstanding", "fewest requests queued, running or in flight to it"),
+        _code("least_kv", "lowest KV blocks in use"),
+        _code("prefix_affinity", "the instance holding the request's prefix, within a slack"),
+        _code("weighted", "lowest load + KV - prefix score"),
+    ),
+)
+
+INSTANCE_METRICS = Layout(
+    "CI_",
+    "N_CI",
+    "per-instance counters inst[i, :] of a cluster run (int64)",
+    (
+        _f("requests", "1", "requests routed to it"),
+        _f("completed", "1", "completed requests"),
+        _f("dropped", "1", "dropped requests"),
+        _f("preempt", "1", "preemptions"),
+        _f("kv_peak", "blocks", "peak KV blocks used"),
+        _f("hits", "blocks", "prefix-cache hits"),
+        _f("misses", "blocks", "blocks allocated fresh"),
+        _f("busy_us", "us", "busy time"),
+        _f("clock", "us", "time of its last event"),
+        _f("steps", "1", "engine steps"),
+        _f("output_tok", "tokens", "output tokens"),
     ),
 )
 
@@ -490,6 +630,13 @@ METRICS: tuple[Metric, ...] = (
         "blis semantics: 1 when the reference's preemption rules would never terminate, "
         "so the run used blis_preemption safe.",
     ),
+    _real(
+        "load_imbalance",
+        "1",
+        "load imbalance",
+        "Clusters (replicas > 1): the most requests routed to one instance / the mean; 1 for "
+        "a single instance.",
+    ),
     # the run's STATUS_* code: reported by name (``status``), not as a numeric column
     Metric("status", "1", "run status", "A STATUS_* code.", integer=True, column=False),
 )
@@ -536,6 +683,14 @@ LAYOUTS: tuple[Layout, ...] = (
     POOL,
     BLOCK,
     REQUEST_BLOCKS,
+    INSTANCE,
+    REQUEST_STATE,
+    BLIS_REQUEST_STATE,
+    INSTANCE_QUEUES,
+    SLOTS,
+    CLUSTER,
+    ROUTERS,
+    INSTANCE_METRICS,
     COST_PARAMS,
     COST_HEADER,
     STEP_COMPONENTS,

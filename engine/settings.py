@@ -75,6 +75,14 @@ STEP_MODELS = ("auto", "v2", "v1")
 PRESET_WORKLOADS = ("chatbot", "contentgen", "summarization", "multidoc")
 WORKLOADS = (*PRESET_WORKLOADS, "distribution", "traces")
 ARRIVALS = ("constant", "poisson", "gamma")
+ROUTERS = (
+    "round-robin",
+    "random",
+    "least-outstanding",
+    "least-kv",
+    "prefix-affinity",
+    "weighted",
+)  # in the order of infersweep.schema's ROUTER_* codes
 
 _DECLARED = (
     # -- deployment: which model on which GPU ----------------------------------------------
@@ -426,6 +434,70 @@ _DECLARED = (
         "blis semantics under preemption: reference (its quirks, falling back to safe where it "
         "would never finish) or safe.",
         choices=BLIS_PREEMPTION,
+    ),
+    # -- scheduler: clusters (replicas behind a router; vllm semantics) ----------------------
+    _s(
+        "replicas",
+        "int",
+        1,
+        "scheduler",
+        "Identical instances behind a router, on one clock (vllm semantics).",
+        unit="instances",
+        min=1,
+        max=limits.MAX_REPLICAS,
+    ),
+    _s(
+        "router",
+        "str",
+        "round-robin",
+        "scheduler",
+        "How requests are spread over the replicas: round-robin, random (seeded by "
+        "router_seed), least-outstanding (fewest queued + running + in flight), least-kv "
+        "(fewest KV blocks in use), prefix-affinity (the instance holding the request's shared "
+        "prefix, unless its load exceeds the least loaded one's by more than affinity_slack) or "
+        "weighted (lowest load share + KV share - prefix share).",
+        choices=ROUTERS,
+    ),
+    _s(
+        "affinity_slack",
+        "int",
+        8,
+        "scheduler",
+        "prefix-affinity: how many more outstanding requests than the least loaded instance "
+        "the prefix holder may have and still get the request.",
+        unit="requests",
+        min=0,
+        max=limits.MAX_REQUESTS,
+    ),
+    _s(
+        "snapshot_interval",
+        "float",
+        0.0,
+        "scheduler",
+        "How stale the load the router sees is: snapshots of the instances' load refreshed "
+        "every this many ms (0 = the router sees the current load).",
+        unit="ms",
+        min=0,
+        max=limits.MAX_TIME_S * 1e3,
+    ),
+    _s(
+        "routing_latency",
+        "float",
+        0.0,
+        "scheduler",
+        "Time from a request's arrival at the router to its arrival at the instance.",
+        unit="ms",
+        min=0,
+        max=limits.MAX_TIME_S * 1e3,
+    ),
+    _s("router_seed", "int", 0, "scheduler", "Seed of the random router.", min=0),
+    _s(
+        "router_weights",
+        "str",
+        "1:1:1",
+        "scheduler",
+        "weighted router: the weights of its load, KV and prefix terms, as LOAD:KV:PREFIX "
+        "(non-negative numbers).",
     ),
 )
 

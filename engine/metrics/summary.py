@@ -86,8 +86,36 @@ def summary_dict(vec: np.ndarray, semantics: str) -> dict:
     return m
 
 
+def instance_records(inst: np.ndarray) -> list[dict]:
+    """A cluster's per-instance metrics (rows ``CI_*`` of the cluster kernel)."""
+    recs = []
+    clock = float(inst[:, schema.CI_CLOCK].max()) if len(inst) else 0.0
+    for i, row in enumerate(inst):
+        hits = int(row[schema.CI_HITS])
+        looked = hits + int(row[schema.CI_MISSES])
+        recs.append(
+            {
+                "instance_id": f"instance_{i}",
+                "requests": int(row[schema.CI_REQUESTS]),
+                "completed_requests": int(row[schema.CI_COMPLETED]),
+                "dropped_unservable": int(row[schema.CI_DROPPED]),
+                "preemption_count": int(row[schema.CI_PREEMPT]),
+                "kv_peak_blocks": int(row[schema.CI_KV_PEAK]),
+                "cache_hit_rate": hits / looked if looked else 0.0,
+                "utilization": float(row[schema.CI_BUSY_US]) / clock if clock > 0 else 0.0,
+                "steps": int(row[schema.CI_STEPS]),
+                "total_output_tokens": int(row[schema.CI_OUTPUT_TOK]),
+            }
+        )
+    return recs
+
+
 def summarize(raw) -> dict:
-    return summary_dict(summary_vector(raw), raw.semantics)
+    m = summary_dict(summary_vector(raw), raw.semantics)
+    inst = getattr(raw, "instances", None)
+    if inst is not None:  # a cluster: per-instance metrics under their own key
+        m["instances"] = instance_records(inst)
+    return m
 
 
 def request_ids(raw) -> np.ndarray:
@@ -112,6 +140,7 @@ def request_records(raw) -> list[dict]:
     )
     registered = (state != schema.STATE_DROPPED) & (state != schema.STATE_PENDING)
     sched = o[:, schema.O_SCHED]
+    route = getattr(raw, "route", None)  # clusters: each request's instance
     recs = []
     for i in np.flatnonzero(registered):
         recs.append(
@@ -124,7 +153,7 @@ def request_records(raw) -> list[dict]:
                 "itl_ms": float(tp_all[i]) / 1000,
                 "e2e_ms": float(e2e[i]) / 1000 if done[i] else 0.0,
                 "scheduling_delay_ms": float(max(sched[i], 0)) / 1000,
-                "handled_by": "instance_0",
+                "handled_by": f"instance_{0 if route is None else int(route[i])}",
             }
         )
     return recs

@@ -178,3 +178,4 @@ def summarize_nb(out, sc, itl, output_tok, blis, kv_total, res):
     res[S.M_UTILIZATION] = float(sc[SC_BUSY_US]) / float(sc[SC_CLOCK]) if sc[SC_CLOCK] > 0 else 0.0
     res[S.M_STATUS] = sc[SC_STATUS]
     res[S.M_BLIS_SAFE_FALLBACK] = sc[SC_LIVELOCK]
+    res[S.M_LOAD_IMBALANCE] = 1.0  # one instance (the cluster driver sets a cluster's)

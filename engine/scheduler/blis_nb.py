@@ -49,6 +49,12 @@ from infersweep.scheduler.kvcache_nb import (
 )
 from infersweep.schema import (
     B_NTOK,
+    BQ_COMPUTED,
+    BQ_EVICTED_AT,
+    BQ_ITL_SUM,
+    BQ_LONE_BEST,
+    BQ_NUM_NEW,
+    BQ_PROGRESS,
     CFG_BLOCKS,
     CFG_BUDGET,
     CFG_HORIZON,
@@ -56,6 +62,7 @@ from infersweep.schema import (
     CFG_MAX_IDLE,
     CFG_MAX_RUN,
     CFG_THRESHOLD,
+    N_BQ,
     N_COMPONENTS,
     O_DONE,
     O_E2E,
@@ -267,59 +274,37 @@ def blis_alloc_nb(
 
 
 @hjit
-def _evict_tail(
-    run, n_run, st, blk, rb, rinfo, progress, computed, wq, wmeta, out, evicted_at, step_count
-):
+def _evict_tail(run, n_run, pool, bq, wq, wmeta, out, step_count):
     """Preempt the last request of the running batch; returns it."""
+    st, blk, _, rb, rinfo = pool
     v = run[n_run - 1]
-    progress[v] = 0
+    bq[BQ_PROGRESS, v] = 0
     release_nb(st, blk, rb, rinfo, v)
-    computed[v] = 0
+    bq[BQ_COMPUTED, v] = 0
     deq_push_front(wq, wmeta, v)
     out[v, O_STATE] = STATE_QUEUED
     out[v, O_PREEMPT] += 1
-    evicted_at[v] = step_count
+    bq[BQ_EVICTED_AT, v] = step_count
     return v
 
 
 @hjit
 def _alloc_preempting(
-    st,
-    blk,
-    slot_block,
-    rb,
-    rinfo,
-    rq,
-    gbase,
-    q,
-    start,
-    end,
-    prefill,
-    cached,
-    scr_b,
-    scr_s,
-    scr_was,
-    run,
-    n_run,
-    progress,
-    computed,
-    wq,
-    wmeta,
-    out,
-    evicted_at,
-    step_count,
-    pre_list,
-    n_pre,
-    lone_best,
-    literal,
+    pool, scratch, rq, gbase, bq, out, q, start, end, prefill, batch, wq, wmeta, step_count, literal
 ):
     """preemptForTokens: allocate [start, end) for q, evicting the batch tail until it fits.
-    Returns (allocated, n_run, n_pre); fails when the batch is empty or q itself was evicted.
+    ``pool`` is the KV pool (st, blk, slot_block, rb, rinfo), ``scratch`` the allocation
+    scratch (cached, scr_b, scr_s, scr_was), ``batch`` (run, n_run, pre_list, n_pre) the
+    running batch and this step's preempted requests.  Returns (allocated, n_run, n_pre);
+    fails when the batch is empty or q itself was evicted.
 
     Livelock guard (a deviation from the reference, which loops forever here): when q evicts
     itself while it is the only running request, the whole cache cannot hold it up to ``end``;
     if an earlier lone self-eviction already reached ``end``, the next cycle repeats this one,
     so q is dropped (it leaves the wait queue and is marked STATE_DROPPED)."""
+    st, blk, slot_block, rb, rinfo = pool
+    cached, scr_b, scr_s, scr_was = scratch
+    run, n_run, pre_list, n_pre = batch
     while not blis_alloc_nb(
         st,
         blk,
@@ -341,31 +326,17 @@ def _alloc_preempting(
     ):
         if n_run == 0:
             return False, n_run, n_pre
-        v = _evict_tail(
-            run,
-            n_run,
-            st,
-            blk,
-            rb,
-            rinfo,
-            progress,
-            computed,
-            wq,
-            wmeta,
-            out,
-            evicted_at,
-            step_count,
-        )
+        v = _evict_tail(run, n_run, pool, bq, wq, wmeta, out, step_count)
         n_run -= 1
         pre_list[n_pre] = v
         n_pre += 1
         if v == q:
             if n_run == 0:
-                if end <= lone_best[q]:
+                if end <= bq[BQ_LONE_BEST, q]:
                     deq_pop_front(wq, wmeta)
                     out[q, O_STATE] = STATE_DROPPED
                 else:
-                    lone_best[q] = end
+                    bq[BQ_LONE_BEST, q] = end
             return False, n_run, n_pre
     return True, n_run, n_pre
 
@@ -460,12 +431,15 @@ def simulate_blis_nb(
     init_outputs(out)
 
     # request state (REFERENCE §6.2-§6.3 names)
-    progress = np.zeros(n_req, np.int64)  # ProgressIndex (PI): tokens processed
-    computed = np.zeros(n_req, np.int64)  # computed[id]: PI after this step's tokens
-    num_new_tok = np.zeros(n_req, np.int64)  # NumNewTokens of the latest scheduling
-    itl_sum = np.zeros(n_req, np.int64)  # Σ ITL entries (E2E = TTFT + Σ ITL)
-    evicted_at = np.full(n_req, -1, np.int64)  # step of its latest eviction (safe mode, Q3)
-    lone_best = np.full(n_req, -1, np.int64)  # livelock guard (_alloc_preempting)
+    bq = np.zeros((N_BQ, n_req), np.int64)  # rows BQ_* of infersweep.schema
+    bq[BQ_EVICTED_AT] = -1
+    bq[BQ_LONE_BEST] = -1
+    progress = bq[BQ_PROGRESS]  # ProgressIndex (PI): tokens processed
+    computed = bq[BQ_COMPUTED]  # computed[id]: PI after this step's tokens
+    num_new_tok = bq[BQ_NUM_NEW]  # NumNewTokens of the latest scheduling
+    itl_sum = bq[BQ_ITL_SUM]  # Σ ITL entries (E2E = TTFT + Σ ITL)
+    evicted_at = bq[BQ_EVICTED_AT]  # step of its latest eviction (safe mode, Q3)
+    lone_best = bq[BQ_LONE_BEST]  # livelock guard (_alloc_preempting)
 
     # queues
     wq = np.empty(max(n_req, 1), np.int64)  # wait queue (a ring deque; wmeta[DEQ_N] long)
@@ -487,6 +461,8 @@ def simulate_blis_nb(
     scr_b = np.empty(scr_n, np.int64)
     scr_s = np.empty(scr_n, np.int64)
     scr_was = np.empty(scr_n, np.bool_)
+    scratch = (cached, scr_b, scr_s, scr_was)
+    pool = (st, blk, slot_block, rb, rinfo)
     pf_pi = np.empty(cap_run, np.int64)
     pf_n = np.empty(cap_run, np.int64)
     dc_pi = np.empty(cap_run, np.int64)
@@ -723,33 +699,20 @@ def simulate_blis_nb(
                     if budget < num_new:
                         num_new = budget
                     ok, n_run, n_pre2 = _alloc_preempting(
-                        st,
-                        blk,
-                        slot_block,
-                        rb,
-                        rinfo,
+                        pool,
+                        scratch,
                         rq,
                         gbase,
+                        bq,
+                        out,
                         q,
                         progress[q],
                         progress[q] + num_new,
                         True,
-                        cached,
-                        scr_b,
-                        scr_s,
-                        scr_was,
-                        run,
-                        n_run,
-                        progress,
-                        computed,
+                        (run, n_run, pre_list, n_pre),
                         wq,
                         wmeta,
-                        out,
-                        evicted_at,
                         step_count,
-                        pre_list,
-                        n_pre,
-                        lone_best,
                         literal,
                     )
                     preempted = preempted or n_pre2 > n_pre
@@ -773,33 +736,20 @@ def simulate_blis_nb(
                             fast = True
                     if not fast:
                         ok, n_run, n_pre2 = _alloc_preempting(
-                            st,
-                            blk,
-                            slot_block,
-                            rb,
-                            rinfo,
+                            pool,
+                            scratch,
                             rq,
                             gbase,
+                            bq,
+                            out,
                             q,
                             progress[q],
                             progress[q] + 1,
                             False,
-                            cached,
-                            scr_b,
-                            scr_s,
-                            scr_was,
-                            run,
-                            n_run,
-                            progress,
-                            computed,
+                            (run, n_run, pre_list, n_pre),
                             wq,
                             wmeta,
-                            out,
-                            evicted_at,
                             step_count,
-                            pre_list,
-                            n_pre,
-                            lone_best,
                             literal,
                         )
                         preempted = preempted or n_pre2 > n_pre

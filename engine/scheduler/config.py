@@ -37,6 +37,29 @@ class SchedulerConfig:
     # allocation dropping the request's block list) and falls back to "safe" where the
     # reference would never terminate; "safe" skips requests evicted earlier in the same pass
     blis_preemption: str = settings.field_default("blis_preemption")
+    # clusters (vllm semantics): replicas behind a router (see scheduler/cluster_nb.py)
+    replicas: int = settings.field_default("replicas")
+    router: str = settings.field_default("router")
+    affinity_slack: int = settings.field_default("affinity_slack")
+    snapshot_interval: float = settings.field_default("snapshot_interval")  # ms
+    routing_latency: float = settings.field_default("routing_latency")  # ms
+    router_seed: int = settings.field_default("router_seed")
+    router_weights: str = settings.field_default("router_weights")  # LOAD:KV:PREFIX
+
+    def weights(self) -> tuple[float, float, float]:
+        """The weighted router's (load, KV, prefix) weights."""
+        parts = str(self.router_weights).split(":")
+        try:
+            w = tuple(float(x) for x in parts)
+        except ValueError:
+            w = ()
+        if len(w) != 3 or not all(0 <= x <= 1e6 for x in w):
+            raise ConfigError(
+                "must be three non-negative numbers LOAD:KV:PREFIX",
+                field="router_weights",
+                value=self.router_weights,
+            )
+        return w  # type: ignore[return-value]
 
     def __post_init__(self) -> None:
         for s in settings.group("scheduler"):
@@ -61,6 +84,14 @@ class SchedulerConfig:
                 settings.check(s.name, value)
         if isinstance(self.total_kv_blocks, str):  # "auto", checked above
             object.__setattr__(self, "total_kv_blocks", None)
+        self.weights()  # checks the format
+        if self.replicas > 1 and self.semantics == "blis":
+            raise ConfigError(
+                "replicas > 1 needs semantics vllm (the reference's cluster mode is not "
+                "modelled for blis)",
+                field="replicas",
+                value=self.replicas,
+            )
         if isinstance(self.max_idle_steps, bool) or self.max_idle_steps < 1:
             raise ConfigError(
                 "must be an integer >= 1", field="max_idle_steps", value=self.max_idle_steps

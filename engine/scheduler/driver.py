@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infersweep import limits, schema
+from infersweep import limits, schema, settings
 from infersweep._jit import max_threads
 from infersweep.costmodel.stepcost import CostModel, auto_kv_blocks
 from infersweep.errors import ConfigError
@@ -35,6 +35,8 @@ class RawRun:
     kv_blocks_total: int
     kv_blocks_note: str
     metrics: np.ndarray | None = None  # float64[N_M]: the summary (summary_nb M_* columns)
+    instances: np.ndarray | None = None  # int64[replicas, N_CI]: a cluster's per-instance counters
+    route: np.ndarray | None = None  # int64[n]: each request's instance (clusters)
 
 
 def resolve_kv_blocks(cost: CostModel, cfg: SchedulerConfig) -> tuple[int, str]:
@@ -134,6 +136,30 @@ class BatchResult:
     kv_notes: list[str]  # where each point's KV block count came from ("" = as given)
     itl_us: list[np.ndarray] | None  # each point's ITL samples, when per-request output was kept
     step_logs: list[np.ndarray] | None  # each point's step log, when asked for
+    instances: list[np.ndarray | None] | None = None  # clusters: per-instance counters (CI_*)
+    routes: list[np.ndarray | None] | None = None  # clusters: each request's instance
+
+
+def cluster_array(cfg: SchedulerConfig) -> np.ndarray:
+    """The cluster kernel's int64 settings vector (``CL_*`` slots)."""
+    arr = np.zeros(schema.N_CL, np.int64)
+    arr[schema.CL_REPLICAS] = cfg.replicas
+    arr[schema.CL_ROUTER] = settings.ROUTERS.index(cfg.router)
+    arr[schema.CL_AFFINITY_SLACK] = cfg.affinity_slack
+    arr[schema.CL_SNAPSHOT_US] = int(round(cfg.snapshot_interval * 1e3))
+    arr[schema.CL_LATENCY_US] = int(round(cfg.routing_latency * 1e3))
+    arr[schema.CL_SEED] = cfg.router_seed
+    w_load, w_kv, w_prefix = cfg.weights()
+    arr[schema.CL_W_LOAD] = int(round(w_load * 1000))
+    arr[schema.CL_W_KV] = int(round(w_kv * 1000))
+    arr[schema.CL_W_PREFIX] = int(round(w_prefix * 1000))
+    return arr
+
+
+def load_imbalance(requests: np.ndarray) -> float:
+    """The most requests of one instance over the mean (1 for a single instance)."""
+    mean = float(np.mean(requests)) if len(requests) else 0.0
+    return float(np.max(requests)) / mean if mean > 0 else 1.0
 
 
 def new_pool(rq: np.ndarray, cfg: np.ndarray, n_slots: int):
@@ -249,6 +275,8 @@ def run_jobs(
     scalars = np.zeros((n, schema.N_SC), np.int64)
     itls: list = [None] * n
     logs: list = [None] * n
+    instances: list = [None] * n
+    routes: list = [None] * n
     log_rows = max(int(log_steps), 0)
 
     def one(i: int) -> None:
@@ -258,6 +286,23 @@ def run_jobs(
         else:
             out = np.empty((len(rq), schema.N_O), np.int64)
         log = np.zeros((log_rows, schema.N_LOG), np.int64)
+        sched = jobs[i].scheduler
+        if sched.replicas > 1:  # a cluster: the kernel of scheduler/cluster_nb.py
+            from infersweep.scheduler.cluster_nb import simulate_cluster_nb
+
+            inst = np.zeros((sched.replicas, schema.N_CI), np.int64)
+            route = np.empty(len(rq), np.int64)
+            itl = simulate_cluster_nb(
+                rq, gbase, cfg_arr, n_slots, ctf, cti, cluster_array(sched), out, scalars[i],
+                metrics[i], inst, route,
+            )  # fmt: skip
+            metrics[i, schema.M_LOAD_IMBALANCE] = load_imbalance(inst[:, schema.CI_REQUESTS])
+            instances[i] = inst
+            routes[i] = route
+            logs[i] = log[:0]  # no step log for clusters
+            if keep_requests:
+                itls[i] = itl
+            return
         itl = simulate_point(
             rq,
             gbase,
@@ -299,6 +344,8 @@ def run_jobs(
         kv_notes=notes,
         itl_us=itls if keep_requests else None,
         step_logs=logs if log_rows else None,
+        instances=instances,
+        routes=routes,
     )
 
 
@@ -330,6 +377,8 @@ def run_scheduler(
         kv_blocks_total=int(br.kv_blocks[0]),
         kv_blocks_note=br.kv_notes[0],
         metrics=br.metrics[0],
+        instances=br.instances[0],
+        route=br.routes[0],
     )
 
 

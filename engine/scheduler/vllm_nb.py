@@ -51,7 +51,32 @@ from infersweep.schema import (
     CFG_MAX_RUN,
     CFG_PREFIX_CACHE,
     CFG_THRESHOLD,
+    IQ_ARR_REQ,
+    IQ_ARR_T,
+    IQ_WAIT,
+    K_BUSY_US,
+    K_CLOCK,
+    K_COMPLETED,
+    K_DROPPED,
+    K_ENDED,
+    K_IDLE,
+    K_INPUT_TOK,
+    K_N_ARRIVED,
+    K_N_KNOWN,
+    K_N_RUN,
+    K_OUTPUT_TOK,
+    K_PREEMPT,
+    K_ROUTED,
+    K_STATUS,
+    K_STEPS,
+    K_T,
+    K_WQ_HEAD,
+    K_WQ_N,
     N_COMPONENTS,
+    N_IQ,
+    N_K,
+    N_RS,
+    N_SL,
     O_DONE,
     O_E2E,
     O_PREEMPT,
@@ -65,6 +90,19 @@ from infersweep.schema import (
     R_CNT,
     R_OFF,
     R_TOK,
+    RS_GEN,
+    RS_LAST_TOK,
+    RS_WANT,
+    SC_N_ITL,
+    SL_COMPUTED,
+    SL_FULL_AT,
+    SL_GEN,
+    SL_KV_CAP,
+    SL_LAST_TOK,
+    SL_NEW,
+    SL_PROMPT,
+    SL_REQ,
+    SL_WANT,
     ST_BS,
     ST_HITS,
     ST_MISSES,
@@ -78,6 +116,8 @@ from infersweep.schema import (
     STATUS_OK,
     STATUS_STALLED,
 )
+
+TIME_MAX = np.iinfo(np.int64).max  # "never": no pause, no further arrival
 
 
 @hjit
@@ -139,13 +179,72 @@ def _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total_tok, cached, n_ca
     return True
 
 
+@hjit
+def init_requests_nb(rq, rs):
+    """Per-request state at the start of a run; returns (ITL samples the run yields, longest
+    sequence in tokens)."""
+    n_gaps = 0  # a request yields exactly (outputs - 1) gaps, preempted or not
+    max_ctx = 1
+    for r in range(rq.shape[0]):
+        want = rq[r, Q_OUTPUT] if rq[r, Q_OUTPUT] > 1 else 1
+        rs[RS_GEN, r] = 0
+        rs[RS_LAST_TOK, r] = 0
+        rs[RS_WANT, r] = want
+        n_gaps += want - 1
+        if rq[r, Q_PROMPT] + want > max_ctx:
+            max_ctx = rq[r, Q_PROMPT] + want
+    return n_gaps, max_ctx
+
+
 @jit
-def simulate_vllm_nb(
-    rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log, itl_cap
+def new_cost_scratch_nb(ctf, cti, max_ctx):
+    """The step-cost arguments with their memo tables: (ctf, cti, memo keys, memo values,
+    components, single-request decode step times by context)."""
+    return (
+        ctf,
+        cti,
+        np.full(MEMO_SIZE, -1, np.int64),
+        np.zeros(MEMO_SIZE),
+        np.zeros(N_COMPONENTS),
+        np.full(max_ctx + 2, -1, np.int64),
+    )
+
+
+@jit
+def new_work_nb(cap_run, max_ctx, bs):
+    """Scratch of one step: (prefill progress, prefill tokens, decode progress, cached
+    blocks)."""
+    return (
+        np.empty(cap_run, np.int64),
+        np.empty(cap_run, np.int64),
+        np.empty(cap_run, np.int64),
+        np.empty(max_ctx // bs + 2, np.int64),
+    )
+
+
+@jit
+def new_instance_nb(n_list, cap_run):
+    """The state of one instance, empty: (scalars k, running slots sl, request lists iq)."""
+    k = np.zeros(N_K, np.int64)
+    k[K_STATUS] = STATUS_OK
+    sl = np.zeros((N_SL, max(cap_run, 1)), np.int64)
+    iq = np.zeros((N_IQ, max(n_list, 1)), np.int64)
+    return k, sl, iq
+
+
+@jit
+def vllm_advance_nb(
+    rq, gbase, cfg, cost, pool, rs, out, sc, log, itl, k, sl, iq, work, until, final
 ):
-    """Run the whole simulation; returns the ITL samples (gaps between consecutive tokens of a
-    request, µs)."""
-    n_req = rq.shape[0]
+    """Run one instance's step loop (SPEC §2) from the state it was left in.  The whole state
+    lives in the arrays given: the KV pool (``pool``), per-request state ``rs``, the instance's
+    scalars ``k`` (``K_*``), running slots ``sl`` (``SL_*``) and request lists ``iq``
+    (``IQ_*``).  Unless ``final``, it pauses at the first step boundary at or after ``until``
+    (before admitting anything there), or once it has nothing to do; ``final`` runs it to the
+    end.  ITL samples go to ``itl`` from ``sc[SC_N_ITL]`` on."""
+    ctf, cti, memo_k, memo_v, comps, dec1 = cost
+    st, blk, slot_block, rb, rinfo = pool
+    pf_pi, pf_n, dc_pi, cached = work
     budget_max = cfg[CFG_BUDGET]
     max_run = cfg[CFG_MAX_RUN]
     thr = cfg[CFG_THRESHOLD]
@@ -155,63 +254,58 @@ def simulate_vllm_nb(
     horizon = cfg[CFG_HORIZON]
     logging = log.shape[0] > 0
     bs = st[ST_BS]
-    init_outputs(out)
 
-    # per-request state kept while a request waits (it survives a preemption)
-    gen = np.zeros(n_req, np.int64)  # output tokens generated so far
-    last_tok = np.zeros(n_req, np.int64)  # time of the latest token
-    want = np.empty(n_req, np.int64)  # output tokens to generate (at least 1)
-    n_gaps = 0  # a request yields exactly (outputs - 1) gaps, preempted or not
-    max_ctx = 1
-    for r in range(n_req):
-        want[r] = rq[r, Q_OUTPUT] if rq[r, Q_OUTPUT] > 1 else 1
-        n_gaps += want[r] - 1
-        if rq[r, Q_PROMPT] + want[r] > max_ctx:
-            max_ctx = rq[r, Q_PROMPT] + want[r]
+    gen = rs[RS_GEN]  # output tokens generated so far
+    last_tok = rs[RS_LAST_TOK]  # time of the latest token
+    want = rs[RS_WANT]  # output tokens to generate
+    # the running batch, one slot per request, in admission order (rows of sl)
+    s_req = sl[SL_REQ]
+    s_computed = sl[SL_COMPUTED]
+    s_gen = sl[SL_GEN]
+    s_prompt = sl[SL_PROMPT]
+    s_want = sl[SL_WANT]
+    s_last_tok = sl[SL_LAST_TOK]
+    s_kv_cap = sl[SL_KV_CAP]
+    s_full_at = sl[SL_FULL_AT]
+    s_new = sl[SL_NEW]
+    wq = iq[IQ_WAIT]  # wait queue (a ring deque; wmeta[DEQ_N] long)
+    wmeta = k[K_WQ_HEAD : K_WQ_HEAD + 2]
+    arr_req = iq[IQ_ARR_REQ]
+    arr_t = iq[IQ_ARR_T]
 
-    # the running batch, one slot per request, in admission order (structure of arrays)
-    cap_run = max(1, min(n_req, max_run))
-    s_req = np.empty(cap_run, np.int64)  # request
-    s_computed = np.empty(cap_run, np.int64)  # tokens whose KV is computed
-    s_gen = np.empty(cap_run, np.int64)  # output tokens generated
-    s_prompt = np.empty(cap_run, np.int64)  # prompt tokens
-    s_want = np.empty(cap_run, np.int64)  # output tokens to generate
-    s_last_tok = np.empty(cap_run, np.int64)  # time of its latest token
-    s_kv_cap = np.empty(cap_run, np.int64)  # tokens its KV blocks can hold
-    s_full_at = np.empty(cap_run, np.int64)  # token count that completes its next block
-    s_new = np.empty(cap_run, np.int64)  # tokens scheduled this step
-    n_run = 0
-
-    wq = np.empty(max(n_req, 1), np.int64)  # wait queue (a ring deque; wmeta[DEQ_N] long)
-    wmeta = np.zeros(2, np.int64)
-    cached = np.empty(max_ctx // bs + 2, np.int64)
-    pf_pi = np.empty(cap_run, np.int64)
-    pf_n = np.empty(cap_run, np.int64)
-    dc_pi = np.empty(cap_run, np.int64)
-    comps = np.zeros(N_COMPONENTS)
-    memo_k = np.full(MEMO_SIZE, -1, np.int64)
-    memo_v = np.zeros(MEMO_SIZE)
-    dec1 = np.full(max_ctx + 2, -1, np.int64)  # single-request decode step times by context
-    itl = np.empty(max(n_gaps, 1), np.int64)
-    n_itl = 0
-
-    t = 0
-    n_arrived = 0
-    steps = 0
-    idle = 0
-    status = STATUS_OK
-    total_in = 0
-    total_out = 0
-    completed = 0
-    dropped = 0
-    preempts = 0
-    busy = 0
-    clock = 0
+    t = k[K_T]
+    clock = k[K_CLOCK]
+    n_arrived = k[K_N_ARRIVED]
+    n_known = k[K_N_KNOWN]
+    n_run = k[K_N_RUN]
+    steps = k[K_STEPS]
+    idle = k[K_IDLE]
+    status = k[K_STATUS]
+    total_in = k[K_INPUT_TOK]
+    total_out = k[K_OUTPUT_TOK]
+    completed = k[K_COMPLETED]
+    dropped = k[K_DROPPED]
+    preempts = k[K_PREEMPT]
+    busy = k[K_BUSY_US]
+    n_itl = sc[SC_N_ITL]
+    # the time that ends a run of lone decode steps: the next arrival, or the pause
+    stop_at = until if not final else TIME_MAX
+    t_next = stop_at
+    if n_arrived < n_known and arr_t[n_arrived] < t_next:
+        t_next = arr_t[n_arrived]
+    if k[K_ENDED] != 0:  # an ended instance does nothing
+        stop_at = t
 
     while True:
-        while n_arrived < n_req and rq[n_arrived, Q_ARRIVAL] <= t:
-            r = n_arrived
+        if t >= stop_at:
+            break
+        # ---- arrivals due by now join the wait queue (or are dropped: never fit) ----
+        while n_arrived < n_known and arr_t[n_arrived] <= t:
+            r = arr_req[n_arrived]
             n_arrived += 1
+            t_next = stop_at  # the next arrival ends a run of lone decode steps
+            if n_arrived < n_known and arr_t[n_arrived] < t_next:
+                t_next = arr_t[n_arrived]
             p_len = rq[r, Q_PROMPT]
             if (p_len + want[r] - 1 + bs - 1) // bs > total_blocks:
                 dropped += 1
@@ -221,12 +315,15 @@ def simulate_vllm_nb(
             out[r, O_STATE] = STATE_QUEUED
             total_in += p_len
         if n_run == 0 and wmeta[DEQ_N] == 0:
-            if n_arrived >= n_req:
+            if n_arrived >= n_known:
+                if final:
+                    k[K_ENDED] = 1
                 break
-            t = rq[n_arrived, Q_ARRIVAL]
+            t = arr_t[n_arrived]
             continue
         if horizon > 0 and t > horizon:
             status = STATUS_HORIZON
+            k[K_ENDED] = 1
             break
         if (
             n_run == 1
@@ -236,8 +333,8 @@ def simulate_vllm_nb(
             and s_computed[0] == s_prompt[0] + s_gen[0] - 1
         ):
             # a lone request decoding: the general step below reduces to this loop, which
-            # runs until a step needs a new block, an arrival is due, the request completes
-            # or the horizon passes (then the general path takes over)
+            # runs until a step needs a new block, an arrival (or the pause) is due, the
+            # request completes or the horizon passes (then the general path takes over)
             fast = 0
             while True:
                 nc = s_computed[0]
@@ -281,9 +378,7 @@ def simulate_vllm_nb(
                     completed += 1
                     n_run = 0
                     break
-                if (n_arrived < n_req and rq[n_arrived, Q_ARRIVAL] <= t) or (
-                    horizon > 0 and t > horizon
-                ):
+                if t >= t_next or (horizon > 0 and t > horizon):
                     break
             if fast > 0:
                 continue
@@ -294,17 +389,17 @@ def simulate_vllm_nb(
         n_dc = 0
         pf_tok = 0
         # ---- schedule the running batch: in order, within the budget (SPEC §2) ----
-        k = 0
-        while k < n_run and budget > 0:
-            n = s_prompt[k] + s_gen[k] - s_computed[k]
+        k_s = 0
+        while k_s < n_run and budget > 0:
+            n = s_prompt[k_s] + s_gen[k_s] - s_computed[k_s]
             if 0 < thr < n:
                 n = thr
             if budget < n:
                 n = budget
-            total = s_computed[k] + n
-            if total > s_kv_cap[k] or (use_cache and total >= s_full_at[k]):
-                r = s_req[k]
-                rinfo[r, R_TOK] = s_computed[k]
+            total = s_computed[k_s] + n
+            if total > s_kv_cap[k_s] or (use_cache and total >= s_full_at[k_s]):
+                r = s_req[k_s]
+                rinfo[r, R_TOK] = s_computed[k_s]
                 ok = True
                 while not _alloc(
                     st, blk, slot_block, rb, rinfo, rq, gbase, r, total, cached, 0, use_cache
@@ -320,26 +415,27 @@ def simulate_vllm_nb(
                     n_run -= 1
                     preempts += 1
                     preempted = True
-                    if v == k:
+                    if v == k_s:
                         ok = False
                         break
                 if not ok:
                     break
-                s_kv_cap[k] = rinfo[r, R_CNT] * bs
-                s_full_at[k] = (total // bs + 1) * bs
-            s_new[k] = n
+                s_kv_cap[k_s] = rinfo[r, R_CNT] * bs
+                s_full_at[k_s] = (total // bs + 1) * bs
+            s_new[k_s] = n
             budget -= n
-            if s_gen[k] > 0 and n == 1 and s_computed[k] == s_prompt[k] + s_gen[k] - 1:
-                dc_pi[n_dc] = s_computed[k]
+            if s_gen[k_s] > 0 and n == 1 and s_computed[k_s] == s_prompt[k_s] + s_gen[k_s] - 1:
+                dc_pi[n_dc] = s_computed[k_s]
                 n_dc += 1
             else:
-                pf_pi[n_pf] = s_computed[k]
+                pf_pi[n_pf] = s_computed[k_s]
                 pf_n[n_pf] = n
                 pf_tok += n
                 n_pf += 1
-            k += 1
-        n_sched = k
-        # ---- admit waiting requests (SPEC §2: only when nothing was preempted) ----
+            k_s += 1
+        n_sched = k_s
+        # ---- admit waiting requests (SPEC §2: only when nothing was preempted) and
+        # ---- allocate their blocks (prefix-cache hits first) ----
         if not preempted:
             n_before = n_run
             while wmeta[DEQ_N] > 0 and budget > 0 and n_run < max_run:
@@ -356,17 +452,17 @@ def simulate_vllm_nb(
                 ):
                     break
                 deq_pop_front(wq, wmeta)
-                k = n_run
+                k_s = n_run
                 n_run += 1
-                s_req[k] = r
-                s_computed[k] = c * bs
-                s_gen[k] = gen[r]
-                s_prompt[k] = rq[r, Q_PROMPT]
-                s_want[k] = want[r]
-                s_last_tok[k] = last_tok[r]
-                s_kv_cap[k] = rinfo[r, R_CNT] * bs
-                s_full_at[k] = ((c * bs + n) // bs + 1) * bs
-                s_new[k] = n
+                s_req[k_s] = r
+                s_computed[k_s] = c * bs
+                s_gen[k_s] = gen[r]
+                s_prompt[k_s] = rq[r, Q_PROMPT]
+                s_want[k_s] = want[r]
+                s_last_tok[k_s] = last_tok[r]
+                s_kv_cap[k_s] = rinfo[r, R_CNT] * bs
+                s_full_at[k_s] = ((c * bs + n) // bs + 1) * bs
+                s_new[k_s] = n
                 out[r, O_STATE] = STATE_RUNNING
                 budget -= n
                 if out[r, O_SCHED] < 0:
@@ -386,6 +482,7 @@ def simulate_vllm_nb(
             idle += 1
             if idle > max_idle:
                 status = STATUS_STALLED
+                k[K_ENDED] = 1
                 break
         else:
             idle = 0
@@ -437,60 +534,142 @@ def simulate_vllm_nb(
             busy += step_us
         # ---- advance the scheduled requests; complete: finished ones leave the batch ----
         w = 0
-        for k in range(n_run):
-            if k < n_sched:
-                nc = s_computed[k] + s_new[k]
-                s_computed[k] = nc
-                if nc == s_prompt[k] + s_gen[k]:
-                    g = s_gen[k] + 1
-                    s_gen[k] = g
+        for k_s in range(n_run):
+            if k_s < n_sched:
+                nc = s_computed[k_s] + s_new[k_s]
+                s_computed[k_s] = nc
+                if nc == s_prompt[k_s] + s_gen[k_s]:
+                    g = s_gen[k_s] + 1
+                    s_gen[k_s] = g
                     total_out += 1
                     if g == 1:
-                        out[s_req[k], O_TTFT] = t_end - rq[s_req[k], Q_ARRIVAL]
+                        out[s_req[k_s], O_TTFT] = t_end - rq[s_req[k_s], Q_ARRIVAL]
                     else:
-                        itl[n_itl] = t_end - s_last_tok[k]
+                        itl[n_itl] = t_end - s_last_tok[k_s]
                         n_itl += 1
-                    s_last_tok[k] = t_end
-                    if g >= s_want[k]:
-                        _complete(st, blk, rb, rinfo, rq, out, s_req[k], g, t_end)
+                    s_last_tok[k_s] = t_end
+                    if g >= s_want[k_s]:
+                        _complete(st, blk, rb, rinfo, rq, out, s_req[k_s], g, t_end)
                         completed += 1
                         continue
-            if w != k:
-                s_req[w] = s_req[k]
-                s_computed[w] = s_computed[k]
-                s_gen[w] = s_gen[k]
-                s_prompt[w] = s_prompt[k]
-                s_want[w] = s_want[k]
-                s_last_tok[w] = s_last_tok[k]
-                s_kv_cap[w] = s_kv_cap[k]
-                s_full_at[w] = s_full_at[k]
+            if w != k_s:
+                s_req[w] = s_req[k_s]
+                s_computed[w] = s_computed[k_s]
+                s_gen[w] = s_gen[k_s]
+                s_prompt[w] = s_prompt[k_s]
+                s_want[w] = s_want[k_s]
+                s_last_tok[w] = s_last_tok[k_s]
+                s_kv_cap[w] = s_kv_cap[k_s]
+                s_full_at[w] = s_full_at[k_s]
             w += 1
         n_run = w
         t = t_end
         clock = t_end
 
-    for k in range(n_run):  # requests still running when the run stopped
-        out[s_req[k], O_TOKENS] = s_gen[k]
-    for r in range(n_req):
+    k[K_T] = t
+    k[K_CLOCK] = clock
+    k[K_N_ARRIVED] = n_arrived
+    k[K_N_RUN] = n_run
+    k[K_STEPS] = steps
+    k[K_IDLE] = idle
+    k[K_STATUS] = status
+    k[K_INPUT_TOK] = total_in
+    k[K_OUTPUT_TOK] = total_out
+    k[K_COMPLETED] = completed
+    k[K_DROPPED] = dropped
+    k[K_PREEMPT] = preempts
+    k[K_BUSY_US] = busy
+    sc[SC_N_ITL] = n_itl
+
+
+@hjit
+def unfinished_tokens_nb(out, rs, sl, n_run):
+    """Output tokens of the requests still running (slots) or queued when the run stopped."""
+    for j in range(n_run):
+        out[sl[SL_REQ, j], O_TOKENS] = sl[SL_GEN, j]
+    for r in range(out.shape[0]):
         if out[r, O_STATE] == STATE_QUEUED:
-            out[r, O_TOKENS] = gen[r]
+            out[r, O_TOKENS] = rs[RS_GEN, r]
+
+
+@jit
+def simulate_vllm_nb(
+    rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log, itl_cap
+):
+    """Run the whole simulation of one instance; returns the ITL samples (gaps between
+    consecutive tokens of a request, µs)."""
+    n_req = rq.shape[0]
+    init_outputs(out)
+    rs = np.empty((N_RS, n_req), np.int64)
+    n_gaps, max_ctx = init_requests_nb(rq, rs)
+    cap_run = max(1, min(n_req, cfg[CFG_MAX_RUN]))
+    k, sl, iq = new_instance_nb(n_req, cap_run)
+    for r in range(n_req):  # every request arrives at this instance, when it is sent
+        iq[IQ_ARR_REQ, r] = r
+        iq[IQ_ARR_T, r] = rq[r, Q_ARRIVAL]
+    k[K_N_KNOWN] = n_req
+    k[K_ROUTED] = n_req
+    itl = np.empty(max(n_gaps, 1), np.int64)
+    sc[SC_N_ITL] = 0
+    # two call sites of the step loop, so that LLVM keeps it a function of its own instead
+    # of inlining it here (as in driver_nb.simulate_nb)
+    if n_req > 0:
+        vllm_advance_nb(
+            rq,
+            gbase,
+            cfg,
+            new_cost_scratch_nb(ctf, cti, max_ctx),
+            (st, blk, slot_block, rb, rinfo),
+            rs,
+            out,
+            sc,
+            log,
+            itl,
+            k,
+            sl,
+            iq,
+            new_work_nb(cap_run, max_ctx, st[ST_BS]),
+            TIME_MAX,
+            True,
+        )
+    else:
+        vllm_advance_nb(
+            rq,
+            gbase,
+            cfg,
+            new_cost_scratch_nb(ctf, cti, max_ctx),
+            (st, blk, slot_block, rb, rinfo),
+            rs,
+            out,
+            sc,
+            log,
+            itl,
+            k,
+            sl,
+            iq,
+            new_work_nb(cap_run, max_ctx, st[ST_BS]),
+            TIME_MAX,
+            True,
+        )
+    unfinished_tokens_nb(out, rs, sl, k[K_N_RUN])
+    n_itl = sc[SC_N_ITL]
     store_scalars(
         sc,
-        clock,
-        completed,
-        wmeta[DEQ_N],
-        n_run,
-        dropped,
-        total_in,
-        total_out,
-        preempts,
+        k[K_CLOCK],
+        k[K_COMPLETED],
+        k[K_WQ_N],
+        k[K_N_RUN],
+        k[K_DROPPED],
+        k[K_INPUT_TOK],
+        k[K_OUTPUT_TOK],
+        k[K_PREEMPT],
         st[ST_PEAK],
         st[ST_HITS],
         st[ST_MISSES],
         0,
-        steps,
-        status,
+        k[K_STEPS],
+        k[K_STATUS],
         n_itl,
-        busy,
+        k[K_BUSY_US],
     )
     return itl[:n_itl].copy()

@@ -309,3 +309,45 @@ def test_help_is_fast_and_lists_run():
     proc = run_subprocess("--help", timeout=60)
     assert proc.returncode == 0
     assert "run" in proc.stdout and "sweep" in proc.stdout and "step-time" in proc.stdout
+
+
+def test_cluster_run_json_has_instances(tmp_path, cli):
+    js = tmp_path / "r.json"
+    res = cli(
+        "run", "--model", "llama-3.1-8b-instruct", "--workload", "chatbot", "--num-requests",
+        "60", "--rate", "12", "--replicas", "3", "--router", "least-outstanding",
+        "--snapshot-interval", "20", "--results-path", js,
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    m = metrics_of(res.out)
+    assert [i["instance_id"] for i in m["instances"]] == ["instance_0", "instance_1", "instance_2"]
+    assert sum(i["requests"] for i in m["instances"]) == 60
+    assert m["load_imbalance"] >= 1.0
+    doc = json.loads(js.read_text())
+    handled = {r["handled_by"] for r in doc["requests"]}
+    assert handled == {"instance_0", "instance_1", "instance_2"}
+    assert len(doc["instances"]) == 3
+
+
+def test_cluster_with_blis_is_one_error_line(cli):
+    res = cli("run", "--model", "llama-3.1-8b-instruct", "--workload", "chatbot",
+              "--semantics", "blis", "--replicas", "2")  # fmt: skip
+    assert "--replicas" in _one_error_line(res)
+
+
+def test_sweep_over_replicas_and_routers(tmp_path, cli):
+    out = tmp_path / "sw"
+    res = cli(
+        "sweep", "--model", "llama-3.1-8b-instruct", "--workload", "chatbot", "--num-requests",
+        "200", "--rate", "16", "--replicas", "1,2,4", "--router", "round-robin,random",
+        "--out", out, "--yes", "--no-show",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    rows = pq.read_table(out / "result.parquet").to_pylist()
+    assert len(rows) == 6
+    for r in rows:
+        assert r["completed_requests"] == 200
+        if r["replicas"] == 1 or r["router"] == "round-robin":
+            assert r["load_imbalance"] == 1.0
+        else:
+            assert r["load_imbalance"] > 1.0

@@ -99,6 +99,13 @@ def test_every_scheduler_setting_reaches_the_config():
             "prefix_caching": False,
             "horizon": 3.5,
             "blis_preemption": "safe",
+            "replicas": 1,
+            "router": "prefix-affinity",
+            "affinity_slack": 3,
+            "snapshot_interval": 2.5,
+            "routing_latency": 0.25,
+            "router_seed": 9,
+            "router_weights": "1:0.5:2",
         }
     )
     cfg = settings.scheduler_config(values)
@@ -114,6 +121,13 @@ def test_every_scheduler_setting_reaches_the_config():
         "max_idle_steps": 0,
         "horizon_s": 3.5,
         "blis_preemption": "safe",
+        "replicas": 1,
+        "router": "prefix-affinity",
+        "affinity_slack": 3,
+        "snapshot_interval": 2.5,
+        "routing_latency": 0.25,
+        "router_seed": 9,
+        "router_weights": "1:0.5:2",
     }
 
 

@@ -33,6 +33,10 @@ SCRIPT = textwrap.dedent(
         spec.add_axis("rate", [1, 8, 64])
         spec.add_axis("tp", [1, 2])
         run_sweep(spec, sys.argv[2], threads=2, quiet=True)
+    elif case == "cluster":  # the cluster kernel shares vllm_advance_nb with the single one
+        simulate(semantics="vllm", **kw)
+        simulate(replicas=3, router="prefix-affinity", workload="chatbot", **kw)
+        simulate(replicas=2, routing_latency=1.0, workload="multidoc", **kw)
     else:
         simulate(semantics=case, **kw)
         simulate(semantics=case, log_steps=1000, workload="multidoc", **kw)
@@ -50,7 +54,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("case", ["vllm", "blis", "sweep"])
+@pytest.mark.parametrize("case", ["vllm", "blis", "sweep", "cluster"])
 def test_one_specialisation_per_kernel(case, tmp_path):
     env = {**os.environ, "INFERSWEEP_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
@@ -70,5 +74,8 @@ def test_one_specialisation_per_kernel(case, tmp_path):
     assert f"infersweep.scheduler.{ran}_nb.simulate_{ran}_nb" in counts
     assert f"infersweep.scheduler.{other}_nb.simulate_{other}_nb" not in counts
     assert len(counts) > 10  # the helpers were compiled too, not loaded from a cache
+    if case == "cluster":
+        assert "infersweep.scheduler.cluster_nb.simulate_cluster_nb" in counts
+        assert "infersweep.scheduler.vllm_nb.vllm_advance_nb" in counts
     many = {k: v for k, v in counts.items() if len(v) != 1}
     assert not many, many

@@ -1,0 +1,26 @@
+"""Benchmark of clusters (issue 12): 16 replicas x 100,000 chatbot requests (in total), in
+process, JIT warm, workload generated once.  Target: under 5 s per run.  Run with::
+
+    .venv/bin/python -m pytest benchmarks/test_bench_cluster.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import infersweep
+from infersweep import settings
+from infersweep.workload.generate import generate
+
+MODEL = dict(model="llama-3.1-8b-instruct", hardware="H100", tp=1)
+
+
+@pytest.mark.parametrize("router", ["round-robin", "least-outstanding", "prefix-affinity"])
+def test_cluster_16_replicas_100k_chatbot(benchmark, router):
+    values = settings.resolve({"workload": "chatbot", "num_requests": 100_000, "rate": 16.0})
+    wl = generate(settings.workload_spec(values))
+    infersweep.simulate(**MODEL, workload="chatbot", num_requests=50, replicas=16, router=router)
+    kw = dict(MODEL, workload=wl, replicas=16, router=router)
+    res = benchmark.pedantic(infersweep.simulate, kwargs=kw, rounds=3, iterations=1)
+    assert res.summary["completed_requests"] == 100_000
+    assert benchmark.stats.stats.max < 5.0

@@ -47,17 +47,20 @@ FITTABLE = tuple(BOUNDS)
 DEFAULT_FIT = ("TOverheadMicros", "bwEfficiencyFactor")
 
 
-def canonical_fields(names) -> tuple[str, ...]:
-    low = {k.lower(): k for k in FITTABLE}
-    out = []
+def canonical_fields(names, allowed=None, what: str = "calibration") -> tuple[str, ...]:
+    """The canonical names of the fields to fit (any case), each once; ``allowed`` defaults to
+    ``FITTABLE``."""
+    allowed = FITTABLE if allowed is None else allowed
+    low = {k.lower(): k for k in allowed}
+    out: list[str] = []
     for n in names:
         k = low.get(str(n).strip().lower())
         if k is None:
             raise ConfigError(
-                "not a field calibration can fit",
+                f"not a field {what} can fit",
                 field="fit",
                 value=n,
-                hint="one of: " + ", ".join(FITTABLE),
+                hint="one of: " + ", ".join(allowed),
             )
         if k not in out:
             out.append(k)

@@ -538,22 +538,9 @@ class JointResult:
 
 
 def canonical_joint_fields(names) -> tuple[str, ...]:
-    low = {k.lower(): k for k in JOINT_FITTABLE}
-    out: list[str] = []
-    for n in names:
-        k = low.get(str(n).strip().lower())
-        if k is None:
-            raise ConfigError(
-                "not a field joint calibration can fit",
-                field="--fit",
-                value=n,
-                hint="one of: " + ", ".join(JOINT_FITTABLE),
-            )
-        if k not in out:
-            out.append(k)
-    if not out:
-        raise ConfigError("nothing to fit", field="--fit")
-    return tuple(out)
+    from infersweep.fitting.calibrate import canonical_fields
+
+    return canonical_fields(names, JOINT_FITTABLE, "joint calibration")
 
 
 def _start_value(hw: Hardware, f: str) -> float:

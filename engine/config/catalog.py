@@ -114,6 +114,10 @@ def resolve_model_folder(model: str | None, folder: str | os.PathLike | None) ->
     if path.is_dir() and (path / "config.json").is_file():
         return path
     wanted = model.lower()
+    for key in (wanted, wanted.rsplit("/", 1)[-1]):  # the embedded folders are lower case
+        direct = models_dir() / key
+        if key and "/" not in key and (direct / "config.json").is_file():
+            return direct
     by_lower = {name.lower(): name for name in known_models()}
     for key in (wanted, wanted.rsplit("/", 1)[-1]):
         if key in by_lower:

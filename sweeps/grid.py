@@ -137,6 +137,19 @@ class SweepSpec:
     def to_dict(self) -> dict:
         return {"sweep": {"name": self.name, **self.fixed}, "grid": dict(self.axes)}
 
+    def to_parts(self) -> dict:
+        """The checked settings as plain data (the manifest's and Dask's form): name, fixed,
+        axes.  ``from_parts`` rebuilds the spec without checking the values again."""
+        return {"name": self.name, "fixed": dict(self.fixed), "axes": dict(self.axes)}
+
+    @classmethod
+    def from_parts(cls, d: dict) -> SweepSpec:
+        return cls(
+            name=d.get("name", "sweep"),
+            fixed=dict(d["fixed"]),
+            axes={k: list(v) for k, v in d["axes"].items()},
+        )
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=False)
 

@@ -200,7 +200,7 @@ def compute_chunk(
     from infersweep.scheduler.driver import run_jobs
     from infersweep.schema import N_M
 
-    spec = spec_from_dict(spec_dict)
+    spec = SweepSpec.from_parts(spec_dict)
     prep = Preparer()
     points = [prep.prepare(i, spec.point(i)) for i in range(start, end)]
     jobs = [p.job for p in points if p.job is not None]
@@ -218,17 +218,6 @@ def compute_chunk(
             j += 1
     facts = label_facts(spec, prep)
     return chunk_table(spec, points, metrics, facts), per_req
-
-
-def spec_from_dict(d: dict) -> SweepSpec:
-    spec = SweepSpec(name=d.get("name", "sweep"))
-    spec.fixed = dict(d["fixed"])
-    spec.axes = {k: list(v) for k, v in d["axes"].items()}
-    return spec
-
-
-def spec_to_dict(spec: SweepSpec) -> dict:
-    return {"name": spec.name, "fixed": dict(spec.fixed), "axes": dict(spec.axes)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,7 +325,7 @@ def _prepare_out(
     manifest = {
         "infersweep_version": __version__,
         "spec_digest": spec.digest(),
-        "spec": spec_to_dict(spec),
+        "spec": spec.to_parts(),
         "n_points": spec.n_points,
         "chunk_size": chunk,
         "per_request": per_request,
@@ -514,7 +503,7 @@ def run_sweep(
             atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, default=str))
         todo = [c for c in range(n_chunks) if c not in done]
         skipped = sum(span(c)[1] - span(c)[0] for c in done)
-        spec_d = spec_to_dict(spec)
+        spec_d = spec.to_parts()
         facts = label_facts(spec, prep)
 
         bar = progress

@@ -21,7 +21,6 @@ Points are the cartesian product of the axes in spec order (the last axis varies
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -256,7 +255,3 @@ def parse_cli_axes(
         k, v = item.split("=", 1)
         spec.set_fixed(k, v.strip())
     return spec
-
-
-def axis_product(spec: SweepSpec):
-    return itertools.product(*spec.axes.values())

@@ -112,9 +112,3 @@ def flag_of(field: str | None) -> str | None:
         return None
     s = registry.SETTINGS.get(field)
     return s.cli_flag if s is not None else COMMAND_FIELDS.get(field)
-
-
-def given(values: dict) -> dict:
-    """The settings the user set (``optional`` mode: unset ones are ``None``; ``axis`` mode:
-    empty lists)."""
-    return {k: v for k, v in values.items() if v is not None and v != []}

@@ -181,12 +181,12 @@ def test_cold_start_cached(benchmark):
 
 
 def test_cold_start_empty_cache(benchmark, tmp_path_factory):
-    """A fresh process with an empty numba cache (NUMBA_CACHE_DIR pointed at a new folder):
+    """A fresh process with an empty numba cache (INFERSWEEP_CACHE_DIR pointed at a new folder):
     the whole JIT compile is inside the measurement."""
 
     def setup():  # a new, empty cache folder for every round
         cache = tmp_path_factory.mktemp("numba_cache")
-        return (), {"env": {"NUMBA_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1"}}
+        return (), {"env": {"INFERSWEEP_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1"}}
 
     def run(env):
         return run_cli(*COLD_ARGS, env=env)

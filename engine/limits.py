@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 
 from infersweep.errors import ConfigError
@@ -84,7 +85,23 @@ def _num(x: float) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+_MEMINFO_TTL_S = 1.0  # how long a reading of /proc/meminfo is reused
+_meminfo_cache: list = [float("-inf"), None]  # [when read (monotonic s), MemAvailable]
+
+
 def _meminfo_available() -> int | None:
+    """MemAvailable, read at most once a second (a small run checks its memory twice, and
+    the reading was a tenth of its Python time)."""
+    now = time.monotonic()
+    if now - _meminfo_cache[0] < _MEMINFO_TTL_S:
+        return _meminfo_cache[1]
+    value = _read_meminfo_available()
+    _meminfo_cache[0] = now
+    _meminfo_cache[1] = value
+    return value
+
+
+def _read_meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:

@@ -7,6 +7,7 @@ current directory, except for paths the user gives explicitly.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -41,6 +42,13 @@ def data_dir() -> Path:
     env = os.environ.get("INFERSWEEP_DATA")
     if env:
         return Path(env)
+    return _embedded_data_dir()
+
+
+@functools.cache
+def _embedded_data_dir() -> Path:
+    """The data shipped with the package (resolved once: it cannot move under a running
+    process, and resolving it took a fifth of a small run's Python time)."""
     package = Path(__file__).resolve().parents[1]
     installed = package / "data"  # wheels map the repository's data/ to infersweep/data
     if (installed / "hardware").is_dir():

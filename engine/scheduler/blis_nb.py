@@ -416,9 +416,12 @@ def _plain_store(
 
 @jit
 def simulate_blis_nb(
-    rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log, itl_cap
+    rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log, itl_v, itl_o
 ):
-    """Run the whole simulation; returns the ITL samples of completed requests (µs)."""
+    """Run the whole simulation; returns the ITL samples of completed requests (µs), the
+    front of ``itl_v``.  ``itl_v``/``itl_o`` (ITL entries: value, owner) are the caller's
+    buffers; their length is the ITL room of this attempt (when it runs out the run stops with
+    STATUS_ITL_FULL and the driver retries with more, ``common_nb.next_itl_room_nb``)."""
     n_req = rq.shape[0]
     budget_max = cfg[CFG_BUDGET]
     max_run = cfg[CFG_MAX_RUN]
@@ -493,10 +496,7 @@ def simulate_blis_nb(
     hr = np.empty(hcap, np.int64)
     hn = 0
 
-    # ITL entries (value, owner)
-    itl_v = np.empty(max(itl_cap, 16), np.int64)
-    itl_o = np.empty(max(itl_cap, 16), np.int32)
-    n_itl = 0
+    n_itl = 0  # ITL entries (value, owner) in itl_v, itl_o
 
     step_pending = False
     step_count = 0
@@ -982,4 +982,4 @@ def simulate_blis_nb(
     # literal mode: the reference loops forever where this run stalled or dropped a request
     # by the guard; the wrappers then rerun the point in safe mode
     sc[SC_LIVELOCK] = 1 if literal and (status == STATUS_STALLED or guard_drops > 0) else 0
-    return itl_v[:m].copy()
+    return itl_v[:m]

@@ -214,8 +214,16 @@ def simulate_point(rq, gbase, cfg, n_slots, ctf, cti, out, sc, log, res, blis: b
     run_cfg = cfg.copy()
     while True:  # the attempts of next_itl_room_nb
         reset_pool_nb(st, slot_block, rinfo, sc, total, bs)
-        itl = kernel(rq, gbase, run_cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log,
-                     itl_cap)  # fmt: skip
+        # the ITL buffers are numpy's too (huge pages: the samples of a 10k-request run are
+        # ~20 MB, written once by the kernel and read once by the summary)
+        itl_v = np.empty(max(itl_cap, 16), np.int64)
+        if blis:
+            itl_o = np.empty(itl_v.shape[0], np.int32)
+            itl = kernel(rq, gbase, run_cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc,
+                         log, itl_v, itl_o)  # fmt: skip
+        else:
+            itl = kernel(rq, gbase, run_cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc,
+                         log, itl_v)  # fmt: skip
         itl_cap = next_itl_room_nb(sc, run_cfg, itl_cap, itl_cap0)
         if itl_cap == 0:
             break

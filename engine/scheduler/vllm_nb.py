@@ -593,11 +593,10 @@ def unfinished_tokens_nb(out, rs, sl, n_run):
 
 
 @jit
-def simulate_vllm_nb(
-    rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log, itl_cap
-):
+def simulate_vllm_nb(rq, gbase, cfg, ctf, cti, st, blk, slot_block, rb, rinfo, out, sc, log, itl):
     """Run the whole simulation of one instance; returns the ITL samples (gaps between
-    consecutive tokens of a request, µs)."""
+    consecutive tokens of a request, µs), the front of the caller's buffer ``itl`` (a new one
+    when it is too short)."""
     n_req = rq.shape[0]
     init_outputs(out)
     rs = np.empty((N_RS, n_req), np.int64)
@@ -609,7 +608,8 @@ def simulate_vllm_nb(
         iq[IQ_ARR_T, r] = rq[r, Q_ARRIVAL]
     k[K_N_KNOWN] = n_req
     k[K_ROUTED] = n_req
-    itl = np.empty(max(n_gaps, 1), np.int64)
+    if itl.shape[0] < n_gaps:
+        itl = np.empty(n_gaps, np.int64)
     sc[SC_N_ITL] = 0
     # two call sites of the step loop, so that LLVM keeps it a function of its own instead
     # of inlining it here (as in driver_nb.simulate_nb)
@@ -672,4 +672,4 @@ def simulate_vllm_nb(
         n_itl,
         k[K_BUSY_US],
     )
-    return itl[:n_itl].copy()
+    return itl[:n_itl]

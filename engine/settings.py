@@ -21,6 +21,7 @@ An unknown name is an error everywhere, with the closest known names suggested.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -507,9 +508,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in _DECLARED}
 ALIASES: dict[str, str] = {a: s.name for s in _DECLARED for a in s.aliases}
 
 
-def group(name: str) -> list[Setting]:
+@functools.cache
+def group(name: str) -> tuple[Setting, ...]:
     """The settings of one group, in declaration order."""
-    return [s for s in _DECLARED if s.group == name]
+    return tuple(s for s in _DECLARED if s.group == name)
 
 
 def defaults() -> dict[str, Any]:

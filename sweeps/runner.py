@@ -70,6 +70,7 @@ class Preparer:
 
     def __init__(self) -> None:
         self._workloads: dict = {}
+        self._schedulers: dict = {}
         self._hw: dict = {}
         self._models: dict = {}
 
@@ -102,7 +103,18 @@ class Preparer:
         return wl
 
     def scheduler(self, s: dict) -> SchedulerConfig:
-        return settings.scheduler_config(s)
+        # points differ mostly in rate, model or TP: one (frozen, checked) config per setting
+        key = tuple(s[x.name] for x in settings.group("scheduler"))
+        try:
+            cfg = self._schedulers.get(key)
+        except TypeError:  # an unhashable value: no reuse
+            return settings.scheduler_config(s)
+        if cfg is None:
+            cfg = settings.scheduler_config(s)
+            if len(self._schedulers) > 4096:
+                self._schedulers.clear()
+            self._schedulers[key] = cfg
+        return cfg
 
     def prepare(self, index: int, s: dict) -> Prepared:
         from infersweep.api import cost_model_for

@@ -143,7 +143,7 @@ class _Problem:
         for i in range(0, len(candidates), batch):
             part = candidates[i : i + batch]
             jobs = [Job(self.wl, self.cost_for(p), self.sched) for p in part]
-            res = run_jobs(jobs, keep_requests=True, threads=self.threads)
+            res = run_jobs(jobs, keep_requests=True, threads=self.threads, summary=False)
             for k, p in enumerate(part):
                 rows = res.out_req[res.req_off[k] : res.req_off[k + 1]]
                 out.append(self._score(p, rows))

@@ -375,7 +375,7 @@ class JointProblem:
             cms = {k: with_hardware(cm, hw, terms) for k, (cm, terms) in self._base.items()}
             for t, key, wl in zip(self.traces, self.cost_keys, self.workloads):
                 jobs.append(Job(wl, cms[key], t.scheduler))
-        res = run_jobs(jobs, keep_requests=True, threads=self.threads)
+        res = run_jobs(jobs, keep_requests=True, threads=self.threads, summary=False)
         self.n_sims += len(jobs)
         out: list[list[_Sim]] = []
         j = 0

@@ -189,11 +189,13 @@ def new_pool(rq: np.ndarray, cfg: np.ndarray, n_slots: int):
     return st, blk, slot_block, rb, rinfo, itl_cap
 
 
-def simulate_point(rq, gbase, cfg, n_slots, ctf, cti, out, sc, log, res, blis: bool):
+def simulate_point(
+    rq, gbase, cfg, n_slots, ctf, cti, out, sc, log, res, blis: bool, summary: bool = True
+):
     """Simulate requests ``rq`` (``Q_*`` columns) with settings ``cfg`` (``CFG_*``) on the cost
     tables ``ctf``/``cti``; fills ``out`` (``O_*``), ``sc`` (``SC_*``), the step ``log`` (as
     many rows as it has; zero rows turns logging off and the fast decode loops on) and the
-    summary ``res`` (``M_*``); returns the ITL samples (µs).
+    summary ``res`` (``M_*``; left alone unless ``summary``); returns the ITL samples (µs).
 
     The one way a point is simulated: pool set-up, the attempts of the retry policy
     (``common_nb.next_itl_room_nb``) and the summary live here only.  Each scheduler kernel
@@ -230,7 +232,8 @@ def simulate_point(rq, gbase, cfg, n_slots, ctf, cti, out, sc, log, res, blis: b
     if run_cfg[schema.CFG_LITERAL] != cfg[schema.CFG_LITERAL]:
         sc[schema.SC_LIVELOCK] = 1  # rerun in safe mode (in block lists sized for literal mode)
     add_request_overheads_nb(rq, out, itl, ctf)  # client-side fields; nothing when all are 0
-    summarize_nb(out, sc, itl, rq[:, schema.Q_OUTPUT].copy(), blis, total, res)
+    if summary:
+        summarize_nb(out, sc, itl, rq[:, schema.Q_OUTPUT].copy(), blis, total, res)
     return itl
 
 
@@ -241,6 +244,7 @@ def run_jobs(
     log_steps: int = 0,
     threads: int | None = None,
     check_memory: bool = True,
+    summary: bool = True,
 ) -> BatchResult:
     """Simulate every job: the one driver of every simulation, single or batched.
 
@@ -248,7 +252,9 @@ def run_jobs(
     point one call of ``simulate_point``.  ``keep_requests`` keeps the per-request
     outputs and ITL samples; ``log_steps`` > 0 keeps a step log of up to that many steps per
     point (and turns the kernels' fast decode loops off).  The memory the batch needs is checked
-    first (``limits``; ``check_memory=False`` where the caller checked already)."""
+    first (``limits``; ``check_memory=False`` where the caller checked already).
+    ``summary=False`` skips the summary metrics (NaN) for callers that score the per-request
+    outputs themselves (calibration: a fifth of a small candidate's time)."""
     from infersweep.metrics.summary import mark_empty
     from infersweep.schema import N_M
 
@@ -279,7 +285,7 @@ def run_jobs(
     if check_memory:
         _check_batch_memory(jobs, kv_blocks, keep_requests, threads)
     out_req = np.empty((int(req_off[-1]) if keep_requests else 0, schema.N_O), np.int64)
-    metrics = np.zeros((n, N_M))
+    metrics = np.zeros((n, N_M)) if summary else np.full((n, N_M), np.nan)
     scalars = np.zeros((n, schema.N_SC), np.int64)
     itls: list = [None] * n
     logs: list = [None] * n
@@ -323,6 +329,7 @@ def run_jobs(
             log,
             metrics[i],
             semantics == "blis",
+            summary,
         )
         if keep_requests:
             itls[i] = itl
@@ -339,7 +346,8 @@ def run_jobs(
         with ThreadPoolExecutor(workers) as pool:
             for _ in pool.map(one, range(n)):
                 pass
-    mark_empty(metrics)
+    if summary:
+        mark_empty(metrics)
     for i in range(n):
         if scalars[i, schema.SC_LIVELOCK]:
             notes[i] = "; ".join(x for x in (notes[i], LIVELOCK_NOTE) if x)

@@ -498,12 +498,16 @@ def show_cmd(
             "--desc/--asc", help="Sort order (default: descending for throughput metrics)."
         ),
     ] = None,
+    instances: Annotated[
+        bool,
+        typer.Option("--instances", help="Also list the per-instance metrics of the points shown."),
+    ] = False,
     verbose: OptVerbose = False,
 ) -> None:
     """A short table of a sweep result: counts by status and the best points by a metric."""
     from infersweep.sweeps.show import render_show
 
-    render_show(result, by=by, top=top, descending=descending)
+    render_show(result, by=by, top=top, descending=descending, instances=instances)
 
 
 # ------------------------------------------------------------------------------------------

@@ -144,6 +144,39 @@ def test_resume_writes_no_duplicates(tmp_path, monkeypatch):
     assert pq.read_table(out / "instances.parquet").to_pylist() == want
 
 
+def test_changed_input_keeps_the_other_chunks_instances(tmp_path):
+    """A hardware file changed: its chunk is recomputed, the other chunk's per-instance rows
+    are split out of instances.parquet and kept; the merged file equals a clean run's."""
+    import json
+
+    hw = {"H100": {"TFlopsPeak": 989.5, "BwPeakTBs": 3.35, "MemoryGiB": 80}}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(hw))
+    b.write_text(json.dumps(hw))
+
+    def spec() -> SweepSpec:
+        sp = SweepSpec(name="hw")
+        for k, v in (("model", MODEL), ("num_requests", 30), ("step_model", "v2")):
+            sp.set_fixed(k, v)
+        sp.add_axis("hardware_config", [str(a), str(b)])
+        sp.add_axis("replicas", [1, 2])
+        sp.add_axis("rate", [30.0])
+        return sp
+
+    out = tmp_path / "o"
+    run_sweep(spec(), out, chunk_size=2)
+    before = pq.read_table(out / "instances.parquet").to_pylist()
+    b.write_text(json.dumps({"H100": {**hw["H100"], "TOverheadMicros": 4000}}))
+    done = run_sweep(spec(), out, chunk_size=2)
+    assert done.computed == 2 and done.skipped == 2
+    after = pq.read_table(out / "instances.parquet").to_pylist()
+    run_sweep(spec(), tmp_path / "clean", chunk_size=2)
+    assert after == pq.read_table(tmp_path / "clean" / "instances.parquet").to_pylist()
+    assert len(after) == 6
+    assert [r for r in after if r["point"] < 2] == [r for r in before if r["point"] < 2]
+    assert [r for r in after if r["point"] >= 2] != [r for r in before if r["point"] >= 2]
+
+
 def test_no_instances_file_without_clusters(tmp_path):
     spec = SweepSpec(name="single")
     spec.set_fixed("model", MODEL)

@@ -244,7 +244,10 @@ def test_checked_replicas_meet_the_slo_and_one_fewer_does_not(planned_clusters):
         # each instance gets as many requests as the max_rate search's runs had
         n_req = int(ds["replicas_check_requests"].values[k])
         assert n_req == PLAN_SETTINGS["num_requests"] * need
-        assert meets(sim(router, need, n_req), SLO), router
+        checked = sim(router, need, n_req)
+        assert meets(checked, SLO), router
+        margin = float(ds["replicas_check_margin"].values[k])
+        assert margin == checked["ttft_p99_ms"] / SLO["ttft_p99_ms"]  # the same run, bit for bit
         if need > 1:
             fewer = need - 1
             assert not meets(sim(router, fewer, PLAN_SETTINGS["num_requests"] * fewer), SLO)

@@ -601,6 +601,23 @@ def merge_instance_chunks(chunks: list[Path], meta: dict, path: Path, schema_) -
     return rows
 
 
+def instance_points(path: str | Path) -> np.ndarray | None:
+    """The ``point`` column of a per-instance table (None when missing or unreadable)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=["point"]).column("point").to_numpy()
+    except Exception:
+        return None
+
+
+def read_instance_rows(path: str | Path) -> list[dict]:
+    """The rows of instances.parquet as dicts (for ``show``)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
 def split_instances(path: Path, parts: dict[int, tuple[int, int]], chunk_path) -> bool:
     """Write the rows of points [a, b) of instances.parquet, for each chunk ``c: (a, b)`` of
     ``parts``, back into ``chunk_path(c)``; False (nothing written) when it is unreadable."""

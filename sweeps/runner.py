@@ -38,6 +38,7 @@ from infersweep.sweeps.results import (
     INSTANCE_COLUMNS,
     INSTANCES_FILE,
     chunk_table,
+    instance_points,
     instances_chunk_table,
     instances_meta,
     instances_schema,
@@ -632,11 +633,8 @@ def _rows_ok(path: Path, rows: int) -> bool:
 
 def _points_ok(path: Path, span: tuple[int, int] | None = None) -> bool:
     """Whether ``path`` is a readable per-instance table (of points within ``span``)."""
-    import pyarrow.parquet as pq
-
-    try:
-        pts = pq.read_table(path, columns=["point"]).column("point").to_numpy()
-    except Exception:
+    pts = instance_points(path)
+    if pts is None:
         return False
     return span is None or not len(pts) or (span[0] <= pts.min() and pts.max() < span[1])
 

@@ -97,13 +97,13 @@ def render_show(
 
 def _show_instances(console, path: Path, dims: list[str], best) -> None:
     """The per-instance rows of the points of ``best`` (a table of result rows), in its order."""
-    import pyarrow.parquet as pq
     from rich.table import Table
 
-    inst = pq.read_table(path)
+    from infersweep.sweeps.results import read_instance_rows
+
     keys = [tuple(r.values()) for r in best.select(dims).to_pylist()] if dims else [()]
     rows: dict[tuple, list[dict]] = {k: [] for k in keys}
-    for r in inst.to_pylist():
+    for r in read_instance_rows(path):
         k = tuple(r[d] for d in dims)
         if k in rows:
             rows[k].append(r)

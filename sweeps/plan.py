@@ -1030,7 +1030,8 @@ COST_COLUMNS: dict[str, tuple[str, str, str]] = {
         "met (the estimate is the count needed), raised (more needed), lowered (fewer "
         "suffice), unmet (no cluster up to max(4 x estimate, estimate + 8) meets the SLO; see "
         "reason), unchecked (--no-check-replicas, or the cluster cannot be simulated: see "
-        "reason); empty without --target-rate.",
+        "reason; replicas_needed is then the estimate, or null when the estimate was simulated "
+        "and missed the SLO); empty without --target-rate.",
     ),
     "replicas_check_margin": (
         "1",
@@ -1287,10 +1288,16 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
                 col["replicas_check_margin"][i] = shown.ratio
                 col["replicas_check_requests"][i] = shown.n_requests
             if chk.state == "unchecked":
-                col["replicas_needed"][i] = chk.estimate
                 col["replicas_check"][i] = "unchecked"
+                at_est = chk.points.get(chk.estimate)
+                if at_est is None or at_est.meets:
+                    col["replicas_needed"][i] = chk.estimate
                 if chk.reason:
-                    reason[i] = f"replicas not checked: {chk.reason}"
+                    reason[i] = f"replicas not checked: {chk.reason}" + (
+                        f" (the estimate, {chk.estimate}, was simulated and missed the SLO)"
+                        if at_est is not None and not at_est.meets
+                        else ""
+                    )
             elif chk.state == "unmet":
                 col["replicas_check"][i] = "unmet"
                 reason[i] = _unmet_reason(chk, run.options)

@@ -342,3 +342,19 @@ def test_replicas_and_router_as_plan_axes(cli, tmp_path):
                 router=r["router"],
             ).summary
             assert meets(s, {"ttft_p99_ms": 200.0}) is ok
+
+
+def test_blis_clusters_are_unchecked_with_the_reason():
+    """blis semantics cannot run clusters: the estimate stands, marked unchecked, and the
+    reason says why."""
+    ds = infersweep.plan(
+        {"sweep": dict(PLAN_SETTINGS, semantics="blis"), "grid": {"tp": [1]}},
+        slo=SLO,
+        target_rate=TARGET * 3,
+        sensitivity=False,
+    )
+    est = ds["replicas_estimate"].values[0]
+    assert est >= 2
+    assert str(ds["replicas_check"].values[0]) == "unchecked"
+    assert ds["replicas_needed"].values[0] == est
+    assert "semantics vllm" in str(ds["reason"].values[0])

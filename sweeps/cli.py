@@ -498,12 +498,16 @@ def show_cmd(
             "--desc/--asc", help="Sort order (default: descending for throughput metrics)."
         ),
     ] = None,
+    instances: Annotated[
+        bool,
+        typer.Option("--instances", help="Also list the per-instance metrics of the points shown."),
+    ] = False,
     verbose: OptVerbose = False,
 ) -> None:
     """A short table of a sweep result: counts by status and the best points by a metric."""
     from infersweep.sweeps.show import render_show
 
-    render_show(result, by=by, top=top, descending=descending)
+    render_show(result, by=by, top=top, descending=descending, instances=instances)
 
 
 # ------------------------------------------------------------------------------------------
@@ -549,6 +553,15 @@ def plan_cmd(
     band: Annotated[
         bool, typer.Option("--band/--no-band", help="Search max_rate_low/high too.")
     ] = True,
+    check_replicas: Annotated[
+        bool | None,
+        typer.Option(
+            "--check-replicas/--no-check-replicas",
+            help="With --target-rate: simulate the cluster of the estimated replica count with "
+            "the configuration's router, and raise (or lower) the count until it meets the SLO "
+            "(default: on, or the spec's [plan] check_replicas).",
+        ),
+    ] = None,
     axis: Annotated[list[str], typer.Option("--axis", help="Any setting as an axis.")] = [],  # noqa: B006
     set_: Annotated[list[str], typer.Option("--set", help="A fixed setting: KEY=VALUE.")] = [],  # noqa: B006
     threads: Annotated[int | None, typer.Option("--threads", help="Worker threads.")] = None,
@@ -593,6 +606,7 @@ def plan_cmd(
         target_rate=target_rate,
         prices=parse_pairs(price, "--price"),
         cost_uncertainty=cost_uncertainty,
+        check_replicas=check_replicas,
         where=spec.source or None,
     )
     opts = PlanOptions(**{**opts.__dict__, "sensitivity": band})

@@ -69,7 +69,7 @@ class OutLock:
 def clean_stray(out: Path) -> list[Path]:
     """Remove the temporary files a killed run left in ``out`` (call under the lock)."""
     removed = []
-    patterns = [".result.parquet.tmp-*", ".write-test", ".*.tmp"]
+    patterns = [".result.parquet.tmp-*", ".instances.parquet.tmp-*", ".write-test", ".*.tmp"]
     folders = [out, out / "chunks"]
     pr = out / "per_request"
     if pr.is_dir():

@@ -70,6 +70,12 @@ DEFAULT_UNCERTAINTY = 0.05
 MAX_PROBES = 40
 #: configurations (highest max_rate first) drawn in colour in knees.png
 KNEE_CONFIGS = 10
+#: the replica check gives up (replicas_check "unmet") above this many times the estimate
+#: (and at least REPLICA_SLACK more)
+REPLICA_FACTOR = 4
+REPLICA_SLACK = 8
+#: the replica check's steps away from the estimate (x this, at least 1 replica)
+REPLICA_STEP = 1.25
 
 #: Hugging Face ids of the embedded models (for ``vllm serve``)
 HF_IDS = {
@@ -181,6 +187,7 @@ class PlanOptions:
     prices: dict[str, float] = field(default_factory=dict)  # GPU (as given) -> USD / GPU-hour
     cost_uncertainty: float | None = None  # relative; None = per-GPU default
     sensitivity: bool = True
+    check_replicas: bool = True  # with target_rate: simulate the cluster the estimate names
 
 
 def plan_options(
@@ -190,16 +197,23 @@ def plan_options(
     target_rate: float | None = None,
     prices: Mapping | None = None,
     cost_uncertainty: float | None = None,
+    check_replicas: bool | None = None,
     where: str | None = None,
 ) -> PlanOptions:
     """Merge a spec's [plan] table with explicit options (explicit wins) and check them."""
     table = dict(table or {})
-    unknown = set(table) - {"target_rate", "cost_uncertainty", "price"}
+    unknown = set(table) - {"target_rate", "cost_uncertainty", "price", "check_replicas"}
     if unknown:
         raise ConfigError(
             "unknown key(s) in [plan]: " + ", ".join(sorted(unknown)),
             file=where,
-            hint="[plan] takes target_rate, cost_uncertainty and price (a table GPU = USD/hour)",
+            hint="[plan] takes target_rate, cost_uncertainty, price (a table GPU = USD/hour) "
+            "and check_replicas",
+        )
+    check = check_replicas if check_replicas is not None else table.get("check_replicas", True)
+    if not isinstance(check, bool):
+        raise ConfigError(
+            "must be true or false", file=where, field="plan.check_replicas", value=check
         )
     tr = target_rate if target_rate is not None else table.get("target_rate")
     if tr is not None:
@@ -230,6 +244,7 @@ def plan_options(
         target_rate=tr,
         prices=checked,
         cost_uncertainty=cu,
+        check_replicas=check,
     )
 
 
@@ -564,7 +579,7 @@ def capacity_estimate(job) -> float:
         return 1.0
     step_s = max(us, 1) / 1e6
     per_step = min(batch / o_mean, sched.max_num_scheduled_tokens / p_mean)
-    return per_step / step_s
+    return per_step / step_s * instances_of({"replicas": getattr(sched, "replicas", 1)})
 
 
 def predicted_boundary(nominal: Search, scale: float) -> float | None:
@@ -584,6 +599,76 @@ def predicted_boundary(nominal: Search, scale: float) -> float | None:
             return a.rate * (b.rate / a.rate) ** t / scale
     ref = nominal.lo.rate if scale > 1 else (nominal.hi or nominal.lo).rate
     return ref / scale
+
+
+def instances_of(s: Mapping) -> int:
+    """Instances one simulated configuration runs (its ``replicas`` setting)."""
+    return max(int(s.get("replicas", 1) or 1), 1)
+
+
+@dataclass
+class CheckPoint:
+    meets: bool
+    ratio: float
+    row: np.ndarray
+    n_requests: int
+
+
+class ReplicaCheck:
+    """The check of the replica estimate of one configuration: clusters of ``n`` instances
+    (the configuration's router and settings) simulated at the target rate, from the estimate
+    up (x REPLICA_STEP, at least +1) while they fail, down while they meet, then bisected,
+    until ``needed`` meets the SLO and ``needed - 1`` was simulated and failed (or
+    ``needed`` is 1).  No count up to ``limit`` meeting it: state ``unmet``."""
+
+    def __init__(self, cfg: int, estimate: int):
+        self.cfg = cfg
+        self.estimate = max(int(estimate), 1)
+        self.limit = max(REPLICA_FACTOR * self.estimate, self.estimate + REPLICA_SLACK)
+        self.points: dict[int, CheckPoint] = {}
+        self.state = "search"  # search, done, unmet, unchecked
+        self.reason = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state == "search"
+
+    @property
+    def needed(self) -> int | None:
+        ok = [n for n, p in self.points.items() if p.meets]
+        return min(ok) if ok and self.state == "done" else None
+
+    def next_count(self) -> int | None:
+        """The next cluster size to simulate (None: the check is over)."""
+        if not self.active:
+            return None
+        if not self.points:
+            return self.estimate
+        ok = [n for n, p in self.points.items() if p.meets]
+        if not ok:
+            top = max(self.points)
+            if top >= self.limit:
+                self.state = "unmet"
+                return None
+            return min(self.limit, max(top + 1, math.ceil(top * REPLICA_STEP)))
+        hi = min(ok)
+        fails = [n for n, p in self.points.items() if not p.meets and n < hi]
+        if hi == 1 or (fails and max(fails) == hi - 1):
+            self.state = "done"
+            return None
+        if not fails:
+            return max(1, min(hi - 1, math.floor(hi / REPLICA_STEP)))
+        return (max(fails) + hi) // 2
+
+    def observe(self, n: int, point: CheckPoint) -> None:
+        self.points[n] = point
+
+    def shown(self) -> CheckPoint | None:
+        """The run at ``needed`` (or, unmet, at the largest count tried)."""
+        n = self.needed
+        if n is None and self.points:
+            n = max(self.points)
+        return self.points.get(n) if n is not None else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,6 +696,7 @@ class PlanRun:
     nominal: list[Search | None]
     low: list[Search | None]
     high: list[Search | None]
+    checks: list[ReplicaCheck | None]
     facts: dict
     kernel_calls: int
     points: int
@@ -689,6 +775,51 @@ class Planner:
             row = br.metrics[k]
             meets, ratio = meets_slo(row, self.options.slo)
             srch.observe(Point(r, meets, ratio, row.copy(), spans[k]))
+
+    def check_settings(self, c: Config, n: int) -> dict:
+        """The settings of configuration ``c`` as a cluster of ``n`` instances at the target
+        rate, each instance given as many requests as the search's runs gave one."""
+        s = dict(c.settings)
+        per_instance = s["num_requests"] / instances_of(s)
+        s["replicas"] = n
+        s["rate"] = self.options.target_rate
+        s["num_requests"] = max(math.ceil(per_instance * n), 1)
+        return s
+
+    def check_round(self, configs: list[Config], checks: list[ReplicaCheck]) -> None:
+        """One batched kernel call: the next cluster size of every active replica check."""
+        from infersweep.scheduler.driver import run_jobs
+
+        todo = []
+        for chk in checks:
+            n = chk.next_count()
+            if n is None:
+                continue
+            c = configs[chk.cfg]
+            try:
+                p = self.prep.prepare(c.index, self.check_settings(c, n))
+            except ConfigError as exc:
+                p = None
+                chk.reason = exc.message
+            if p is None or p.job is None:
+                chk.state = "unchecked"
+                chk.reason = chk.reason or p.reason
+                continue
+            todo.append((chk, n, p.job))
+        if not todo:
+            return
+        try:
+            br = run_jobs([j for _, _, j in todo], threads=self.threads)
+        except ConfigError as exc:  # e.g. the clusters do not fit in memory
+            for chk, _, _ in todo:
+                chk.state, chk.reason = "unchecked", exc.message
+            return
+        self.kernel_calls += 1
+        self.n_points += len(todo)
+        for k, (chk, n, job) in enumerate(todo):
+            row = br.metrics[k]
+            meets, ratio = meets_slo(row, self.options.slo)
+            chk.observe(n, CheckPoint(meets, ratio, row.copy(), len(job.workload)))
 
     def search_all(self, configs: list[Config], searches: list[Search], progress=None) -> None:
         while any(s.active for s in searches):
@@ -769,6 +900,21 @@ def run_plan(
         for s, e in extra:
             for r, p in e.points.items():
                 s.points.setdefault(r, p)
+    checks: list[ReplicaCheck | None] = [None] * len(configs)
+    if options.target_rate is not None:
+        for c, s in zip(configs, nominal):
+            if s is None or s.state != "done":
+                continue
+            est = replica_estimate(options.target_rate, s.lo.rate, instances_of(c.settings))
+            chk = checks[c.index] = ReplicaCheck(c.index, est)
+            if not options.check_replicas:
+                chk.state, chk.reason = "unchecked", ""
+        active = [k for k in checks if k is not None and k.active]
+        total = len(active)
+        while any(k.active for k in active):
+            planner.check_round(configs, active)
+            if progress is not None:
+                progress("replicas", sum(not k.active for k in active), total)
     catalog = {}
     for c in configs:
         if 1.0 in c.jobs:
@@ -781,6 +927,7 @@ def run_plan(
         nominal=nominal,
         low=low,
         high=high,
+        checks=checks,
         facts=label_facts(spec, prep0),
         kernel_calls=planner.kernel_calls,
         points=planner.n_points,
@@ -835,7 +982,7 @@ PLAN_COLUMNS: dict[str, tuple[str, str, str]] = {
     "goodput_tok_s_per_gpu": (
         "tokens/s",
         "goodput per GPU",
-        "goodput_tok_s / tp (GPUs of one replica).",
+        "goodput_tok_s / (tp x replicas) (the GPUs of the simulated configuration).",
     ),
     "tok_s_per_user": (
         "tokens/s",
@@ -864,30 +1011,63 @@ COST_COLUMNS: dict[str, tuple[str, str, str]] = {
         "cost of one replica per hour",
         "tp x price_per_gpu_hour.",
     ),
-    "replicas": (
+    "replicas_estimate": (
         "1",
-        "replicas for the target rate",
-        "ceil(target_rate / max_rate) (null without --target-rate).",
+        "replicas for the target rate, assuming perfect balance",
+        "ceil(target_rate x instances / max_rate), instances = the configuration's replicas "
+        "setting (null without --target-rate).",
     ),
-    "gpus": ("1", "GPUs for the target rate", "replicas x tp (null without --target-rate)."),
+    "replicas_needed": (
+        "1",
+        "replicas for the target rate, checked by simulation",
+        "The fewest instances whose cluster (the configuration's router and settings, at "
+        "target_rate) was simulated and met the SLO, with one fewer simulated and failing (or "
+        "1); = replicas_estimate when unchecked; null when unmet or without --target-rate.",
+    ),
+    "replicas_check": (
+        "1",
+        "outcome of the replica check",
+        "met (the estimate is the count needed), raised (more needed), lowered (fewer "
+        "suffice), unmet (no cluster up to max(4 x estimate, estimate + 8) meets the SLO; see "
+        "reason), unchecked (--no-check-replicas, or the cluster cannot be simulated: see "
+        "reason; replicas_needed is then the estimate, or null when the estimate was simulated "
+        "and missed the SLO); empty without --target-rate.",
+    ),
+    "replicas_check_margin": (
+        "1",
+        "SLO margin of the checked cluster",
+        "The largest SLO metric / bound of the cluster simulated at replicas_needed (unmet: at "
+        "the largest count tried); <= 1 meets.",
+    ),
+    "replicas_check_requests": (
+        "1",
+        "requests of the checked cluster's run",
+        "num_requests x replicas_needed / instances: each instance gets as many requests as "
+        "the max_rate search gave one.",
+    ),
+    "gpus": (
+        "1",
+        "GPUs for the target rate",
+        "replicas_needed x tp (null without --target-rate).",
+    ),
     "cost_per_hour": (
         "USD/h",
         "cost of the fleet per hour",
-        "gpus x price_per_gpu_hour (null without --target-rate).",
+        "gpus x price_per_gpu_hour (null without --target-rate or replicas_needed).",
     ),
     "cost_per_mtok": (
         "USD",
         "cost per million output tokens",
         "With --target-rate: cost_per_hour / (target_rate x mean output tokens x 3600) x 1e6; "
-        "without: replica_cost_per_hour / (goodput_tok_s x 3600) x 1e6 (one replica at "
-        "max_rate).",
+        "without: instances x replica_cost_per_hour / (goodput_tok_s x 3600) x 1e6 (the "
+        "configuration at max_rate).",
     ),
     "rank": (
         "1",
         "rank of the configuration",
-        "1 = best among the configurations meeting the SLO: cheapest cost_per_hour (with "
-        "--target-rate) or cost_per_mtok (without), by max_rate per GPU when a price is "
-        "missing; null for the others.",
+        "1 = best among the configurations meeting the SLO (with --target-rate: and with a "
+        "replicas_needed): cheapest cost_per_hour (with --target-rate) or cost_per_mtok "
+        "(without), by max_rate per GPU when a price is missing; null for the others.",
     ),
     "pareto": (
         "1",
@@ -939,10 +1119,17 @@ END_COLUMNS: dict[str, tuple[str, str, str]] = {
         "unbounded (meets the SLO up to 1e5 req/s); unconverged (the search hit its probe "
         "limit).",
     ),
-    "reason": ("1", "why there is no max_rate", "Empty when status is ok."),
+    "reason": (
+        "1",
+        "why there is no max_rate (or replica count)",
+        "Empty when status is ok, except when replicas_check is unmet or unchecked for a "
+        "reason: then why.",
+    ),
 }
 INT_COLUMNS = {
-    "replicas",
+    "replicas_estimate",
+    "replicas_needed",
+    "replicas_check_requests",
     "gpus",
     "rank",
     "vllm_tensor_parallel_size",
@@ -952,7 +1139,7 @@ INT_COLUMNS = {
     "vllm_long_prefill_token_threshold",
 }
 BOOL_COLUMNS = {"fragile", "pareto", "pareto_cost", "vllm_enable_prefix_caching"}
-STR_COLUMNS = {"saturation", "serve_command", "status", "reason"}
+STR_COLUMNS = {"saturation", "replicas_check", "serve_command", "status", "reason"}
 
 
 def saturation_verdict(p: Point | None) -> str:
@@ -989,6 +1176,12 @@ def _pareto(x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return out
 
 
+def replica_estimate(target_rate: float, max_rate: float, instances: int) -> int:
+    """Instances for ``target_rate`` assuming perfect balance: ``instances`` serve
+    ``max_rate``, so one serves max_rate / instances."""
+    return max(math.ceil(target_rate * instances / max_rate), 1)
+
+
 def serve_command(s: dict, replicas: float | None) -> str:
     model = HF_IDS.get(str(s["model"]).lower(), s["model"])
     parts = [
@@ -1007,7 +1200,12 @@ def serve_command(s: dict, replicas: float | None) -> str:
     cmd = " ".join(parts)
     gpus = f"{s['tp']} x {s['hardware']}"
     if replicas is not None and math.isfinite(replicas):
-        return cmd + f"  # {int(replicas)} replica{'s' if replicas != 1 else ''} of {gpus}"
+        n = int(replicas)
+        behind = f" behind a {s['router']} router" if n > 1 and s.get("router") else ""
+        return cmd + f"  # {n} replica{'s' if n != 1 else ''} of {gpus}{behind}"
+    n = instances_of(s)
+    if n > 1:
+        return cmd + f"  # {n} replicas of {gpus} behind a {s.get('router')} router"
     return cmd + f"  # one replica on {gpus}"
 
 
@@ -1025,6 +1223,8 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
     status = np.array(["ok"] * n, dtype=object)
     reason = np.array([""] * n, dtype=object)
     tp = np.array([c.settings["tp"] for c in run.configs], np.float64)
+    # GPUs of one simulated configuration (replicas > 1: a cluster of tp-GPU instances)
+    unit = tp * np.array([instances_of(c.settings) for c in run.configs], np.float64)
     for i, (c, s) in enumerate(zip(run.configs, run.nominal)):
         if c.reason:
             status[i], reason[i] = "invalid", c.reason
@@ -1049,7 +1249,7 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
         out_per_req = row[_M["total_output_tokens"]] / max(row[_M["completed_requests"]], 1)
         col["goodput_req_s"][i] = r
         col["goodput_tok_s"][i] = r * out_per_req
-        col["goodput_tok_s_per_gpu"][i] = r * out_per_req / tp[i]
+        col["goodput_tok_s_per_gpu"][i] = r * out_per_req / unit[i]
         itl = row[_M["itl_mean_ms"]]
         col["tok_s_per_user"][i] = 1000.0 / itl if itl > 0 else np.nan
         col["saturation"][i] = saturation_verdict(s.above)
@@ -1073,22 +1273,59 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
     target = run.options.target_rate
     mr = col["max_rate"]
     out_per_req = col["goodput_tok_s"] / np.where(mr > 0, mr, np.nan)
+    col["replicas_estimate"] = nan.copy()
+    col["replicas_needed"] = nan.copy()
+    col["replicas_check"] = np.array([""] * n, dtype=object)
+    col["replicas_check_margin"] = nan.copy()
+    col["replicas_check_requests"] = nan.copy()
     if target is not None:
-        replicas = np.where(ok, np.ceil(target / np.where(mr > 0, mr, np.nan)), np.nan)
-        col["replicas"] = replicas
-        col["gpus"] = replicas * tp
-        col["cost_per_hour"] = replicas * tp * price
+        for i, chk in enumerate(run.checks):
+            if chk is None or not ok[i]:
+                continue
+            col["replicas_estimate"][i] = chk.estimate
+            shown = chk.shown()
+            if shown is not None:
+                col["replicas_check_margin"][i] = shown.ratio
+                col["replicas_check_requests"][i] = shown.n_requests
+            if chk.state == "unchecked":
+                col["replicas_check"][i] = "unchecked"
+                at_est = chk.points.get(chk.estimate)
+                if at_est is None or at_est.meets:
+                    col["replicas_needed"][i] = chk.estimate
+                if chk.reason:
+                    reason[i] = f"replicas not checked: {chk.reason}" + (
+                        f" (the estimate, {chk.estimate}, was simulated and missed the SLO)"
+                        if at_est is not None and not at_est.meets
+                        else ""
+                    )
+            elif chk.state == "unmet":
+                col["replicas_check"][i] = "unmet"
+                reason[i] = _unmet_reason(chk, run.options)
+            else:
+                need = chk.needed
+                col["replicas_needed"][i] = need
+                col["replicas_check"][i] = (
+                    "met"
+                    if need == chk.estimate
+                    else "raised"
+                    if need > chk.estimate
+                    else "lowered"
+                )
+        need = col["replicas_needed"]
+        col["gpus"] = need * tp
+        col["cost_per_hour"] = need * tp * price
         col["cost_per_mtok"] = col["cost_per_hour"] / (target * out_per_req * 3600) * 1e6
     else:
-        col["replicas"] = nan.copy()
         col["gpus"] = nan.copy()
         col["cost_per_hour"] = nan.copy()
-        col["cost_per_mtok"] = col["replica_cost_per_hour"] / (col["goodput_tok_s"] * 3600) * 1e6
-    # rank: cheapest first; configurations without a price after, by max_rate per GPU
+        col["cost_per_mtok"] = unit * price / (col["goodput_tok_s"] * 3600) * 1e6
+    # rank: cheapest first; configurations without a price after, by max_rate per GPU; with a
+    # target rate, only those whose replica count is known
     key_cost = col["cost_per_hour"] if target is not None else col["cost_per_mtok"]
-    per_gpu = mr / tp
+    per_gpu = mr / unit
+    rankable = ok & (np.isfinite(col["replicas_needed"]) if target is not None else True)
     order = sorted(
-        np.flatnonzero(ok),
+        np.flatnonzero(rankable),
         key=lambda i: (
             0 if math.isfinite(key_cost[i]) else 1,
             key_cost[i] if math.isfinite(key_cost[i]) else 0.0,
@@ -1119,7 +1356,9 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
     )
     col["serve_command"] = np.array(
         [
-            serve_command(s, col["replicas"][i] if target is not None else None) if ok[i] else ""
+            serve_command(s, col["replicas_needed"][i] if target is not None else None)
+            if ok[i]
+            else ""
             for i, s in enumerate(sets)
         ],
         dtype=object,
@@ -1127,6 +1366,25 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
     col["status"] = status
     col["reason"] = reason
     return col
+
+
+def _unmet_reason(chk: ReplicaCheck, options: PlanOptions) -> str:
+    top = max(chk.points)
+    row = chk.points[top].row
+    if int(row[_M["status"]]) != _STATUS_OK or (
+        row[_M["completed_requests"]] != row[_M["injected_requests"]]
+    ):
+        why = "requests left unfinished"
+    else:
+        why = ", ".join(
+            f"{m} = {row[_M[m]]:.4g} > {b:g}"
+            for m, b in options.slo.items()
+            if not (row[_M[m]] <= b)
+        )
+    return (
+        f"no cluster of {chk.estimate} to {top} replicas meets the SLO at "
+        f"{options.target_rate:g} req/s (at {top}: {why})"
+    )
 
 
 def _no_rate_reason(s: Search, slo: dict[str, float]) -> str:
@@ -1194,6 +1452,7 @@ def plan_dataset(run: PlanRun):
     attrs["kind"] = "plan"
     attrs["slo"] = _json(run.options.slo)
     attrs["target_rate"] = run.options.target_rate if run.options.target_rate else 0.0
+    attrs["check_replicas"] = int(bool(run.options.check_replicas))
     attrs["kernel_calls"] = run.kernel_calls
     attrs["simulated_points"] = run.points
     return build_variables_dataset(run.spec.axes, variables, run.facts, attrs)
@@ -1299,6 +1558,7 @@ def plan(
     prices: Mapping[str, float] | None = None,
     cost_uncertainty: float | None = None,
     sensitivity: bool = True,
+    check_replicas: bool | None = None,
     out=None,
     threads: int | None = None,
 ):
@@ -1307,7 +1567,8 @@ def plan(
 
     ``spec``: a plan spec file (TOML with [sweep], [grid], [slo], [plan]), a ``SweepSpec``, or
     a dict ``{"sweep": {...}, "grid": {...}}``.  Explicit ``slo``, ``target_rate``, ``prices``
-    (GPU -> USD per GPU-hour) and ``cost_uncertainty`` win over the file's tables."""
+    (GPU -> USD per GPU-hour), ``cost_uncertainty`` and ``check_replicas`` win over the
+    file's tables."""
     import os
 
     slo_table: dict = {}
@@ -1331,6 +1592,7 @@ def plan(
         target_rate=target_rate,
         prices=prices,
         cost_uncertainty=cost_uncertainty,
+        check_replicas=check_replicas,
         where=where,
     )
     options = PlanOptions(
@@ -1339,6 +1601,7 @@ def plan(
         prices=options.prices,
         cost_uncertainty=options.cost_uncertainty,
         sensitivity=sensitivity,
+        check_replicas=options.check_replicas,
     )
     if out is not None:
         check_out_dir(out)

@@ -181,10 +181,12 @@ def render_plan(ds, *, top: int = 15, console: Console | None = None) -> None:
         show_lines=False,
     )
     cols = ["#", *dims, "max_rate", "band (±δ)", "tok/s/GPU", *slo, "above"]
-    cols += ["replicas", "GPUs", "USD/h"] if has_target else ["USD/h/replica"]
+    cols += ["est.", "replicas", "check", "GPUs", "USD/h"] if has_target else ["USD/h/replica"]
     cols += ["USD/Mtok", "pareto"]
     for c in cols:
-        t.add_column(c, justify="left" if c in dims or c in ("above", "pareto") else "right")
+        t.add_column(
+            c, justify="left" if c in dims or c in ("above", "pareto", "check") else "right"
+        )
 
     def num(v, fmt=",.2f"):
         return "-" if v is None or not math.isfinite(v) else format(v, fmt)
@@ -199,7 +201,9 @@ def render_plan(ds, *, top: int = 15, console: Console | None = None) -> None:
         cells.append(str(flat["saturation"][i]))
         if has_target:
             cells += [
-                num(flat["replicas"][i], ",.0f"),
+                num(flat["replicas_estimate"][i], ",.0f"),
+                num(flat["replicas_needed"][i], ",.0f"),
+                str(flat["replicas_check"][i]),
                 num(flat["gpus"][i], ",.0f"),
                 num(flat["cost_per_hour"][i]),
             ]

@@ -302,6 +302,23 @@ def result_meta(spec, facts: dict, created: str | None = None) -> dict:
     }
 
 
+def _axis_type(vals: list):
+    import pyarrow as pa
+
+    arr = axis_array(vals)
+    return pa.string() if arr.dtype.kind == "U" else pa.from_numpy_dtype(arr.dtype)
+
+
+def _axis_column(vals: list, labels: list):
+    """An axis column of ``labels`` (one point setting per row) typed as the axis."""
+    import pyarrow as pa
+
+    typ = _axis_type(vals)
+    if typ == pa.string():  # mixed labels (e.g. total_kv_blocks = ["auto", 64])
+        labels = [str(v) for v in labels]
+    return pa.array(labels, type=typ)
+
+
 def chunk_table(spec, points: list, metrics: np.ndarray, facts: dict):
     """The rows of one chunk: point, axis columns, metrics, status, reason, facts."""
     import pyarrow as pa
@@ -309,13 +326,7 @@ def chunk_table(spec, points: list, metrics: np.ndarray, facts: dict):
     n = len(points)
     cols: dict[str, Any] = {"point": pa.array([p.index for p in points], pa.int64())}
     for d, vals in spec.axes.items():
-        arr = axis_array(vals)
-        col = [p.settings[d] for p in points]
-        if arr.dtype.kind == "U":  # mixed labels (e.g. total_kv_blocks = ["auto", 64])
-            col = [str(v) for v in col]
-        cols[d] = pa.array(
-            col, type=pa.from_numpy_dtype(arr.dtype) if arr.dtype.kind != "U" else pa.string()
-        )
+        cols[d] = _axis_column(vals, [p.settings[d] for p in points])
     for m in METRIC_COLUMNS:
         i = SUMMARY.index(m.name)
         cols[m.name] = pa.array(metrics[:, i], pa.float64(), from_pandas=True)  # NaN -> null
@@ -448,3 +459,219 @@ def result_digest(path: Path) -> str | None:
         return json.loads(meta[META_KEY])["attrs"]["spec_digest"]
     except Exception:
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# per-instance metrics of cluster sweeps: instances.parquet
+# --------------------------------------------------------------------------------------------
+
+INSTANCES_FILE = "instances.parquet"
+
+#: instances.parquet columns after ``point``, the axes and ``instance``:
+#: name -> (units, long name, description)
+INSTANCE_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "requests": (
+        "1",
+        "requests routed to the instance",
+        "Requests the router sent to this instance (a single instance: every request).",
+    ),
+    "completed_requests": ("1", "completed requests", "Requests that finished on it."),
+    "dropped_unservable": (
+        "1",
+        "dropped requests",
+        "Requests dropped by it because they can never fit in its KV cache.",
+    ),
+    "preemption_count": ("1", "preemptions", "Requests evicted from its running batch."),
+    "kv_peak_blocks": ("blocks", "peak KV blocks used", "Most of its KV blocks in use at once."),
+    "kv_peak_fraction": (
+        "1",
+        "peak KV utilisation",
+        "kv_peak_blocks / its KV blocks (each instance has the point's kv_blocks_total).",
+    ),
+    "cache_hit_rate": (
+        "1",
+        "prefix-cache hit rate",
+        "Its cached blocks reused / (reused + newly allocated).",
+    ),
+    "utilization": (
+        "1",
+        "busy fraction",
+        "Its time in non-empty steps / the point's simulated duration (the cluster's).",
+    ),
+    "steps": ("1", "engine steps", "Scheduler steps it simulated."),
+    "total_output_tokens": ("tokens", "output tokens", "Output tokens it produced."),
+}
+#: the float columns of INSTANCE_COLUMNS (the others are int64)
+INSTANCE_FLOAT = ("kv_peak_fraction", "cache_hit_rate", "utilization")
+INSTANCE_KEYS = {
+    "point": ("1", "point index", "The point's row in result.parquet (grid order)."),
+    "instance": ("1", "instance index", "0 ... instances - 1, as the router numbers them."),
+}
+
+
+def instances_schema(spec):
+    """The Arrow schema of instances.parquet (and of its chunk files)."""
+    import pyarrow as pa
+
+    fields = [pa.field("point", pa.int64())]
+    fields += [pa.field(d, _axis_type(v)) for d, v in spec.axes.items()]
+    fields.append(pa.field("instance", pa.int64()))
+    for name in INSTANCE_COLUMNS:
+        fields.append(pa.field(name, pa.float64() if name in INSTANCE_FLOAT else pa.int64()))
+    return pa.schema(fields)
+
+
+def instances_chunk_table(spec, rows: list[tuple[Any, dict[str, np.ndarray]]]):
+    """The per-instance rows of one chunk: for each simulated point (a ``Prepared``) its
+    columns (INSTANCE_COLUMNS, one value per instance), in point order."""
+    import pyarrow as pa
+
+    schema_ = instances_schema(spec)
+    counts = [len(cols["requests"]) for _, cols in rows]
+    data: dict[str, Any] = {
+        "point": pa.array(np.repeat([p.index for p, _ in rows], counts).astype(np.int64))
+    }
+    for d, vals in spec.axes.items():
+        labels = [p.settings[d] for (p, _), k in zip(rows, counts) for _ in range(k)]
+        data[d] = _axis_column(vals, labels)
+    data["instance"] = pa.array(
+        np.concatenate([np.arange(k, dtype=np.int64) for k in counts] or [np.zeros(0, np.int64)])
+    )
+    for name in INSTANCE_COLUMNS:
+        parts = [np.asarray(cols[name]) for _, cols in rows]
+        typ = np.float64 if name in INSTANCE_FLOAT else np.int64
+        data[name] = pa.array(np.concatenate(parts).astype(typ) if parts else np.zeros(0, typ))
+    return pa.table(data, schema=schema_)
+
+
+def instances_meta(spec, created: str | None = None) -> dict:
+    """The schema metadata of instances.parquet (attributes, axes, column attributes)."""
+    attrs = dataset_attrs(spec, created)
+    attrs["title"] = f"infersweep sweep {spec.name}: per-instance metrics"
+    attrs["kind"] = "instances"
+    variables = {
+        k: {"units": u, "long_name": ln, "description": d}
+        for k, (u, ln, d) in {**INSTANCE_KEYS, **INSTANCE_COLUMNS}.items()
+    }
+    return {
+        "attrs": attrs,
+        "dims": list(spec.axes),
+        "axes": {
+            d: [v.item() if hasattr(v, "item") else v for v in axis_array(vals)]
+            for d, vals in spec.axes.items()
+        },
+        "axis_dtypes": {d: axis_array(v).dtype.kind for d, v in spec.axes.items()},
+        "variables": variables,
+    }
+
+
+def merge_instance_chunks(chunks: list[Path], meta: dict, path: Path, schema_) -> int:
+    """Stream per-instance chunk files into one Parquet file, atomically; (point, instance)
+    must increase strictly across the files (no point twice, instances in order).  Returns
+    the row count."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    sch = schema_.with_metadata({META_KEY: json.dumps(meta).encode()})
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    last = (-1, -1)
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, sch) as writer:
+            for chunk in chunks:
+                tbl = pq.read_table(chunk).cast(schema_).replace_schema_metadata(None)
+                pts = tbl.column("point").to_numpy()
+                inst = tbl.column("instance").to_numpy()
+                if len(pts):
+                    key_ok = (pts[0], inst[0]) > last and bool(
+                        np.all((np.diff(pts) > 0) | ((np.diff(pts) == 0) & (np.diff(inst) == 1)))
+                    )
+                    if not key_ok:
+                        raise ConfigError(
+                            "a per-instance chunk file repeats or disorders points", file=chunk
+                        )
+                    last = (int(pts[-1]), int(inst[-1]))
+                rows += tbl.num_rows
+                writer.write_table(tbl.replace_schema_metadata(sch.metadata))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return rows
+
+
+def instance_points(path: str | Path) -> np.ndarray | None:
+    """The ``point`` column of a per-instance table (None when missing or unreadable)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=["point"]).column("point").to_numpy()
+    except Exception:
+        return None
+
+
+def read_instance_rows(path: str | Path) -> list[dict]:
+    """The rows of instances.parquet as dicts (for ``show``)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def split_instances(path: Path, parts: dict[int, tuple[int, int]], chunk_path) -> bool:
+    """Write the rows of points [a, b) of instances.parquet, for each chunk ``c: (a, b)`` of
+    ``parts``, back into ``chunk_path(c)``; False (nothing written) when it is unreadable."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        tbl = pq.read_table(path).replace_schema_metadata(None)
+    except Exception:
+        return False
+    pt = tbl.column("point")
+    for c, (a, b) in parts.items():
+        mask = pc.and_(pc.greater_equal(pt, a), pc.less(pt, b))
+        write_table(chunk_path(c), tbl.filter(mask))
+    return True
+
+
+def read_instances(path: str | Path):
+    """A sweep's per-instance metrics (its folder or ``instances.parquet``) as an
+    ``xarray.Dataset``: dims the sweep axes plus ``instance`` (as many as the largest point
+    has; NaN where a point has fewer instances or was not simulated)."""
+    import pyarrow.parquet as pq
+    import xarray as xr
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / INSTANCES_FILE
+    if not p.is_file():
+        raise ConfigError(
+            "per-instance result not found (written by sweeps with replicas > 1)", file=p
+        )
+    try:
+        tbl = pq.read_table(p)
+    except Exception as exc:
+        raise ConfigError(f"not a readable Parquet file ({exc})", file=p) from None
+    raw = (tbl.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise ConfigError("not an infersweep per-instance result (no metadata)", file=p)
+    meta = json.loads(raw)
+    dims = meta["dims"]
+    shape = tuple(len(meta["axes"][d]) for d in dims)
+    n_points = int(np.prod(shape)) if dims else 1
+    point = tbl.column("point").to_numpy()
+    inst = tbl.column("instance").to_numpy()
+    width = int(inst.max()) + 1 if len(inst) else 0
+    coords: dict = {}
+    for d in dims:
+        arr = axis_array(meta["axes"][d])
+        coords[d] = (d, arr.astype(np.float64) if meta["axis_dtypes"][d] == "f" else arr)
+    coords["instance"] = ("instance", np.arange(width, dtype=np.int64))
+    data_vars = {}
+    for name in INSTANCE_COLUMNS:
+        grid = np.full((n_points, width), np.nan)
+        grid[point, inst] = tbl.column(name).to_numpy(zero_copy_only=False)
+        attrs = dict(meta["variables"][name])
+        data_vars[name] = ([*dims, "instance"], grid.reshape((*shape, width)), attrs)
+    return xr.Dataset(data_vars=data_vars, coords=coords, attrs=dict(meta["attrs"]))

@@ -35,11 +35,19 @@ from infersweep.metrics.summary import request_columns
 from infersweep.scheduler.driver import SchedulerConfig, resolve_kv_blocks
 from infersweep.sweeps.grid import SweepSpec
 from infersweep.sweeps.results import (
+    INSTANCE_COLUMNS,
+    INSTANCES_FILE,
     chunk_table,
+    instance_points,
+    instances_chunk_table,
+    instances_meta,
+    instances_schema,
     merge_chunks,
+    merge_instance_chunks,
     parquet_rows,
     result_digest,
     result_meta,
+    split_instances,
     split_result,
     write_table,
 )
@@ -47,6 +55,10 @@ from infersweep.workload.generate import Workload, generate
 
 CHUNK_DIR = "chunks"
 RESULT = "result.parquet"
+INSTANCES = INSTANCES_FILE
+#: settings that make a point run more than one instance when not at their default (the
+#: prefill/decode pool sizes count where the registry has them)
+INSTANCE_SETTINGS = ("replicas", "prefill_instances", "decode_instances")
 MANIFEST = "manifest.json"
 DEFAULT_CHUNK = 64
 
@@ -205,10 +217,51 @@ def label_facts(spec: SweepSpec, prep: Preparer) -> dict[str, dict[str, np.ndarr
 # --------------------------------------------------------------------------------------------
 
 
+def cluster_sweep(spec: SweepSpec) -> bool:
+    """Whether a point of the sweep may run more than one instance (then the sweep writes
+    ``instances.parquet``): a value of an ``INSTANCE_SETTINGS`` setting other than its
+    default, on an axis or fixed."""
+    for name in INSTANCE_SETTINGS:
+        if name not in settings.SETTINGS:
+            continue
+        default = settings.SETTINGS[name].default
+        values = list(spec.axes.get(name, [])) + ([spec.fixed[name]] if name in spec.fixed else [])
+        if any(v != default for v in values):
+            return True
+    return False
+
+
+def instance_columns(
+    inst: np.ndarray | None, row: np.ndarray, n_requests: int, kv_blocks: int
+) -> dict[str, np.ndarray]:
+    """The per-instance columns (``INSTANCE_COLUMNS``) of one simulated point: a cluster's
+    counters (``CI_*`` rows, labelled by ``metrics.summary.instance_records``), or the one
+    instance of a single-instance point (from its summary ``row``)."""
+    from infersweep.metrics.summary import instance_records
+    from infersweep.schema import SUMMARY
+
+    if inst is not None:
+        recs = instance_records(inst)
+        cols = {k: np.array([r[k] for r in recs]) for k in INSTANCE_COLUMNS if k in recs[0]}
+        cols["kv_peak_fraction"] = (
+            cols["kv_peak_blocks"] / kv_blocks if kv_blocks else cols["kv_peak_blocks"] * np.nan
+        )
+        return cols
+
+    def m(name: str) -> np.ndarray:
+        v = row[SUMMARY.index(name)]
+        return np.array([0.0 if np.isnan(v) else v])
+
+    cols = {k: m(k) for k in INSTANCE_COLUMNS if k != "requests"}
+    cols["requests"] = np.array([n_requests])
+    return cols
+
+
 def compute_chunk(
     spec_dict: dict, start: int, end: int, per_request: bool = False, threads: int | None = None
 ):
-    """Simulate points [start, end) of a spec; returns (chunk table, per-request tables)."""
+    """Simulate points [start, end) of a spec; returns (chunk table, per-request tables,
+    per-instance table: None unless the sweep has clusters)."""
     from infersweep.scheduler.driver import run_jobs
     from infersweep.schema import N_M
 
@@ -219,6 +272,7 @@ def compute_chunk(
     br = run_jobs(jobs, keep_requests=per_request, threads=threads)
     metrics = np.full((len(points), N_M), np.nan)
     per_req = {}
+    inst_rows = []
     j = 0
     for k, p in enumerate(points):
         if p.job is not None:
@@ -227,9 +281,14 @@ def compute_chunk(
                 per_req[p.index] = request_columns(
                     p.job.workload, br.out_req[br.req_off[j] : br.req_off[j + 1]]
                 )
+            inst = br.instances[j] if br.instances is not None else None
+            inst_rows.append(
+                (p, instance_columns(inst, metrics[k], len(p.job.workload), br.kv_blocks[j]))
+            )
             j += 1
     facts = label_facts(spec, prep)
-    return chunk_table(spec, points, metrics, facts), per_req
+    inst_table = instances_chunk_table(spec, inst_rows) if cluster_sweep(spec) else None
+    return chunk_table(spec, points, metrics, facts), per_req, inst_table
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,25 +455,46 @@ def _prepare_out(
         for name in (CHUNK_DIR, "per_request"):
             shutil.rmtree(out / name, ignore_errors=True)
         (out / RESULT).unlink(missing_ok=True)
+        (out / INSTANCES).unlink(missing_ok=True)
     from infersweep.sweeps.io import atomic_write_text
 
     atomic_write_text(mpath, json.dumps(manifest, indent=2, default=str))
     return manifest, None
 
 
+def _chunk_path(out: Path, cid: int) -> Path:
+    return out / CHUNK_DIR / f"chunk-{cid:07d}.parquet"
+
+
+def _inst_path(out: Path, cid: int) -> Path:
+    return out / CHUNK_DIR / f"inst-{cid:07d}.parquet"
+
+
 def _finalise(out: Path, spec: SweepSpec, n_chunks: int, facts: dict) -> Path:
-    """Stream the chunks, in point order, into result.parquet (atomically); remove them."""
+    """Stream the chunks, in point order, into instances.parquet (clusters) and then
+    result.parquet (each atomically); remove them.  A run killed in between leaves the chunks,
+    and the next run writes both files again."""
     chunk_dir = out / CHUNK_DIR
-    chunks = [chunk_dir / f"chunk-{cid:07d}.parquet" for cid in range(n_chunks)]
+    if cluster_sweep(spec):
+        merge_instance_chunks(
+            [_inst_path(out, cid) for cid in range(n_chunks)],
+            instances_meta(spec),
+            out / INSTANCES,
+            instances_schema(spec),
+        )
+    chunks = [_chunk_path(out, cid) for cid in range(n_chunks)]
     merge_chunks(chunks, result_meta(spec, facts), out / RESULT, spec.n_points)
     shutil.rmtree(chunk_dir, ignore_errors=True)
     return out / RESULT
 
 
-def _write_chunk(out: Path, cid: int, table, per_req: dict) -> None:
+def _write_chunk(out: Path, cid: int, table, per_req: dict, inst_table=None) -> None:
+    """The chunk's files; its main chunk file last (its presence marks the chunk done)."""
     for point, cols in per_req.items():
         write_table(out / "per_request" / f"point={point}" / "part-0.parquet", cols)
-    write_table(out / CHUNK_DIR / f"chunk-{cid:07d}.parquet", table)
+    if inst_table is not None:
+        write_table(_inst_path(out, cid), inst_table)
+    write_table(_chunk_path(out, cid), table)
 
 
 def run_sweep(
@@ -472,8 +552,12 @@ def run_sweep(
         if "engine" in changed:  # another engine version: nothing computed before is reused
             changed = list(inputs)
         n_stale = 0
+        clusters = cluster_sweep(spec)
         if result.exists() and not force and not _rows_ok(result, n_points):
             notes.append(f"{result} was unreadable or incomplete; recomputing it")
+            result.unlink()
+        if result.exists() and not force and clusters and not _points_ok(out / INSTANCES):
+            notes.append(f"{out / INSTANCES} was missing or unreadable; recomputing the sweep")
             result.unlink()
         if result.exists() and not force:
             if not changed:
@@ -495,6 +579,10 @@ def run_sweep(
             path = chunk_dir / f"chunk-{c:07d}.parquet"
             if not _rows_ok(path, b - a):
                 notes.append(f"{path} was unreadable or incomplete; recomputing it")
+                path.unlink(missing_ok=True)
+                done.discard(c)
+            elif clusters and not _points_ok(_inst_path(out, c), (a, b)):
+                notes.append(f"{_inst_path(out, c)} was missing or unreadable; recomputing it")
                 path.unlink(missing_ok=True)
                 done.discard(c)
         if changed:
@@ -527,8 +615,8 @@ def run_sweep(
             else:
                 for c in todo:
                     a, b = span(c)
-                    table, per_req = compute_chunk(spec_d, a, b, per_request, threads)
-                    _write_chunk(out, c, table, per_req)
+                    table, per_req, inst = compute_chunk(spec_d, a, b, per_request, threads)
+                    _write_chunk(out, c, table, per_req, inst)
                     if bar is not None:
                         bar.advance(b - a)
         finally:
@@ -543,16 +631,25 @@ def _rows_ok(path: Path, rows: int) -> bool:
     return parquet_rows(path) == rows
 
 
+def _points_ok(path: Path, span: tuple[int, int] | None = None) -> bool:
+    """Whether ``path`` is a readable per-instance table (of points within ``span``)."""
+    pts = instance_points(path)
+    if pts is None:
+        return False
+    return span is None or not len(pts) or (span[0] <= pts.min() and pts.max() < span[1])
+
+
 def _split_result(out: Path, spec: SweepSpec, n_chunks: int, span, keep: set[int]) -> None:
     """Turn the rows of the chunks in ``keep`` of a finished result back into chunk files (so
     that only the chunks whose inputs changed are recomputed)."""
     if keep:
-        split_result(
-            out / RESULT,
-            spec.n_points,
-            {c: span(c) for c in sorted(keep)},
-            lambda c: out / CHUNK_DIR / f"chunk-{c:07d}.parquet",
-        )
+        parts = {c: span(c) for c in sorted(keep)}
+        # the per-instance rows first: a chunk file marks its chunk done
+        if cluster_sweep(spec) and not split_instances(
+            out / INSTANCES, parts, lambda c: _inst_path(out, c)
+        ):
+            return
+        split_result(out / RESULT, spec.n_points, parts, lambda c: _chunk_path(out, c))
 
 
 def _run_dask(
@@ -587,9 +684,9 @@ def _run_dask(
             fut = client.submit(compute_chunk, spec_d, a, b, per_request, 1, pure=False)
             futures[fut] = c
         for fut in as_completed(futures):
-            table, per_req = fut.result()
+            table, per_req, inst = fut.result()
             c = futures[fut]
-            _write_chunk(out, c, table, per_req)
+            _write_chunk(out, c, table, per_req, inst)
             if bar is not None:
                 a, b = span(c)
                 bar.advance(b - a)

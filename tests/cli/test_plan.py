@@ -99,7 +99,17 @@ def test_plan_columns_and_dataset(planned):
         "max_rate_low",
         "max_rate_high",
     ]
-    for c in ("ttft_p99_ms", "cost_per_hour", "replicas", "gpus", "pareto", "status", "reason"):
+    for c in (
+        "ttft_p99_ms",
+        "cost_per_hour",
+        "replicas_estimate",
+        "replicas_needed",
+        "replicas_check",
+        "gpus",
+        "pareto",
+        "status",
+        "reason",
+    ):
         assert c in names
     assert names.index("ttft_p99_ms") < names.index("cost_per_hour") < names.index("status")
     ds = read_dataset(out)
@@ -109,9 +119,11 @@ def test_plan_columns_and_dataset(planned):
     rows = tbl.to_pylist()
     for r in rows:
         if r["status"] == "ok":
-            # ceil(50 / max_rate) replicas of tp GPUs, at the H100/A100 list price
-            assert r["replicas"] == math.ceil(50 / r["max_rate"])
-            assert r["gpus"] == r["replicas"] * r["tp"]
+            # the estimate: ceil(50 / max_rate) replicas of tp GPUs; the fleet: the checked
+            # count, at the H100/A100 list price
+            assert r["replicas_estimate"] == math.ceil(50 / r["max_rate"])
+            assert r["replicas_check"] in ("met", "raised", "lowered"), r["reason"]
+            assert r["gpus"] == r["replicas_needed"] * r["tp"]
             assert r["cost_per_hour"] == pytest.approx(r["gpus"] * r["price_per_gpu_hour"])
             assert r["serve_command"].startswith("vllm serve ")
             assert f"--tensor-parallel-size {r['tp']}" in r["serve_command"]
@@ -222,7 +234,7 @@ def test_python_api_returns_dataset():
     mr = ds["max_rate"].values
     assert np.isfinite(mr).all()
     assert np.isnan(ds["max_rate_low"].values).all()
-    assert (ds["replicas"].values == np.ceil(40 / mr)).all()
+    assert (ds["replicas_estimate"].values == np.ceil(40 / mr)).all()
 
 
 def test_sweep_reads_a_plan_spec(planned, cli, tmp_path):

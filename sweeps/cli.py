@@ -581,6 +581,7 @@ def plan_cmd(
     from infersweep.sweeps.plan import (
         PlanOptions,
         check_out_dir,
+        check_slo,
         load_plan_spec,
         parse_pairs,
         plan_options,
@@ -600,6 +601,8 @@ def plan_cmd(
     if not spec.axes and not spec.fixed:
         raise ConfigError("nothing to plan: give a spec file or axes such as --model ...")
     cli_slo = parse_pairs(slo, "--slo")
+    if cli_slo:
+        cli_slo = check_slo(cli_slo, None, "--slo ")  # its errors name the flag, not the spec
     opts = plan_options(
         plan_table,
         slo={**slo_table, **cli_slo},

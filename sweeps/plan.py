@@ -102,9 +102,12 @@ _STATUS_OK = schema.RUN_STATUS.index("ok")
 # --------------------------------------------------------------------------------------------
 
 
-def check_slo(slo: Mapping[str, Any] | None, where: str | None = None) -> dict[str, float]:
+def check_slo(
+    slo: Mapping[str, Any] | None, where: str | None = None, prefix: str = "slo."
+) -> dict[str, float]:
     """The SLO as {metric: upper bound}; one clear error for an unknown metric or a bound that
-    is not a positive number."""
+    is not a positive number (its field named ``prefix`` + metric: ``slo.`` in a spec file,
+    ``--slo `` on the command line)."""
     if slo is None or not isinstance(slo, Mapping) or not slo:
         raise ConfigError(
             "a plan needs an SLO: at least one metric and its upper bound",
@@ -120,7 +123,7 @@ def check_slo(slo: Mapping[str, Any] | None, where: str | None = None) -> dict[s
             raise ConfigError(
                 "unknown metric in the SLO",
                 file=where,
-                field=f"slo.{name}",
+                field=f"{prefix}{name}",
                 hint="SLO keys are result metrics, e.g. "
                 + ", ".join(close or ["ttft_p99_ms", "itl_p99_ms", "e2e_p99_ms"]),
             )
@@ -129,17 +132,20 @@ def check_slo(slo: Mapping[str, Any] | None, where: str | None = None) -> dict[s
                 bound = float(bound)
             except ValueError:
                 raise ConfigError(
-                    "an SLO bound must be a number", file=where, field=f"slo.{name}", value=bound
+                    "an SLO bound must be a number",
+                    file=where,
+                    field=f"{prefix}{name}",
+                    value=bound,
                 ) from None
         if isinstance(bound, bool) or not isinstance(bound, (int, float)):
             raise ConfigError(
-                "an SLO bound must be a number", file=where, field=f"slo.{name}", value=bound
+                "an SLO bound must be a number", file=where, field=f"{prefix}{name}", value=bound
             )
         if not math.isfinite(bound) or bound <= 0:
             raise ConfigError(
                 "an SLO bound must be a finite number > 0 (it is an upper bound)",
                 file=where,
-                field=f"slo.{name}",
+                field=f"{prefix}{name}",
                 value=bound,
             )
         out[name] = float(bound)

@@ -207,6 +207,24 @@ def test_bad_input_one_error_nothing_written(cli, tmp_path, extra, toml_slo, nee
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("slo", "needles"),
+    [
+        ("ttft_p99=500", ("--slo ttft_p99", "unknown metric")),
+        ("itl_p99_ms=-1", ("--slo itl_p99_ms", "> 0")),
+    ],
+)
+def test_bad_slo_flag_is_named_as_the_flag_not_the_spec_file(cli, tmp_path, slo, needles):
+    spec = tmp_path / "p.toml"
+    spec.write_text(
+        '[sweep]\nmodel = "qwen2.5-1.5b-instruct"\nnum_requests = 20\n'
+        "[grid]\ntp = [1]\n[slo]\nttft_p99_ms = 500\n"
+    )
+    res = cli("plan", spec, "--slo", slo, "--out", tmp_path / "out")
+    assert_one_error_line(res, *needles)
+    assert "p.toml" not in res.err
+
+
 def test_rate_axis_in_spec_is_rejected(cli, tmp_path):
     spec = tmp_path / "p.toml"
     spec.write_text(

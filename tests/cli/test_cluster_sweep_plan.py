@@ -279,6 +279,31 @@ def test_a_cluster_that_never_meets_the_slo_says_so():
     assert top == max(4 * est, est + 8)
 
 
+def test_large_clusters_are_checked_as_a_slice_at_the_same_rate_per_instance(monkeypatch):
+    """Above CHECK_MAX_INSTANCES instances the check simulates that many at the target rate
+    times k/n; the stored margin is that slice's run, reproduced here with simulate()."""
+    from infersweep.sweeps import plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "CHECK_MAX_INSTANCES", 2)
+    ds = infersweep.plan(
+        {"sweep": dict(PLAN_SETTINGS, router="round-robin"), "grid": {"tp": [1]}},
+        slo=SLO,
+        target_rate=3 * TARGET,
+        sensitivity=False,
+    )
+    need = int(ds["replicas_needed"].values[0])
+    assert need > 2  # the check ran on slices
+    n_req = int(ds["replicas_check_requests"].values[0])
+    assert n_req == PLAN_SETTINGS["num_requests"] * 2
+    s = dict(PLAN_SETTINGS, num_requests=n_req, router="round-robin")
+    slice_run = infersweep.simulate(**s, rate=3 * TARGET * 2 / need, replicas=2).summary
+    assert meets(slice_run, SLO)
+    margin = float(ds["replicas_check_margin"].values[0])
+    assert margin == slice_run["ttft_p99_ms"] / SLO["ttft_p99_ms"]
+    fewer = infersweep.simulate(**s, rate=3 * TARGET * 2 / (need - 1), replicas=2).summary
+    assert not meets(fewer, SLO)
+
+
 def test_no_check_keeps_the_estimate():
     ds = infersweep.plan(
         {"sweep": PLAN_SETTINGS, "grid": {"router": ["random"]}},

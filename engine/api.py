@@ -114,6 +114,53 @@ def cost_model_for(
     return cm
 
 
+def pd_cost_models(
+    model: ModelConfig,
+    hardware: Hardware,
+    tp: int,
+    scheduler: SchedulerConfig,
+    *,
+    hardware_config: str | os.PathLike | None = None,
+    bench_data: str | os.PathLike | None = None,
+    step_model: str = "auto",
+) -> tuple[CostModel, CostModel] | None:
+    """The (prefill, decode) cost models of a disaggregated run (None when it is not): each
+    side's TP (``prefill_tp``/``decode_tp``, 0 = ``tp``) and GPU (``prefill_hardware``/
+    ``decode_hardware`` from the same hardware config; default: ``hardware``, with its field
+    overrides)."""
+    if not scheduler.disaggregated:
+        return None
+    sides = []
+    for side in ("prefill", "decode"):
+        side_tp = getattr(scheduler, f"{side}_tp") or tp
+        name = getattr(scheduler, f"{side}_hardware")
+        hw = hardware
+        if name is not None and name.lower() != hardware.name.lower():
+            try:
+                hw = load_hardware(name, hardware_config)
+            except ConfigError as exc:
+                raise ConfigError(
+                    exc.message, field=f"{side}_hardware", value=name, hint=exc.hint
+                ) from None
+        try:
+            check_tp_for(model, side_tp, scheduler.semantics)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.message, field=f"{side}_tp", value=side_tp, hint=exc.hint
+            ) from None
+        sides.append(
+            cost_model_for(
+                model,
+                hw,
+                side_tp,
+                bench_data=bench_data,
+                step_model=step_model,
+                max_tokens=scheduler.max_num_scheduled_tokens,
+            )
+        )
+    return sides[0], sides[1]
+
+
 def check_tp_for(model: ModelConfig, tp: int, semantics: str) -> None:
     """TP must divide the attention and KV heads (as a sweep marks such a point invalid);
     blis semantics accepts it, as the reference does (the cost model notes it)."""
@@ -200,6 +247,15 @@ def simulate(
         step_model=step_model,
         max_tokens=scheduler.max_num_scheduled_tokens,
     )
-    raw = run_scheduler(wl, cm, scheduler, log_steps=log_steps)
+    pd_costs = pd_cost_models(
+        m,
+        hw,
+        tp,
+        scheduler,
+        hardware_config=hardware_config,
+        bench_data=bench_data,
+        step_model=step_model,
+    )
+    raw = run_scheduler(wl, cm, scheduler, log_steps=log_steps, pd_costs=pd_costs)
     notes = tuple(cm.notes) + ((raw.kv_blocks_note,) if raw.kv_blocks_note else ())
     return SimResult(summary=summarize(raw), raw=raw, cost=cm, notes=notes)

@@ -150,6 +150,7 @@ CONFIG = Layout(
         _f("prefix_cache", "1", "prefix caching", "1 = on (vllm semantics)"),
         _f("horizon", "us", "horizon", "stop once the clock passes it; <= 0 = none"),
         _f("literal", "1", "literal blis preemption", "1 = copy the reference's quirks"),
+        _f("role", "1", "instance role", "a ROLE_* code; 0 = a whole instance"),
     ),
 )
 
@@ -237,6 +238,10 @@ INSTANCE = Layout(
         _f("preempt", "1", "preemptions"),
         _f("busy_us", "us", "busy time"),
         _f("routed", "1", "requests routed to the instance"),
+        # prefill/decode disaggregation (scheduler/pd_nb.py); 0 for whole instances
+        _f("held", "1", "requests holding blocks outside the batch", "P/D: awaiting transfer"),
+        _f("stuck", "1", "waiting for transfers", "1: paused, nothing runs until one ends"),
+        _f("n_out", "1", "outbox length", "P/D: handoffs or bookings since the last pause"),
     ),
 )
 
@@ -248,6 +253,10 @@ REQUEST_STATE = Layout(
         _f("gen", "tokens", "output tokens generated so far"),
         _f("last_tok", "us", "time of its latest token"),
         _f("want", "tokens", "output tokens to generate", "at least 1"),
+        # prefill/decode disaggregation (scheduler/pd_nb.py)
+        _f("kv", "1", "where its KV comes from", "a KV_* code"),
+        _f("xfer_tok", "tokens", "tokens to transfer", "prompt tokens not cached at the decode"),
+        _f("book_t", "us", "transfer booked", "when the decode instance allocated its blocks"),
     ),
 )
 
@@ -273,6 +282,7 @@ INSTANCE_QUEUES = Layout(
         _f("wait", "1", "wait queue", "a ring deque; head and length in k[K_WQ_HEAD:]"),
         _f("arr_req", "1", "arrival list", "requests routed to the instance, in arrival order"),
         _f("arr_t", "us", "arrival at the instance", "client arrival + routing latency"),
+        _f("out", "1", "outbox", "P/D: requests handed off (prefill) or booked (decode)"),
     ),
 )
 
@@ -311,6 +321,33 @@ CLUSTER = Layout(
         _f("w_load", "1/1000", "weighted: load weight", "in thousandths"),
         _f("w_kv", "1/1000", "weighted: KV weight", "in thousandths"),
         _f("w_prefix", "1/1000", "weighted: prefix weight", "in thousandths"),
+        # prefill/decode disaggregation (scheduler/pd_nb.py)
+        _f("prefill", "1", "prefill instances", "0 = not disaggregated"),
+        _f("decode", "1", "decode instances", "0 = not disaggregated"),
+        _f("link_bps", "B/s", "KV link bandwidth", "bytes per second, per GPU"),
+        _f("link_lat_ns", "ns", "KV link latency", "per transfer"),
+    ),
+)
+
+ROLES = Layout(
+    "ROLE_",
+    "",
+    "instance roles (cfg[CFG_ROLE], inst[i, CI_ROLE])",
+    (
+        _code("whole", "a whole instance: prefills and decodes its requests"),
+        _code("prefill", "P/D: prefills, hands each request off after its first token"),
+        _code("decode", "P/D: takes requests whose prompt KV is transferred, decodes them"),
+    ),
+)
+
+KV_SOURCES = Layout(
+    "KV_",
+    "",
+    "where a request's KV comes from (rs[RS_KV, r])",
+    (
+        _code("local", "computed by the instance itself"),
+        _code("remote", "P/D: at a decode instance, to be transferred; needs its blocks"),
+        _code("ready", "P/D: transferred; the request is admitted as a decode"),
     ),
 )
 
@@ -344,6 +381,9 @@ INSTANCE_METRICS = Layout(
         _f("clock", "us", "time of its last event"),
         _f("steps", "1", "engine steps"),
         _f("output_tok", "tokens", "output tokens"),
+        _f("role", "1", "role", "a ROLE_* code"),
+        _f("handoffs", "1", "handoffs", "P/D: requests sent on (prefill) or taken over (decode)"),
+        _f("link_busy_us", "us", "KV link busy time", "P/D prefill instances: transfers"),
     ),
 )
 
@@ -639,6 +679,22 @@ METRICS: tuple[Metric, ...] = (
     ),
     # the run's STATUS_* code: reported by name (``status``), not as a numeric column
     Metric("status", "1", "run status", "A STATUS_* code.", integer=True, column=False),
+    # prefill/decode disaggregation (after status, so that every earlier slot keeps its index)
+    _pct(
+        "kv_transfer",
+        "mean",
+        "KV transfer time",
+        "P/D: decode allocation to KV arrival (link queueing + latency + bytes / bandwidth), "
+        "mean over transferred requests; 0 without disaggregation.",
+    ),
+    _pct("kv_transfer", "p99", "KV transfer time", "P/D: 99th percentile of the transfer time."),
+    _real(
+        "kv_link_utilization",
+        "1",
+        "KV link utilisation",
+        "P/D: the prefill instances' links' mean busy fraction of the run; 0 without "
+        "disaggregation.",
+    ),
 )
 
 SUMMARY = Layout("M_", "N_M", "summary vector (float64) of one run", METRICS)
@@ -690,6 +746,8 @@ LAYOUTS: tuple[Layout, ...] = (
     SLOTS,
     CLUSTER,
     ROUTERS,
+    ROLES,
+    KV_SOURCES,
     INSTANCE_METRICS,
     COST_PARAMS,
     COST_HEADER,

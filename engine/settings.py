@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infersweep import limits
+from infersweep.config.catalog import KV_LINKS
 from infersweep.errors import ConfigError
 
 KINDS = ("str", "int", "float", "bool", "kv", "path")
@@ -499,6 +500,93 @@ _DECLARED = (
         "scheduler",
         "weighted router: the weights of its load, KV and prefix terms, as LOAD:KV:PREFIX "
         "(non-negative numbers).",
+    ),
+    # -- scheduler: prefill/decode disaggregation (vllm semantics; scheduler/pd_nb.py) -------
+    _s(
+        "prefill_instances",
+        "int",
+        0,
+        "scheduler",
+        "Prefill/decode disaggregation: instances that prefill (the router spreads requests "
+        "over them); with decode_instances > 0. 0 = not disaggregated.",
+        unit="instances",
+        min=0,
+        max=limits.MAX_REPLICAS,
+    ),
+    _s(
+        "decode_instances",
+        "int",
+        0,
+        "scheduler",
+        "Prefill/decode disaggregation: instances that decode (each request goes to the one "
+        "with the fewest outstanding requests); with prefill_instances > 0.",
+        unit="instances",
+        min=0,
+        max=limits.MAX_REPLICAS,
+    ),
+    _s(
+        "prefill_tp",
+        "int",
+        0,
+        "scheduler",
+        "Tensor parallelism of the prefill instances (0 = tp).",
+        unit="GPUs",
+        min=0,
+        max=limits.MAX_TP,
+    ),
+    _s(
+        "decode_tp",
+        "int",
+        0,
+        "scheduler",
+        "Tensor parallelism of the decode instances (0 = tp).",
+        unit="GPUs",
+        min=0,
+        max=limits.MAX_TP,
+    ),
+    _s(
+        "prefill_hardware",
+        "str",
+        None,
+        "scheduler",
+        "GPU of the prefill instances, from the same hardware config (default: hardware).",
+    ),
+    _s(
+        "decode_hardware",
+        "str",
+        None,
+        "scheduler",
+        "GPU of the decode instances, from the same hardware config (default: hardware).",
+    ),
+    _s(
+        "kv_link",
+        "str",
+        "infiniband",
+        "scheduler",
+        "Link that carries the prompt KV from a prefill to a decode instance: nvlink (3,600 "
+        "Gbit/s, 2 us), infiniband (400 Gbit/s, 5 us) or ethernet (100 Gbit/s, 50 us), per GPU.",
+        choices=tuple(KV_LINKS),
+    ),
+    _s(
+        "kv_link_gbps",
+        "float",
+        None,
+        "scheduler",
+        "KV link bandwidth per GPU, one direction (default: kv_link's).",
+        unit="Gbit/s",
+        min=0,
+        min_exclusive=True,
+        max=1e9,
+    ),
+    _s(
+        "kv_link_latency_us",
+        "float",
+        None,
+        "scheduler",
+        "KV link latency per transfer (default: kv_link's).",
+        unit="us",
+        min=0,
+        max=limits.MAX_TIME_S * 1e6,
     ),
 )
 

@@ -129,7 +129,7 @@ class Preparer:
         return cfg
 
     def prepare(self, index: int, s: dict) -> Prepared:
-        from infersweep.api import cost_model_for
+        from infersweep.api import cost_model_for, pd_cost_models
         from infersweep.scheduler.driver import Job
 
         hw = self.hardware(s)
@@ -168,9 +168,20 @@ class Preparer:
                 max_tokens=sched.max_num_scheduled_tokens,
             )
             resolve_kv_blocks(cost, sched)
+            pd_costs = pd_cost_models(
+                model,
+                hw,
+                tp,
+                sched,
+                hardware_config=s["hardware_config"],
+                bench_data=s["bench_data"],
+                step_model=s["step_model"],
+            )
+            for side in pd_costs or ():
+                resolve_kv_blocks(side, sched)
         except ConfigError as exc:
             return Prepared(index, s, str(exc), None)
-        return Prepared(index, s, "", Job(wl, cost, sched))
+        return Prepared(index, s, "", Job(wl, cost, sched, pd_costs))
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,3 +150,41 @@ def resolve_bench_dir(path: str | os.PathLike | None) -> Path:
             hint="bench_data takes a folder with gemm/ and mha/",
         )
     return p
+
+
+#: KV-transfer links of prefill/decode disaggregation (``kv_link``): per-GPU bandwidth in
+#: Gbit/s (one direction) and one-way latency in µs, with where the figures come from.  A
+#: prefill instance at TP t moves its t KV shards in parallel, one per GPU and link.
+KV_LINKS: dict[str, dict] = {
+    "nvlink": {
+        "gbps": 3600.0,
+        "latency_us": 2.0,
+        "source": "NVLink 4 (H100 SXM datasheet): 900 GB/s per GPU in both directions, so "
+        "450 GB/s = 3,600 Gbit/s each way; a few µs per transfer (same node only)",
+    },
+    "infiniband": {
+        "gbps": 400.0,
+        "latency_us": 5.0,
+        "source": "InfiniBand NDR, one 400 Gbit/s ConnectX-7 port per GPU (DGX H100 "
+        "datasheet); RDMA one-way latency a few µs",
+    },
+    "ethernet": {
+        "gbps": 100.0,
+        "latency_us": 50.0,
+        "source": "100 GbE per GPU, TCP: 100 Gbit/s; one-way latency of tens of µs in a "
+        "data centre (kernel network stack)",
+    },
+}
+
+
+def kv_link(name: str, gbps: float | None = None, latency_us: float | None = None):
+    """The (bandwidth Gbit/s, latency µs) of a KV link preset, with either overridden."""
+    if name not in KV_LINKS:
+        raise ConfigError(
+            "unknown KV link", field="kv_link", value=name, hint="one of: " + ", ".join(KV_LINKS)
+        )
+    preset = KV_LINKS[name]
+    return (
+        float(preset["gbps"] if gbps is None else gbps),
+        float(preset["latency_us"] if latency_us is None else latency_us),
+    )

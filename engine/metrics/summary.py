@@ -107,6 +107,13 @@ def instance_records(inst: np.ndarray) -> list[dict]:
                 "total_output_tokens": int(row[schema.CI_OUTPUT_TOK]),
             }
         )
+        role = int(row[schema.CI_ROLE])
+        if role != schema.ROLE_WHOLE:  # prefill/decode disaggregation
+            recs[-1]["role"] = schema.ROLES.names[role]
+            recs[-1]["handoffs"] = int(row[schema.CI_HANDOFFS])
+            if role == schema.ROLE_PREFILL:
+                busy = float(row[schema.CI_LINK_BUSY_US])
+                recs[-1]["kv_link_utilization"] = busy / clock if clock > 0 else 0.0
     return recs
 
 
@@ -141,6 +148,10 @@ def request_records(raw) -> list[dict]:
     registered = (state != schema.STATE_DROPPED) & (state != schema.STATE_PENDING)
     sched = o[:, schema.O_SCHED]
     route = getattr(raw, "route", None)  # clusters: each request's instance
+    decode_route = getattr(raw, "decode_route", None)  # P/D: its decode instance
+    n_prefill = 0  # decode instances are numbered after the prefill instances
+    if decode_route is not None and raw.instances is not None:
+        n_prefill = int((raw.instances[:, schema.CI_ROLE] == schema.ROLE_PREFILL).sum())
     recs = []
     for i in np.flatnonzero(registered):
         recs.append(
@@ -156,6 +167,8 @@ def request_records(raw) -> list[dict]:
                 "handled_by": f"instance_{0 if route is None else int(route[i])}",
             }
         )
+        if decode_route is not None and decode_route[i] >= 0:
+            recs[-1]["decoded_by"] = f"instance_{n_prefill + int(decode_route[i])}"
     return recs
 
 

@@ -179,3 +179,6 @@ def summarize_nb(out, sc, itl, output_tok, blis, kv_total, res):
     res[S.M_STATUS] = sc[SC_STATUS]
     res[S.M_BLIS_SAFE_FALLBACK] = sc[SC_LIVELOCK]
     res[S.M_LOAD_IMBALANCE] = 1.0  # one instance (the cluster driver sets a cluster's)
+    res[S.M_KV_TRANSFER_MEAN_MS] = 0.0  # no KV transfers (scheduler/pd_nb.py sets its own)
+    res[S.M_KV_TRANSFER_P99_MS] = 0.0
+    res[S.M_KV_LINK_UTILIZATION] = 0.0

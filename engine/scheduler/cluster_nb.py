@@ -152,6 +152,72 @@ def _least(load, n, start):
     return best
 
 
+@hjit
+def choose_instance_nb(
+    a, rq, router, n_inst, load, kv, hits, score, home, rng, slot_block, gb, bs, slack, w_load,
+    w_kv, w_prefix,
+):  # fmt: skip
+    """The router's choice of instance for request ``a`` (``ROUTER_*`` code ``router``), from
+    the load snapshot ``load`` and KV use ``kv``; ``hits``, ``score`` are scratch, ``home`` the
+    last instance of each prefix group, ``rng`` the random router's state."""
+    if router == ROUTER_ROUND_ROBIN:
+        c = a % n_inst
+    elif router == ROUTER_RANDOM:
+        c = _rand_below(rng, n_inst)
+    elif router == ROUTER_LEAST_OUTSTANDING:
+        c = _least(load, n_inst, a % n_inst)
+    elif router == ROUTER_LEAST_KV:
+        c = 0
+        for i in range(1, n_inst):
+            if kv[i] < kv[c] or (kv[i] == kv[c] and load[i] < load[c]):
+                c = i
+    else:  # prefix-affinity and weighted: the prefix term
+        g = rq[a, Q_GROUP]
+        pb = 0
+        best_hits = 0
+        if g >= 0:
+            pb = min(rq[a, Q_PREFIX], rq[a, Q_PROMPT] - 1) // bs
+            for i in range(n_inst):
+                hits[i] = _prefix_hits(slot_block, gb[i], g, pb)
+                if hits[i] > best_hits:
+                    best_hits = hits[i]
+        low = _least(load, n_inst, a % n_inst)
+        if router == ROUTER_PREFIX_AFFINITY:
+            c = low
+            if g >= 0:
+                target = -1
+                if best_hits > 0:  # the least loaded of the instances with the most hits
+                    for i in range(n_inst):
+                        if hits[i] == best_hits and (target < 0 or load[i] < load[target]):
+                            target = i
+                else:
+                    target = home[g]
+                if target >= 0 and load[target] <= load[low] + slack:
+                    c = target
+                home[g] = c
+        else:  # weighted: load and KV use relative to the largest, minus the prefix share
+            # (weights router_weights)
+            max_load = 1
+            max_kv = 1
+            for i in range(n_inst):
+                max_load = max(max_load, load[i])
+                max_kv = max(max_kv, kv[i])
+            for i in range(n_inst):
+                score[i] = w_load * load[i] / max_load + w_kv * kv[i] / max_kv
+                if g >= 0:
+                    if best_hits > 0:
+                        score[i] -= w_prefix * hits[i] / best_hits
+                    elif home[g] == i:
+                        score[i] -= w_prefix
+            c = 0
+            for i in range(1, n_inst):
+                if score[i] < score[c]:
+                    c = i
+            if g >= 0:
+                home[g] = c
+    return c
+
+
 @jit
 def simulate_cluster_nb(rq, gbase, cfg, n_slots, ctf, cti, ccfg, out, sc, res, inst, route):
     """Simulate requests ``rq`` on ``ccfg[CL_REPLICAS]`` vllm instances behind the router of
@@ -242,61 +308,10 @@ def simulate_cluster_nb(rq, gbase, cfg, n_slots, ctf, cti, ccfg, out, sc, res, i
                 )  # fmt: skip
                 load[i] = ks[i, K_N_RUN] + ks[i, K_WQ_N] + ks[i, K_N_KNOWN] - ks[i, K_N_ARRIVED]
                 kv[i] = st[i, ST_USED]
-        if router == ROUTER_ROUND_ROBIN:
-            c = a % n_inst
-        elif router == ROUTER_RANDOM:
-            c = _rand_below(rng, n_inst)
-        elif router == ROUTER_LEAST_OUTSTANDING:
-            c = _least(load, n_inst, a % n_inst)
-        elif router == ROUTER_LEAST_KV:
-            c = 0
-            for i in range(1, n_inst):
-                if kv[i] < kv[c] or (kv[i] == kv[c] and load[i] < load[c]):
-                    c = i
-        else:  # prefix-affinity and weighted: the prefix term
-            g = rq[a, Q_GROUP]
-            pb = 0
-            best_hits = 0
-            if g >= 0:
-                pb = min(rq[a, Q_PREFIX], rq[a, Q_PROMPT] - 1) // bs
-                for i in range(n_inst):
-                    hits[i] = _prefix_hits(slot_block, gb[i], g, pb)
-                    if hits[i] > best_hits:
-                        best_hits = hits[i]
-            low = _least(load, n_inst, a % n_inst)
-            if router == ROUTER_PREFIX_AFFINITY:
-                c = low
-                if g >= 0:
-                    target = -1
-                    if best_hits > 0:  # the least loaded of the instances with the most hits
-                        for i in range(n_inst):
-                            if hits[i] == best_hits and (target < 0 or load[i] < load[target]):
-                                target = i
-                    else:
-                        target = home[g]
-                    if target >= 0 and load[target] <= load[low] + slack:
-                        c = target
-                    home[g] = c
-            else:  # weighted: load and KV use relative to the largest, minus the prefix share
-                # (weights router_weights)
-                max_load = 1
-                max_kv = 1
-                for i in range(n_inst):
-                    max_load = max(max_load, load[i])
-                    max_kv = max(max_kv, kv[i])
-                for i in range(n_inst):
-                    score[i] = w_load * load[i] / max_load + w_kv * kv[i] / max_kv
-                    if g >= 0:
-                        if best_hits > 0:
-                            score[i] -= w_prefix * hits[i] / best_hits
-                        elif home[g] == i:
-                            score[i] -= w_prefix
-                c = 0
-                for i in range(1, n_inst):
-                    if score[i] < score[c]:
-                        c = i
-                if g >= 0:
-                    home[g] = c
+        c = choose_instance_nb(
+            a, rq, router, n_inst, load, kv, hits, score, home, rng, slot_block, gb, bs, slack,
+            w_load, w_kv, w_prefix,
+        )  # fmt: skip
         route[a] = c
         j = ks[c, K_N_KNOWN]
         iqs[c, IQ_ARR_REQ, j] = a

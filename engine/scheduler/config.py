@@ -45,6 +45,27 @@ class SchedulerConfig:
     routing_latency: float = settings.field_default("routing_latency")  # ms
     router_seed: int = settings.field_default("router_seed")
     router_weights: str = settings.field_default("router_weights")  # LOAD:KV:PREFIX
+    # prefill/decode disaggregation (vllm semantics; see scheduler/pd_nb.py)
+    prefill_instances: int = settings.field_default("prefill_instances")
+    decode_instances: int = settings.field_default("decode_instances")
+    prefill_tp: int = settings.field_default("prefill_tp")  # 0 = the run's tp
+    decode_tp: int = settings.field_default("decode_tp")
+    prefill_hardware: str | None = settings.field_default("prefill_hardware")  # None = hardware
+    decode_hardware: str | None = settings.field_default("decode_hardware")
+    kv_link: str = settings.field_default("kv_link")
+    kv_link_gbps: float | None = settings.field_default("kv_link_gbps")  # None = kv_link's
+    kv_link_latency_us: float | None = settings.field_default("kv_link_latency_us")
+
+    @property
+    def disaggregated(self) -> bool:
+        """Prefill/decode disaggregation is on (both pools given)."""
+        return self.prefill_instances > 0 and self.decode_instances > 0
+
+    def link(self) -> tuple[float, float]:
+        """The KV link's (bandwidth Gbit/s per GPU, latency µs)."""
+        from infersweep.config.catalog import kv_link
+
+        return kv_link(self.kv_link, self.kv_link_gbps, self.kv_link_latency_us)
 
     def weights(self) -> tuple[float, float, float]:
         """The weighted router's (load, KV, prefix) weights."""
@@ -92,7 +113,56 @@ class SchedulerConfig:
                 field="replicas",
                 value=self.replicas,
             )
+        self._check_disaggregation()
         if isinstance(self.max_idle_steps, bool) or self.max_idle_steps < 1:
             raise ConfigError(
                 "must be an integer >= 1", field="max_idle_steps", value=self.max_idle_steps
             )
+
+    def _check_disaggregation(self) -> None:
+        p, d = self.prefill_instances, self.decode_instances
+        if (p > 0) != (d > 0):
+            zero, other = ("decode_instances", "prefill_instances") if p else (
+                "prefill_instances", "decode_instances")  # fmt: skip
+            raise ConfigError(
+                f"is 0 while {other} = {max(p, d)}: disaggregation needs both pools",
+                field=zero,
+                value=0,
+                hint="give both prefill_instances and decode_instances (> 0), or neither",
+            )
+        if not self.disaggregated:
+            given = [
+                name
+                for name in (
+                    "prefill_tp",
+                    "decode_tp",
+                    "prefill_hardware",
+                    "decode_hardware",
+                    "kv_link",
+                    "kv_link_gbps",
+                    "kv_link_latency_us",
+                )
+                if getattr(self, name) != settings.default(name)
+            ]
+            if given:
+                raise ConfigError(
+                    "is a setting of prefill/decode disaggregation, which is off",
+                    field=", ".join(given),
+                    hint="set prefill_instances and decode_instances (> 0) as well",
+                )
+            return
+        if self.semantics == "blis":
+            raise ConfigError(
+                "prefill/decode disaggregation needs semantics vllm (the reference does not "
+                "model it)",
+                field="prefill_instances",
+                value=p,
+            )
+        if self.replicas > 1:
+            raise ConfigError(
+                "replicas and prefill/decode disaggregation exclude each other: the pools' "
+                "sizes are prefill_instances and decode_instances",
+                field="replicas",
+                value=self.replicas,
+            )
+        self.link()

@@ -36,7 +36,9 @@ class RawRun:
     kv_blocks_note: str
     metrics: np.ndarray | None = None  # float64[N_M]: the summary (summary_nb M_* columns)
     instances: np.ndarray | None = None  # int64[replicas, N_CI]: a cluster's per-instance counters
-    route: np.ndarray | None = None  # int64[n]: each request's instance (clusters)
+    route: np.ndarray | None = None  # int64[n]: each request's instance (clusters; P/D: prefill)
+    decode_route: np.ndarray | None = None  # int64[n]: P/D: each request's decode instance, -1
+    kv_transfer_us: np.ndarray | None = None  # int64[n]: P/D: KV transfer time, -1 = none
 
 
 def resolve_kv_blocks(cost: CostModel, cfg: SchedulerConfig) -> tuple[int, str]:
@@ -122,6 +124,9 @@ class Job:
     workload: Workload
     cost: CostModel
     scheduler: SchedulerConfig
+    # prefill/decode disaggregation: the cost models of the prefill and decode instances
+    # (None: both ``cost``, which is right only when their TP and GPU are the run's)
+    pd_costs: tuple[CostModel, CostModel] | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -138,6 +143,9 @@ class BatchResult:
     step_logs: list[np.ndarray] | None  # each point's step log, when asked for
     instances: list[np.ndarray | None] | None = None  # clusters: per-instance counters (CI_*)
     routes: list[np.ndarray | None] | None = None  # clusters: each request's instance
+    # P/D: each request's (prefill instance, decode instance) int64[2, n] and transfer time
+    pd_routes: list[np.ndarray | None] | None = None
+    kv_transfers: list[np.ndarray | None] | None = None
 
 
 def cluster_array(cfg: SchedulerConfig) -> np.ndarray:
@@ -154,6 +162,37 @@ def cluster_array(cfg: SchedulerConfig) -> np.ndarray:
     arr[schema.CL_W_KV] = int(round(w_kv * 1000))
     arr[schema.CL_W_PREFIX] = int(round(w_prefix * 1000))
     return arr
+
+
+def pd_array(cfg: SchedulerConfig) -> np.ndarray:
+    """The P/D kernel's settings vector: ``cluster_array`` plus the pools and the link."""
+    arr = cluster_array(cfg)
+    arr[schema.CL_REPLICAS] = 1
+    arr[schema.CL_PREFILL] = cfg.prefill_instances
+    arr[schema.CL_DECODE] = cfg.decode_instances
+    gbps, latency_us = cfg.link()
+    arr[schema.CL_LINK_BPS] = max(1, int(round(gbps * 1e9 / 8)))
+    arr[schema.CL_LINK_LAT_NS] = int(round(latency_us * 1e3))
+    return arr
+
+
+def pd_sides(job: Job) -> tuple[CostModel, CostModel]:
+    """The (prefill, decode) cost models of a P/D job."""
+    if job.pd_costs is not None:
+        return job.pd_costs
+    cfg = job.scheduler
+    own = job.cost.hardware.name.lower()
+    for side in ("prefill", "decode"):
+        tp = getattr(cfg, f"{side}_tp")
+        hw = getattr(cfg, f"{side}_hardware")
+        if (tp and tp != job.cost.tp) or (hw and hw.lower() != own):
+            raise ConfigError(
+                "needs the cost model of its side: build the job with pd_costs "
+                "(infersweep.api.pd_cost_models)",
+                field=f"{side}_tp" if tp and tp != job.cost.tp else f"{side}_hardware",
+                value=tp if tp and tp != job.cost.tp else hw,
+            )
+    return job.cost, job.cost
 
 
 def load_imbalance(requests: np.ndarray) -> float:
@@ -263,9 +302,17 @@ def run_jobs(
     notes: list[str] = []
     args = []
     req_off = np.zeros(n + 1, np.int64)
+    pd_args: list = [None] * n
     for i, job in enumerate(jobs):
         cfg = job.scheduler
         total, note = resolve_kv_blocks(job.cost, cfg)
+        if cfg.disaggregated:  # each pool sized from its own GPU and TP
+            cost_p, cost_d = pd_sides(job)
+            total_p, note_p = resolve_kv_blocks(cost_p, cfg)
+            total_d, note_d = resolve_kv_blocks(cost_d, cfg)
+            pd_args[i] = (config_array(cfg, total_p), config_array(cfg, total_d), cost_p, cost_d)
+            total = total_d
+            note = "; ".join(dict.fromkeys(x for x in (note_p, note_d) if x))
         kv_blocks[i] = total
         notes.append(note)
         base, gbase, n_slots = _slot_layout(job.workload, cfg.block_size, cfg.semantics)
@@ -291,6 +338,8 @@ def run_jobs(
     logs: list = [None] * n
     instances: list = [None] * n
     routes: list = [None] * n
+    pd_routes: list = [None] * n
+    kv_transfers: list = [None] * n
     log_rows = max(int(log_steps), 0)
 
     def one(i: int) -> None:
@@ -301,6 +350,30 @@ def run_jobs(
             out = np.empty((len(rq), schema.N_O), np.int64)
         log = np.zeros((log_rows, schema.N_LOG), np.int64)
         sched = jobs[i].scheduler
+        if pd_args[i] is not None:  # prefill/decode disaggregation: scheduler/pd_nb.py
+            from infersweep.scheduler.pd_nb import simulate_pd_nb
+
+            cfg_p, cfg_d, cost_p, cost_d = pd_args[i]
+            cfg_p[schema.CFG_ROLE] = schema.ROLE_PREFILL
+            cfg_d[schema.CFG_ROLE] = schema.ROLE_DECODE
+            n_inst = sched.prefill_instances + sched.decode_instances
+            inst = np.zeros((n_inst, schema.N_CI), np.int64)
+            route = np.empty((2, len(rq)), np.int64)
+            xfer = np.empty(len(rq), np.int64)
+            itl = simulate_pd_nb(
+                rq, gbase, cfg_p, cfg_d, n_slots, cost_p.ctf, cost_p.cti, cost_d.ctf, cost_d.cti,
+                pd_array(sched), out, scalars[i], metrics[i], inst, route, xfer,
+            )  # fmt: skip
+            p = sched.prefill_instances
+            metrics[i, schema.M_LOAD_IMBALANCE] = load_imbalance(inst[:p, schema.CI_REQUESTS])
+            instances[i] = inst
+            routes[i] = route[0]
+            pd_routes[i] = route
+            kv_transfers[i] = xfer
+            logs[i] = log[:0]  # no step log for clusters
+            if keep_requests:
+                itls[i] = itl
+            return
         if sched.replicas > 1:  # a cluster: the kernel of scheduler/cluster_nb.py
             from infersweep.scheduler.cluster_nb import simulate_cluster_nb
 
@@ -362,11 +435,18 @@ def run_jobs(
         step_logs=logs if log_rows else None,
         instances=instances,
         routes=routes,
+        pd_routes=pd_routes,
+        kv_transfers=kv_transfers,
     )
 
 
 def run_scheduler(
-    wl: Workload, cost: CostModel, cfg: SchedulerConfig, *, log_steps: int = 0
+    wl: Workload,
+    cost: CostModel,
+    cfg: SchedulerConfig,
+    *,
+    log_steps: int = 0,
+    pd_costs: tuple[CostModel, CostModel] | None = None,
 ) -> RawRun:
     """Simulate ``wl`` on ``cost`` with scheduler settings ``cfg`` (one job of ``run_jobs``)."""
     if len(wl) == 0:
@@ -381,8 +461,13 @@ def run_scheduler(
         source=wl.source,
     )
     br = run_jobs(
-        [Job(wl, cost, cfg)], keep_requests=True, log_steps=log_steps, threads=1, check_memory=False
+        [Job(wl, cost, cfg, pd_costs)],
+        keep_requests=True,
+        log_steps=log_steps,
+        threads=1,
+        check_memory=False,
     )
+    pd_route = br.pd_routes[0]
     return RawRun(
         workload=wl,
         semantics=cfg.semantics,
@@ -395,6 +480,8 @@ def run_scheduler(
         metrics=br.metrics[0],
         instances=br.instances[0],
         route=br.routes[0],
+        decode_route=None if pd_route is None else pd_route[1],
+        kv_transfer_us=br.kv_transfers[0],
     )
 
 

@@ -50,28 +50,35 @@ from infersweep.schema import (
     CFG_MAX_IDLE,
     CFG_MAX_RUN,
     CFG_PREFIX_CACHE,
+    CFG_ROLE,
     CFG_THRESHOLD,
     IQ_ARR_REQ,
     IQ_ARR_T,
+    IQ_OUT,
     IQ_WAIT,
     K_BUSY_US,
     K_CLOCK,
     K_COMPLETED,
     K_DROPPED,
     K_ENDED,
+    K_HELD,
     K_IDLE,
     K_INPUT_TOK,
     K_N_ARRIVED,
     K_N_KNOWN,
+    K_N_OUT,
     K_N_RUN,
     K_OUTPUT_TOK,
     K_PREEMPT,
     K_ROUTED,
     K_STATUS,
     K_STEPS,
+    K_STUCK,
     K_T,
     K_WQ_HEAD,
     K_WQ_N,
+    KV_LOCAL,
+    KV_REMOTE,
     N_COMPONENTS,
     N_IQ,
     N_K,
@@ -90,9 +97,14 @@ from infersweep.schema import (
     R_CNT,
     R_OFF,
     R_TOK,
+    ROLE_DECODE,
+    ROLE_PREFILL,
+    RS_BOOK_T,
     RS_GEN,
+    RS_KV,
     RS_LAST_TOK,
     RS_WANT,
+    RS_XFER_TOK,
     SC_N_ITL,
     SL_COMPUTED,
     SL_FULL_AT,
@@ -190,6 +202,7 @@ def init_requests_nb(rq, rs):
         rs[RS_GEN, r] = 0
         rs[RS_LAST_TOK, r] = 0
         rs[RS_WANT, r] = want
+        rs[RS_KV, r] = KV_LOCAL
         n_gaps += want - 1
         if rq[r, Q_PROMPT] + want > max_ctx:
             max_ctx = rq[r, Q_PROMPT] + want
@@ -241,7 +254,14 @@ def vllm_advance_nb(
     scalars ``k`` (``K_*``), running slots ``sl`` (``SL_*``) and request lists ``iq``
     (``IQ_*``).  Unless ``final``, it pauses at the first step boundary at or after ``until``
     (before admitting anything there), or once it has nothing to do; ``final`` runs it to the
-    end.  ITL samples go to ``itl`` from ``sc[SC_N_ITL]`` on."""
+    end.  ITL samples go to ``itl`` from ``sc[SC_N_ITL]`` on.
+
+    Roles (``cfg[CFG_ROLE]``, prefill/decode disaggregation; ``pd_nb.py``): a prefill instance
+    hands a request off once its first token is produced (it leaves the batch keeping its
+    blocks, goes to the outbox ``iq[IQ_OUT]``, and the instance pauses there); a decode
+    instance admits a request whose KV is remote by allocating its blocks (the booking goes to
+    the outbox; it pauses at the next boundary) and, once the KV is ready, admits it as a
+    decode.  Either pauses (``k[K_STUCK]``) when nothing can run until a transfer ends."""
     ctf, cti, memo_k, memo_v, comps, dec1 = cost
     st, blk, slot_block, rb, rinfo = pool
     pf_pi, pf_n, dc_pi, cached = work
@@ -252,12 +272,14 @@ def vllm_advance_nb(
     max_idle = cfg[CFG_MAX_IDLE]
     use_cache = cfg[CFG_PREFIX_CACHE] != 0
     horizon = cfg[CFG_HORIZON]
+    role = cfg[CFG_ROLE]
     logging = log.shape[0] > 0
     bs = st[ST_BS]
 
     gen = rs[RS_GEN]  # output tokens generated so far
     last_tok = rs[RS_LAST_TOK]  # time of the latest token
     want = rs[RS_WANT]  # output tokens to generate
+    kv_src = rs[RS_KV]  # where a request's KV comes from (P/D decode instances)
     # the running batch, one slot per request, in admission order (rows of sl)
     s_req = sl[SL_REQ]
     s_computed = sl[SL_COMPUTED]
@@ -295,6 +317,7 @@ def vllm_advance_nb(
         t_next = arr_t[n_arrived]
     if k[K_ENDED] != 0:  # an ended instance does nothing
         stop_at = t
+    k[K_STUCK] = 0
 
     while True:
         if t >= stop_at:
@@ -441,37 +464,60 @@ def vllm_advance_nb(
             while wmeta[DEQ_N] > 0 and budget > 0 and n_run < max_run:
                 r = deq_front(wq, wmeta)
                 n_tok = rq[r, Q_PROMPT] + gen[r]
-                c = _hits(st, slot_block, rq, gbase, r, n_tok, cached) if use_cache else 0
-                n = n_tok - c * bs
-                if 0 < thr < n:
-                    n = thr
-                if budget < n:
-                    n = budget
+                if role == ROLE_DECODE and kv_src[r] != KV_LOCAL:
+                    c = 0
+                    if kv_src[r] == KV_REMOTE:  # book: blocks for its prompt + first token
+                        if use_cache:
+                            c = _hits(st, slot_block, rq, gbase, r, n_tok, cached)
+                        if not _alloc(
+                            st, blk, slot_block, rb, rinfo, rq, gbase, r, n_tok, cached, c, False
+                        ):
+                            break
+                        rinfo[r, R_TOK] = c * bs  # its full blocks are cached once filled
+                        deq_pop_front(wq, wmeta)
+                        rs[RS_XFER_TOK, r] = rq[r, Q_PROMPT] - c * bs
+                        rs[RS_BOOK_T, r] = t
+                        iq[IQ_OUT, k[K_N_OUT]] = r
+                        k[K_N_OUT] += 1
+                        k[K_HELD] += 1
+                        stop_at = t + 1  # pause at the next boundary: the transfer is booked
+                        continue
+                    start = n_tok - 1  # its KV has arrived: admitted as a decode
+                    kv_src[r] = KV_LOCAL
+                    n = 1
+                else:
+                    c = _hits(st, slot_block, rq, gbase, r, n_tok, cached) if use_cache else 0
+                    start = c * bs
+                    n = n_tok - start
+                    if 0 < thr < n:
+                        n = thr
+                    if budget < n:
+                        n = budget
                 if not _alloc(
-                    st, blk, slot_block, rb, rinfo, rq, gbase, r, c * bs + n, cached, c, use_cache
+                    st, blk, slot_block, rb, rinfo, rq, gbase, r, start + n, cached, c, use_cache
                 ):
                     break
                 deq_pop_front(wq, wmeta)
                 k_s = n_run
                 n_run += 1
                 s_req[k_s] = r
-                s_computed[k_s] = c * bs
+                s_computed[k_s] = start
                 s_gen[k_s] = gen[r]
                 s_prompt[k_s] = rq[r, Q_PROMPT]
                 s_want[k_s] = want[r]
                 s_last_tok[k_s] = last_tok[r]
                 s_kv_cap[k_s] = rinfo[r, R_CNT] * bs
-                s_full_at[k_s] = ((c * bs + n) // bs + 1) * bs
+                s_full_at[k_s] = ((start + n) // bs + 1) * bs
                 s_new[k_s] = n
                 out[r, O_STATE] = STATE_RUNNING
                 budget -= n
                 if out[r, O_SCHED] < 0:
                     out[r, O_SCHED] = t - rq[r, Q_ARRIVAL]
-                if gen[r] > 0 and n == 1 and c * bs == n_tok - 1:
-                    dc_pi[n_dc] = c * bs
+                if gen[r] > 0 and n == 1 and start == n_tok - 1:
+                    dc_pi[n_dc] = start
                     n_dc += 1
                 else:
-                    pf_pi[n_pf] = c * bs
+                    pf_pi[n_pf] = start
                     pf_n[n_pf] = n
                     pf_tok += n
                     n_pf += 1
@@ -479,6 +525,10 @@ def vllm_advance_nb(
                 n_sched = n_run
         # ---- step cost ----
         if n_sched == 0:
+            if role != 0 and k[K_HELD] > 0:  # P/D: nothing runs until a transfer ends
+                steps -= 1
+                k[K_STUCK] = 1
+                break
             idle += 1
             if idle > max_idle:
                 status = STATUS_STALLED
@@ -544,6 +594,16 @@ def vllm_advance_nb(
                     total_out += 1
                     if g == 1:
                         out[s_req[k_s], O_TTFT] = t_end - rq[s_req[k_s], Q_ARRIVAL]
+                        if role == ROLE_PREFILL and g < s_want[k_s]:
+                            # hand off: it leaves the batch keeping its blocks (P/D)
+                            r = s_req[k_s]
+                            gen[r] = 1
+                            last_tok[r] = t_end
+                            iq[IQ_OUT, k[K_N_OUT]] = r
+                            k[K_N_OUT] += 1
+                            k[K_HELD] += 1
+                            stop_at = t_end
+                            continue
                     else:
                         itl[n_itl] = t_end - s_last_tok[k_s]
                         n_itl += 1

@@ -128,7 +128,35 @@ def test_every_scheduler_setting_reaches_the_config():
         "routing_latency": 0.25,
         "router_seed": 9,
         "router_weights": "1:0.5:2",
+        # prefill/decode disaggregation: off here (blis), so at its defaults
+        "prefill_instances": 0,
+        "decode_instances": 0,
+        "prefill_tp": 0,
+        "decode_tp": 0,
+        "prefill_hardware": None,
+        "decode_hardware": None,
+        "kv_link": "infiniband",
+        "kv_link_gbps": None,
+        "kv_link_latency_us": None,
     }
+
+
+def test_every_disaggregation_setting_reaches_the_config():
+    given = {
+        "prefill_instances": 3,
+        "decode_instances": 2,
+        "prefill_tp": 2,
+        "decode_tp": 4,
+        "prefill_hardware": "H200",
+        "decode_hardware": "A100",
+        "kv_link": "ethernet",
+        "kv_link_gbps": 200.0,
+        "kv_link_latency_us": 7.5,
+    }
+    cfg = settings.scheduler_config(settings.resolve({k: str(v) for k, v in given.items()}))
+    assert {k: getattr(cfg, k) for k in given} == given
+    assert cfg.disaggregated
+    assert cfg.link() == (200.0, 7.5)
 
 
 def test_unknown_setting_suggests_the_closest_name():

@@ -145,9 +145,7 @@ def pd_cost_models(
         try:
             check_tp_for(model, side_tp, scheduler.semantics)
         except ConfigError as exc:
-            raise ConfigError(
-                exc.message, field=f"{side}_tp", value=side_tp, hint=exc.hint
-            ) from None
+            raise ConfigError(exc.message, field=f"{side}_tp", value=side_tp) from None
         sides.append(
             cost_model_for(
                 model,

@@ -93,6 +93,7 @@ from infersweep.schema import (
     K_T,
     K_WQ_HEAD,
     K_WQ_N,
+    KV_LOCAL,
     KV_READY,
     KV_REMOTE,
     M_KV_LINK_UTILIZATION,
@@ -108,6 +109,7 @@ from infersweep.schema import (
     N_SL,
     N_ST,
     O_STATE,
+    O_TOKENS,
     P_KVTOK,
     P_TP,
     Q_ARRIVAL,
@@ -123,6 +125,7 @@ from infersweep.schema import (
     ROUTER_RANDOM,
     ROUTER_ROUND_ROBIN,
     RS_BOOK_T,
+    RS_GEN,
     RS_KV,
     RS_LAST_TOK,
     RS_WANT,
@@ -151,6 +154,8 @@ from infersweep.schema import (
     ST_TOTAL,
     ST_USED,
     STATE_DROPPED,
+    STATE_QUEUED,
+    STATE_RUNNING,
     STATUS_OK,
 )
 
@@ -460,6 +465,19 @@ def simulate_pd_nb(
     # ---- counters: per instance, and the cluster's ----
     for i in range(n_inst):
         unfinished_tokens_nb(out, rs, sls[i], ks[i, K_N_RUN])
+    # requests between the two sides when the run stopped (horizon, stall) hold KV on one or
+    # both: running (handed off, or booked and in transfer); queued at a decode instance
+    n_running = 0
+    n_queued = 0
+    for r in range(n):
+        if rs[RS_KV, r] != KV_LOCAL and out[r, O_STATE] != STATE_DROPPED:
+            if rs[RS_KV, r] == KV_REMOTE and xfer[r] >= 0:
+                out[r, O_STATE] = STATE_RUNNING  # booked: its transfer is under way
+            out[r, O_TOKENS] = rs[RS_GEN, r]
+        if out[r, O_STATE] == STATE_RUNNING:
+            n_running += 1
+        elif out[r, O_STATE] == STATE_QUEUED:
+            n_queued += 1
     busy = 0
     status = STATUS_OK
     clock = 0
@@ -483,8 +501,6 @@ def simulate_pd_nb(
         inst[i, CI_LINK_BUSY_US] = link_busy[i] if i < n_p else 0
         clock = max(clock, ki[K_CLOCK])
         sc[SC_COMPLETED] += ki[K_COMPLETED]
-        sc[SC_QUEUED] += ki[K_WQ_N]
-        sc[SC_RUNNING] += ki[K_N_RUN]
         sc[SC_DROPPED] += ki[K_DROPPED]
         if i < n_p:  # a request's prompt is counted where it enters: at its prefill instance
             sc[SC_INPUT_TOK] += ki[K_INPUT_TOK]
@@ -501,6 +517,8 @@ def simulate_pd_nb(
         if status == STATUS_OK:
             status = ki[K_STATUS]
     sc[SC_CLOCK] = clock
+    sc[SC_QUEUED] = n_queued
+    sc[SC_RUNNING] = n_running
     sc[SC_BUSY_US] = busy // n_inst
     sc[SC_STATUS] = status
     n_itl = sc[SC_N_ITL]

@@ -37,6 +37,11 @@ SCRIPT = textwrap.dedent(
         simulate(semantics="vllm", **kw)
         simulate(replicas=3, router="prefix-affinity", workload="chatbot", **kw)
         simulate(replicas=2, routing_latency=1.0, workload="multidoc", **kw)
+    elif case == "pd":  # disaggregation shares vllm_advance_nb too, with two cost tables
+        simulate(semantics="vllm", **kw)
+        simulate(replicas=2, workload="chatbot", **kw)
+        simulate(prefill_instances=2, decode_instances=1, workload="chatbot", **kw)
+        simulate(prefill_instances=1, decode_instances=2, decode_tp=2, router="least-kv", **kw)
     else:
         simulate(semantics=case, **kw)
         simulate(semantics=case, log_steps=1000, workload="multidoc", **kw)
@@ -54,7 +59,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("case", ["vllm", "blis", "sweep", "cluster"])
+@pytest.mark.parametrize("case", ["vllm", "blis", "sweep", "cluster", "pd"])
 def test_one_specialisation_per_kernel(case, tmp_path):
     env = {**os.environ, "INFERSWEEP_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
@@ -77,5 +82,7 @@ def test_one_specialisation_per_kernel(case, tmp_path):
     if case == "cluster":
         assert "infersweep.scheduler.cluster_nb.simulate_cluster_nb" in counts
         assert "infersweep.scheduler.vllm_nb.vllm_advance_nb" in counts
+    if case == "pd":
+        assert "infersweep.scheduler.pd_nb.simulate_pd_nb" in counts
     many = {k: v for k, v in counts.items() if len(v) != 1}
     assert not many, many

@@ -24,3 +24,18 @@ def test_cluster_16_replicas_100k_chatbot(benchmark, router):
     res = benchmark.pedantic(infersweep.simulate, kwargs=kw, rounds=3, iterations=1)
     assert res.summary["completed_requests"] == 100_000
     assert benchmark.stats.stats.max < 5.0
+
+
+@pytest.mark.parametrize("router", ["round-robin", "least-outstanding"])
+def test_pd_8_prefill_8_decode_100k_chatbot(benchmark, router):
+    """Prefill/decode disaggregation on as many instances as the replica benchmark: about
+    the cost of 16 replicas behind a router that looks at load (instances are advanced in
+    event order, and each handoff and booking is a pause)."""
+    values = settings.resolve({"workload": "chatbot", "num_requests": 100_000, "rate": 16.0})
+    wl = generate(settings.workload_spec(values))
+    pd = dict(prefill_instances=8, decode_instances=8, router=router)
+    infersweep.simulate(**MODEL, workload="chatbot", num_requests=50, **pd)
+    kw = dict(MODEL, workload=wl, **pd)
+    res = benchmark.pedantic(infersweep.simulate, kwargs=kw, rounds=3, iterations=1)
+    assert res.summary["completed_requests"] == 100_000
+    assert benchmark.stats.stats.max < 5.0

@@ -326,6 +326,7 @@ CLUSTER = Layout(
         _f("decode", "1", "decode instances", "0 = not disaggregated"),
         _f("link_bps", "B/s", "KV link bandwidth", "bytes per second, per GPU"),
         _f("link_lat_ns", "ns", "KV link latency", "per transfer"),
+        _f("lockstep", "1", "P/D reference mode", "1: advance to the next event of any kind"),
     ),
 )
 

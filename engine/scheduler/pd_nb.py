@@ -62,6 +62,7 @@ from infersweep.schema import (
     CL_LATENCY_US,
     CL_LINK_BPS,
     CL_LINK_LAT_NS,
+    CL_LOCKSTEP,
     CL_PREFILL,
     CL_ROUTER,
     CL_SEED,
@@ -258,6 +259,7 @@ def simulate_pd_nb(
     work = new_work_nb(cap_run, max_ctx, bs)
     log = np.zeros((0, N_LOG), np.int64)
     rank = np.empty(n_inst, np.int64)  # order at equal times: decode (2) before prefill (3)
+    # (after transfer ends, handoffs and routing)
     for i in range(n_inst):
         rank[i] = 3 if i < n_p else 2
     ev = np.full(n_inst, TIME_MAX, np.int64)
@@ -288,6 +290,12 @@ def simulate_pd_nb(
     n_routed = 0
     dload = np.zeros(n_d, np.int64)
     pend = np.zeros(n_d, np.int64)  # requests handed to a decode instance, not yet booked
+    # handoffs waiting to be dispatched to a decode instance, by (time, request)
+    dq_r = np.empty(max(n, 1), np.int64)
+    dq_t = np.empty(max(n, 1), np.int64)
+    dq_head = 0
+    dq_tail = 0
+    lockstep = ccfg[CL_LOCKSTEP] != 0
 
     while True:
         # ---- route: stateless routers send everything at once; the others in time order ----
@@ -316,10 +324,11 @@ def simulate_pd_nb(
             if b < 0 or ev[i] < ev[b] or (ev[i] == ev[b] and rank[i] < rank[b]):
                 b = i
         t_b = ev[b] if b >= 0 else TIME_MAX
-        if t_x == TIME_MAX and t_route == TIME_MAX and t_b == TIME_MAX:
+        t_disp = dq_t[dq_head] if dq_head < dq_tail else TIME_MAX
+        if t_x == TIME_MAX and t_disp == TIME_MAX and t_route == TIME_MAX and t_b == TIME_MAX:
             break
 
-        if t_x <= t_route and t_x <= t_b:
+        if t_x <= t_disp and t_x <= t_route and t_x <= t_b:
             # ---- a transfer ends: the prefill instance frees the blocks, the decode
             # instance gets the request as a decode, both at their next boundary ----
             p = x_link
@@ -339,6 +348,43 @@ def simulate_pd_nb(
             kd[K_T] = max(kd[K_T], t_x)
             kd[K_STUCK] = 0
             ev[n_p + d] = _next_event(kd, iqs[n_p + d, IQ_ARR_T])
+            continue
+
+        if t_disp <= t_route and t_disp <= t_b:
+            # ---- a handoff: to the decode instance with the fewest outstanding requests, as
+            # the decode instances stand at its time (each at its first step boundary at or
+            # after it, like the routers' view of load) ----
+            r = dq_r[dq_head]
+            t_h = dq_t[dq_head]
+            dq_head += 1
+            p = route[0, r]
+            for q in range(n_d):
+                kq = ks[n_p + q]
+                dload[q] = kq[K_N_RUN] + kq[K_WQ_N] + kq[K_N_KNOWN] - kq[K_N_ARRIVED] + kq[K_HELD]
+            d = _least(dload, n_d, r % n_d)
+            route[1, r] = d
+            kd = ks[n_p + d]
+            handoffs[n_p + d] += 1
+            kd[K_ROUTED] += 1
+            if (rq[r, Q_PROMPT] + rs[RS_WANT, r] - 1 + bs - 1) // bs > total_d:
+                # it can never fit at the decode side: dropped there, its blocks freed
+                release_nb(st_p[p], blk_p[p], rb_p, ri_p, r)
+                ks[p, K_HELD] -= 1
+                kd[K_DROPPED] += 1
+                out[r, O_STATE] = STATE_DROPPED
+                ks[p, K_T] = max(ks[p, K_T], t_h)
+                ks[p, K_STUCK] = 0
+                ev[p] = _next_event(ks[p], iqs[p, IQ_ARR_T])
+                continue
+            rs[RS_KV, r] = KV_REMOTE
+            pend[d] += 1
+            arr_r = iqs[n_p + d, IQ_ARR_REQ]
+            arr_t = iqs[n_p + d, IQ_ARR_T]
+            m = kd[K_N_KNOWN]
+            arr_r[m] = r  # dispatches come in time order
+            arr_t[m] = t_h
+            kd[K_N_KNOWN] = m + 1
+            ev[n_p + d] = _next_event(kd, arr_t)
             continue
 
         if t_route <= t_b:
@@ -375,15 +421,23 @@ def simulate_pd_nb(
         # ---- advance the earliest instance up to the next event that can affect it (it
         # stops at its first step boundary at or after ``until``) ----
         until = t_route  # routers that look at load see every instance at the routing time
-        if b < n_p:
+        if lockstep:  # reference mode: up to the next event of any kind
+            until = min(until, min(t_x, t_disp))
+            for i in range(n_inst):
+                if i != b and ev[i] < TIME_MAX:
+                    first = rank[b] < rank[i] or (rank[b] == rank[i] and b < i)
+                    until = min(until, ev[i] + (1 if first else 0))
+        elif b < n_p:
             if ks[b, K_HELD] > 0:  # blocks held for transfers: freed when one ends, and
                 # transfers are booked by decode instances holding its requests
+                until = min(until, t_disp)
                 if l_head[b] < l_tail[b]:
                     until = min(until, x_end[lq[b, l_head[b]]])
                 for q in range(n_d):
                     if pend[q] > 0:
                         until = min(until, ev[n_p + q])  # decode first at equal times
         else:
+            until = min(until, t_disp)
             for i in range(n_p):  # a handoff can come at any prefill step's end
                 if ev[i] < TIME_MAX:
                     until = min(until, ev[i] + 1)
@@ -400,44 +454,22 @@ def simulate_pd_nb(
                 rq, gb_p[b], cfg_p, cost_p, (st_p[b], blk_p[b], sb_p, rb_p, ri_p), rs, out, sc,
                 log, itl, kb, sls[b], iqs[b], work, until, False,
             )  # fmt: skip
-            # handoffs: each to the decode instance with the fewest outstanding requests
+            # handoffs: dispatched to a decode instance at the first token's time (in the
+            # order of (time, request))
             for j in range(kb[K_N_OUT]):
                 r = iqs[b, IQ_OUT, j]
                 t_h = rs[RS_LAST_TOK, r]
-                for q in range(n_d):
-                    kq = ks[n_p + q]
-                    dload[q] = (
-                        kq[K_N_RUN] + kq[K_WQ_N] + kq[K_N_KNOWN] - kq[K_N_ARRIVED] + kq[K_HELD]
-                    )
-                d = _least(dload, n_d, r % n_d)
-                route[1, r] = d
-                kd = ks[n_p + d]
-                handoffs[b] += 1
-                handoffs[n_p + d] += 1
-                kd[K_ROUTED] += 1
-                want = rs[RS_WANT, r]
-                if (rq[r, Q_PROMPT] + want - 1 + bs - 1) // bs > total_d:
-                    # it can never fit at the decode side: dropped there, its blocks freed
-                    release_nb(st_p[b], blk_p[b], rb_p, ri_p, r)
-                    kb[K_HELD] -= 1
-                    kd[K_DROPPED] += 1
-                    out[r, O_STATE] = STATE_DROPPED
-                    continue
-                rs[RS_KV, r] = KV_REMOTE
-                pend[d] += 1
-                # its arrival list stays in time order (handoffs of different prefill
-                # instances are found out of order)
-                arr_r = iqs[n_p + d, IQ_ARR_REQ]
-                arr_t = iqs[n_p + d, IQ_ARR_T]
-                m = kd[K_N_KNOWN]
-                while m > kd[K_N_ARRIVED] and arr_t[m - 1] > t_h:
-                    arr_r[m] = arr_r[m - 1]
-                    arr_t[m] = arr_t[m - 1]
+                m = dq_tail
+                while m > dq_head and (
+                    dq_t[m - 1] > t_h or (dq_t[m - 1] == t_h and dq_r[m - 1] > r)
+                ):
+                    dq_r[m] = dq_r[m - 1]
+                    dq_t[m] = dq_t[m - 1]
                     m -= 1
-                arr_r[m] = r
-                arr_t[m] = t_h
-                kd[K_N_KNOWN] += 1
-                ev[n_p + d] = _next_event(kd, arr_t)
+                dq_r[m] = r
+                dq_t[m] = t_h
+                dq_tail += 1
+                handoffs[b] += 1
         else:
             q = b - n_p
             vllm_advance_nb(

@@ -231,3 +231,44 @@ def test_run_cli_and_sweep_axis(cli, tmp_path):
     xfer = ds["kv_transfer_mean_ms"]
     assert xfer.sizes["decode_instances"] == 2 and xfer.sizes["kv_link_gbps"] == 2
     assert (xfer.sel(kv_link_gbps=10.0) > xfer.sel(kv_link_gbps=400.0)).all()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(prefill_instances=2, decode_instances=2, router="least-outstanding", rate=30.0),
+        dict(prefill_instances=4, decode_instances=4, rate=16.0),
+        dict(prefill_instances=3, decode_instances=2, router="prefix-affinity", rate=30.0,
+             horizon=10.0, snapshot_interval=5.0, prefix_tokens=512),
+        dict(prefill_instances=1, decode_instances=1, rate=20.0, total_kv_blocks=400,
+             workload="distribution", prompt_tokens=1000, output_tokens=600),
+        dict(prefill_instances=2, decode_instances=3, rate=50.0, total_kv_blocks=2000,
+             router="random", kv_link="ethernet", kv_link_gbps=2.0),
+        dict(prefill_instances=3, decode_instances=2, rate=80.0, total_kv_blocks=1500,
+             router="weighted", arrival="poisson", kv_link_gbps=20.0, routing_latency=2.0),
+    ],
+)  # fmt: skip
+def test_lookahead_equals_the_lockstep_reference(kw, monkeypatch):
+    """The kernel lets each instance run up to the next event that can affect it; its
+    reference mode (``CL_LOCKSTEP``) stops every instance at the next event of any kind.  Same
+    results, request by request, with preemption on both sides, a congested link, a horizon,
+    snapshots and routing latency."""
+    from infersweep.scheduler import driver
+
+    kw = dict(MODEL, workload="chatbot", num_requests=1500) | kw
+    fast = infersweep.simulate(**kw)
+    plain = driver.pd_array
+
+    def lockstep(cfg):
+        arr = plain(cfg)
+        arr[schema.CL_LOCKSTEP] = 1
+        return arr
+
+    monkeypatch.setattr(driver, "pd_array", lockstep)
+    ref = infersweep.simulate(**kw)
+    assert fast.summary == ref.summary
+    np.testing.assert_array_equal(fast.raw.out, ref.raw.out)
+    np.testing.assert_array_equal(np.sort(fast.raw.itl_us), np.sort(ref.raw.itl_us))
+    np.testing.assert_array_equal(fast.raw.instances, ref.raw.instances)
+    np.testing.assert_array_equal(fast.raw.decode_route, ref.raw.decode_route)
+    np.testing.assert_array_equal(fast.raw.kv_transfer_us, ref.raw.kv_transfer_us)

@@ -385,6 +385,7 @@ INSTANCE_METRICS = Layout(
         _f("role", "1", "role", "a ROLE_* code"),
         _f("handoffs", "1", "handoffs", "P/D: requests sent on (prefill) or taken over (decode)"),
         _f("link_busy_us", "us", "KV link busy time", "P/D prefill instances: transfers"),
+        _f("kv_blocks", "blocks", "its KV blocks", "the size of its pool"),
     ),
 )
 

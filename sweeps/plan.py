@@ -267,6 +267,16 @@ def check_plan_spec(spec: SweepSpec) -> None:
             field=("grid" if "rate" in spec.axes else "sweep") + ".rate",
             hint="plan finds the highest rate that meets the [slo] for every configuration",
         )
+    for name in ("prefill_instances", "decode_instances"):  # GPUs, replica check: not yet
+        values = list(spec.axes.get(name, [])) + ([spec.fixed[name]] if name in spec.fixed else [])
+        if any(v for v in values):
+            raise ConfigError(
+                "plans of prefill/decode disaggregation are not supported yet (the GPU count "
+                "and the replica check assume whole instances)",
+                file=spec.source or None,
+                field=name,
+                hint="compare P/D splits with infersweep sweep",
+            )
     wls = spec.axes.get("workload", [spec.point(0)["workload"]])
     if "traces" in wls:
         raise ConfigError(

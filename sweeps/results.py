@@ -486,7 +486,8 @@ INSTANCE_COLUMNS: dict[str, tuple[str, str, str]] = {
     "kv_peak_fraction": (
         "1",
         "peak KV utilisation",
-        "kv_peak_blocks / its KV blocks (each instance has the point's kv_blocks_total).",
+        "kv_peak_blocks / its KV blocks (the point's kv_blocks_total; prefill/decode "
+        "disaggregation: its pool's).",
     ),
     "cache_hit_rate": (
         "1",
@@ -500,6 +501,12 @@ INSTANCE_COLUMNS: dict[str, tuple[str, str, str]] = {
     ),
     "steps": ("1", "engine steps", "Scheduler steps it simulated."),
     "total_output_tokens": ("tokens", "output tokens", "Output tokens it produced."),
+    "role": (
+        "1",
+        "instance role",
+        "0 = a whole instance; prefill/decode disaggregation: 1 = prefill, 2 = decode "
+        "(prefill instances first).",
+    ),
 }
 #: the float columns of INSTANCE_COLUMNS (the others are int64)
 INSTANCE_FLOAT = ("kv_peak_fraction", "cache_hit_rate", "utilization")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from infersweep import __version__, settings
+from infersweep import __version__, schema, settings
 from infersweep.config.models import (
     HARDWARE_FIELDS,
     Hardware,
@@ -254,17 +254,19 @@ def instance_columns(
     if inst is not None:
         recs = instance_records(inst)
         cols = {k: np.array([r[k] for r in recs]) for k in INSTANCE_COLUMNS if k in recs[0]}
-        cols["kv_peak_fraction"] = (
-            cols["kv_peak_blocks"] / kv_blocks if kv_blocks else cols["kv_peak_blocks"] * np.nan
-        )
+        pool = inst[:, schema.CI_KV_BLOCKS].astype(np.float64)  # P/D: pools may differ
+        pool = np.where(pool > 0, pool, kv_blocks if kv_blocks else np.nan)
+        cols["kv_peak_fraction"] = cols["kv_peak_blocks"] / pool
+        cols["role"] = inst[:, schema.CI_ROLE].copy()
         return cols
 
     def m(name: str) -> np.ndarray:
         v = row[SUMMARY.index(name)]
         return np.array([0.0 if np.isnan(v) else v])
 
-    cols = {k: m(k) for k in INSTANCE_COLUMNS if k != "requests"}
+    cols = {k: m(k) for k in INSTANCE_COLUMNS if k not in ("requests", "role")}
     cols["requests"] = np.array([n_requests])
+    cols["role"] = np.array([schema.ROLE_WHOLE])
     return cols
 
 

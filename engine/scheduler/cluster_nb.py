@@ -36,6 +36,7 @@ from infersweep.schema import (
     CI_COMPLETED,
     CI_DROPPED,
     CI_HITS,
+    CI_KV_BLOCKS,
     CI_KV_PEAK,
     CI_MISSES,
     CI_OUTPUT_TOK,
@@ -344,6 +345,7 @@ def simulate_cluster_nb(rq, gbase, cfg, n_slots, ctf, cti, ccfg, out, sc, res, i
         inst[i, CI_CLOCK] = ks[i, K_CLOCK]
         inst[i, CI_STEPS] = ks[i, K_STEPS]
         inst[i, CI_OUTPUT_TOK] = ks[i, K_OUTPUT_TOK]
+        inst[i, CI_KV_BLOCKS] = total
         sc[SC_CLOCK] = max(sc[SC_CLOCK], ks[i, K_CLOCK])
         sc[SC_COMPLETED] += ks[i, K_COMPLETED]
         sc[SC_QUEUED] += ks[i, K_WQ_N]

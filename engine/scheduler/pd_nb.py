@@ -49,6 +49,7 @@ from infersweep.schema import (
     CI_DROPPED,
     CI_HANDOFFS,
     CI_HITS,
+    CI_KV_BLOCKS,
     CI_KV_PEAK,
     CI_LINK_BUSY_US,
     CI_MISSES,
@@ -531,6 +532,7 @@ def simulate_pd_nb(
         inst[i, CI_ROLE] = ROLE_PREFILL if i < n_p else ROLE_DECODE
         inst[i, CI_HANDOFFS] = handoffs[i]
         inst[i, CI_LINK_BUSY_US] = link_busy[i] if i < n_p else 0
+        inst[i, CI_KV_BLOCKS] = st_i[ST_TOTAL]
         clock = max(clock, ki[K_CLOCK])
         sc[SC_COMPLETED] += ki[K_COMPLETED]
         sc[SC_DROPPED] += ki[K_DROPPED]

@@ -231,6 +231,15 @@ def test_run_cli_and_sweep_axis(cli, tmp_path):
     xfer = ds["kv_transfer_mean_ms"]
     assert xfer.sizes["decode_instances"] == 2 and xfer.sizes["kv_link_gbps"] == 2
     assert (xfer.sel(kv_link_gbps=10.0) > xfer.sel(kv_link_gbps=400.0)).all()
+    # per-instance rows: P + D per point, prefill instances first, each with its role
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "sw" / "instances.parquet").to_pandas()
+    for _, g in rows.groupby("point"):
+        d = int(g["decode_instances"].iloc[0])
+        assert list(g["role"]) == [schema.ROLE_PREFILL] + [schema.ROLE_DECODE] * d
+        assert g["requests"].iloc[0] == 80  # every request is routed to the one prefill
+        assert g["requests"].iloc[1:].sum() == g["completed_requests"].iloc[1:].sum()
 
 
 @pytest.mark.parametrize(

@@ -281,3 +281,22 @@ def test_lookahead_equals_the_lockstep_reference(kw, monkeypatch):
     np.testing.assert_array_equal(fast.raw.instances, ref.raw.instances)
     np.testing.assert_array_equal(fast.raw.decode_route, ref.raw.decode_route)
     np.testing.assert_array_equal(fast.raw.kv_transfer_us, ref.raw.kv_transfer_us)
+
+
+def test_a_request_too_long_for_the_decode_pool_is_dropped_at_the_handoff():
+    """120,000 + 49 tokens fit an H100's pool (auto: ~30,000 blocks of 16) but not an L4's
+    (~4,400): those two are prefilled, then dropped at the handoff, their prefill blocks freed
+    (the others still complete)."""
+    n = 30
+    prompt = np.full(n, 2000)
+    prompt[[5, 17]] = 120_000
+    wl = Workload.from_arrays(np.arange(n) * 200_000, prompt, np.full(n, 50))
+    res = infersweep.simulate(**MODEL, workload=wl, prefill_instances=1, decode_instances=1,
+                              decode_hardware="L4")  # fmt: skip
+    s = res.summary
+    state = res.raw.out[:, schema.O_STATE]
+    assert list(np.flatnonzero(state == schema.STATE_DROPPED)) == [5, 17]
+    assert s["completed_requests"] == n - 2 and s["dropped_unservable"] == 2
+    assert s["instances"][1]["dropped_unservable"] == 2
+    pools = res.raw.instances[:, schema.CI_KV_BLOCKS]
+    assert pools[0] * 16 > 120_049 > pools[1] * 16

@@ -242,6 +242,8 @@ INSTANCE = Layout(
         _f("held", "1", "requests holding blocks outside the batch", "P/D: awaiting transfer"),
         _f("stuck", "1", "waiting for transfers", "1: paused, nothing runs until one ends"),
         _f("n_out", "1", "outbox length", "P/D: handoffs or bookings since the last pause"),
+        _f("out_head", "1", "outbox head", "P/D: first request of the outbox"),
+        _f("out_tail", "1", "outbox tail", "P/D: last request of the outbox"),
     ),
 )
 
@@ -257,6 +259,7 @@ REQUEST_STATE = Layout(
         _f("kv", "1", "where its KV comes from", "a KV_* code"),
         _f("xfer_tok", "tokens", "tokens to transfer", "prompt tokens not cached at the decode"),
         _f("book_t", "us", "transfer booked", "when the decode instance allocated its blocks"),
+        _f("out_next", "1", "next in the outbox", "P/D: the request pushed after it"),
     ),
 )
 
@@ -282,7 +285,6 @@ INSTANCE_QUEUES = Layout(
         _f("wait", "1", "wait queue", "a ring deque; head and length in k[K_WQ_HEAD:]"),
         _f("arr_req", "1", "arrival list", "requests routed to the instance, in arrival order"),
         _f("arr_t", "us", "arrival at the instance", "client arrival + routing latency"),
-        _f("out", "1", "outbox", "P/D: requests handed off (prefill) or booked (decode)"),
     ),
 )
 

@@ -73,7 +73,6 @@ from infersweep.schema import (
     CL_W_PREFIX,
     IQ_ARR_REQ,
     IQ_ARR_T,
-    IQ_OUT,
     IQ_WAIT,
     K_BUSY_US,
     K_CLOCK,
@@ -86,6 +85,7 @@ from infersweep.schema import (
     K_N_KNOWN,
     K_N_OUT,
     K_N_RUN,
+    K_OUT_HEAD,
     K_OUTPUT_TOK,
     K_PREEMPT,
     K_ROUTED,
@@ -130,6 +130,7 @@ from infersweep.schema import (
     RS_GEN,
     RS_KV,
     RS_LAST_TOK,
+    RS_OUT_NEXT,
     RS_WANT,
     RS_XFER_TOK,
     SC_BUSY_US,
@@ -457,8 +458,10 @@ def simulate_pd_nb(
             )  # fmt: skip
             # handoffs: dispatched to a decode instance at the first token's time (in the
             # order of (time, request))
+            r = kb[K_OUT_HEAD]
             for j in range(kb[K_N_OUT]):
-                r = iqs[b, IQ_OUT, j]
+                if j > 0:
+                    r = rs[RS_OUT_NEXT, r]
                 t_h = rs[RS_LAST_TOK, r]
                 m = dq_tail
                 while m > dq_head and (
@@ -478,8 +481,10 @@ def simulate_pd_nb(
                 log, itl, kb, sls[b], iqs[b], work, until, False,
             )  # fmt: skip
             # bookings: the transfer starts when the prefill instance's link is free
+            r = kb[K_OUT_HEAD]
             for j in range(kb[K_N_OUT]):
-                r = iqs[b, IQ_OUT, j]
+                if j > 0:
+                    r = rs[RS_OUT_NEXT, r]
                 p = route[0, r]
                 t0 = rs[RS_BOOK_T, r]
                 start = max(t0, link_free[p])

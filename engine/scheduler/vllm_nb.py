@@ -54,7 +54,6 @@ from infersweep.schema import (
     CFG_THRESHOLD,
     IQ_ARR_REQ,
     IQ_ARR_T,
-    IQ_OUT,
     IQ_WAIT,
     K_BUSY_US,
     K_CLOCK,
@@ -68,6 +67,8 @@ from infersweep.schema import (
     K_N_KNOWN,
     K_N_OUT,
     K_N_RUN,
+    K_OUT_HEAD,
+    K_OUT_TAIL,
     K_OUTPUT_TOK,
     K_PREEMPT,
     K_ROUTED,
@@ -78,6 +79,7 @@ from infersweep.schema import (
     K_WQ_HEAD,
     K_WQ_N,
     KV_LOCAL,
+    KV_READY,
     KV_REMOTE,
     N_COMPONENTS,
     N_IQ,
@@ -103,6 +105,7 @@ from infersweep.schema import (
     RS_GEN,
     RS_KV,
     RS_LAST_TOK,
+    RS_OUT_NEXT,
     RS_WANT,
     RS_XFER_TOK,
     SC_N_ITL,
@@ -192,6 +195,31 @@ def _alloc(st, blk, slot_block, rb, rinfo, rq, gbase, r, total_tok, cached, n_ca
 
 
 @hjit
+def _to_outbox(rs, k, r):
+    """P/D: request r was handed off or booked: append it to the instance's outbox (a list
+    linked through ``rs[RS_OUT_NEXT]``), which the caller empties at the pause that follows;
+    it holds blocks outside the batch until its transfer ends."""
+    if k[K_N_OUT] == 0:
+        k[K_OUT_HEAD] = r
+    else:
+        rs[RS_OUT_NEXT, k[K_OUT_TAIL]] = r
+    k[K_OUT_TAIL] = r
+    rs[RS_OUT_NEXT, r] = -1
+    k[K_N_OUT] += 1
+    k[K_HELD] += 1
+
+
+@hjit
+def _book(rq, rs, rinfo, k, r, cached_tok, t):
+    """P/D decode instance: request r's blocks are allocated at time t; its transfer (of the
+    prompt tokens it does not hold cached) goes to the outbox."""
+    rinfo[r, R_TOK] = cached_tok  # its full blocks are registered in the cache once filled
+    rs[RS_XFER_TOK, r] = rq[r, Q_PROMPT] - cached_tok
+    rs[RS_BOOK_T, r] = t
+    _to_outbox(rs, k, r)
+
+
+@hjit
 def init_requests_nb(rq, rs):
     """Per-request state at the start of a run; returns (ITL samples the run yields, longest
     sequence in tokens)."""
@@ -258,7 +286,8 @@ def vllm_advance_nb(
 
     Roles (``cfg[CFG_ROLE]``, prefill/decode disaggregation; ``pd_nb.py``): a prefill instance
     hands a request off once its first token is produced (it leaves the batch keeping its
-    blocks, goes to the outbox ``iq[IQ_OUT]``, and the instance pauses there); a decode
+    blocks, goes to the outbox (``k[K_OUT_HEAD]``, linked by ``rs[RS_OUT_NEXT]``), and the
+    instance pauses there); a decode
     instance admits a request whose KV is remote by allocating its blocks (the booking goes to
     the outbox; it pauses at the next boundary) and, once the KV is ready, admits it as a
     decode.  Either pauses (``k[K_STUCK]``) when nothing can run until a transfer ends."""
@@ -279,7 +308,6 @@ def vllm_advance_nb(
     gen = rs[RS_GEN]  # output tokens generated so far
     last_tok = rs[RS_LAST_TOK]  # time of the latest token
     want = rs[RS_WANT]  # output tokens to generate
-    kv_src = rs[RS_KV]  # where a request's KV comes from (P/D decode instances)
     # the running batch, one slot per request, in admission order (rows of sl)
     s_req = sl[SL_REQ]
     s_computed = sl[SL_COMPUTED]
@@ -317,7 +345,8 @@ def vllm_advance_nb(
         t_next = arr_t[n_arrived]
     if k[K_ENDED] != 0:  # an ended instance does nothing
         stop_at = t
-    k[K_STUCK] = 0
+    if role != 0:
+        k[K_STUCK] = 0
 
     while True:
         if t >= stop_at:
@@ -464,39 +493,32 @@ def vllm_advance_nb(
             while wmeta[DEQ_N] > 0 and budget > 0 and n_run < max_run:
                 r = deq_front(wq, wmeta)
                 n_tok = rq[r, Q_PROMPT] + gen[r]
-                if role == ROLE_DECODE and kv_src[r] != KV_LOCAL:
+                kv_at = KV_LOCAL if role != ROLE_DECODE else rs[RS_KV, r]
+                if kv_at == KV_READY:  # P/D: its KV has arrived: admitted as a decode
                     c = 0
-                    if kv_src[r] == KV_REMOTE:  # book: blocks for its prompt + first token
-                        if use_cache:
-                            c = _hits(st, slot_block, rq, gbase, r, n_tok, cached)
-                        if not _alloc(
-                            st, blk, slot_block, rb, rinfo, rq, gbase, r, n_tok, cached, c, False
-                        ):
-                            break
-                        rinfo[r, R_TOK] = c * bs  # its full blocks are cached once filled
-                        deq_pop_front(wq, wmeta)
-                        rs[RS_XFER_TOK, r] = rq[r, Q_PROMPT] - c * bs
-                        rs[RS_BOOK_T, r] = t
-                        iq[IQ_OUT, k[K_N_OUT]] = r
-                        k[K_N_OUT] += 1
-                        k[K_HELD] += 1
-                        stop_at = t + 1  # pause at the next boundary: the transfer is booked
-                        continue
-                    start = n_tok - 1  # its KV has arrived: admitted as a decode
-                    kv_src[r] = KV_LOCAL
+                    start = n_tok - 1
                     n = 1
-                else:
+                else:  # (P/D: a remote KV is booked: blocks for its prompt + first token)
                     c = _hits(st, slot_block, rq, gbase, r, n_tok, cached) if use_cache else 0
                     start = c * bs
                     n = n_tok - start
-                    if 0 < thr < n:
-                        n = thr
-                    if budget < n:
-                        n = budget
+                    if kv_at == KV_LOCAL:
+                        if 0 < thr < n:
+                            n = thr
+                        if budget < n:
+                            n = budget
                 if not _alloc(
-                    st, blk, slot_block, rb, rinfo, rq, gbase, r, start + n, cached, c, use_cache
-                ):
+                    st, blk, slot_block, rb, rinfo, rq, gbase, r, start + n, cached, c,
+                    use_cache and kv_at != KV_REMOTE,
+                ):  # fmt: skip
                     break
+                if kv_at != KV_LOCAL:
+                    if kv_at == KV_REMOTE:
+                        _book(rq, rs, rinfo, k, r, c * bs, t)
+                        stop_at = t + 1  # pause at the next boundary: the transfer is booked
+                        deq_pop_front(wq, wmeta)
+                        continue
+                    rs[RS_KV, r] = KV_LOCAL
                 deq_pop_front(wq, wmeta)
                 k_s = n_run
                 n_run += 1
@@ -599,10 +621,8 @@ def vllm_advance_nb(
                             r = s_req[k_s]
                             gen[r] = 1
                             last_tok[r] = t_end
-                            iq[IQ_OUT, k[K_N_OUT]] = r
-                            k[K_N_OUT] += 1
-                            k[K_HELD] += 1
-                            stop_at = t_end
+                            _to_outbox(rs, k, r)
+                            stop_at = t_end  # pause at this boundary
                             continue
                     else:
                         itl[n_itl] = t_end - s_last_tok[k_s]

@@ -286,11 +286,11 @@ def vllm_advance_nb(
 
     Roles (``cfg[CFG_ROLE]``, prefill/decode disaggregation; ``pd_nb.py``): a prefill instance
     hands a request off once its first token is produced (it leaves the batch keeping its
-    blocks, goes to the outbox (``k[K_OUT_HEAD]``, linked by ``rs[RS_OUT_NEXT]``), and the
-    instance pauses there); a decode
-    instance admits a request whose KV is remote by allocating its blocks (the booking goes to
-    the outbox; it pauses at the next boundary) and, once the KV is ready, admits it as a
-    decode.  Either pauses (``k[K_STUCK]``) when nothing can run until a transfer ends."""
+    blocks and goes to the outbox, ``k[K_OUT_HEAD]`` linked by ``rs[RS_OUT_NEXT]``; the
+    instance pauses there); a decode instance admits a request whose KV is remote by
+    allocating its blocks (the booking goes to the outbox; it pauses at the next boundary) and,
+    once the KV is ready, admits it as a decode.  Either pauses (``k[K_STUCK]``) when nothing
+    can run until a transfer ends."""
     ctf, cti, memo_k, memo_v, comps, dec1 = cost
     st, blk, slot_block, rb, rinfo = pool
     pf_pi, pf_n, dc_pi, cached = work

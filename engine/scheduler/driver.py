@@ -187,8 +187,8 @@ def pd_sides(job: Job) -> tuple[CostModel, CostModel]:
         hw = getattr(cfg, f"{side}_hardware")
         if (tp and tp != job.cost.tp) or (hw and hw.lower() != own):
             raise ConfigError(
-                "needs the cost model of its side: build the job with pd_costs "
-                "(infersweep.api.pd_cost_models)",
+                "is not supported by this command (it simulates one cost model); run, sweep "
+                "and simulate() take it (a Job needs pd_costs: infersweep.api.pd_cost_models)",
                 field=f"{side}_tp" if tp and tp != job.cost.tp else f"{side}_hardware",
                 value=tp if tp and tp != job.cost.tp else hw,
             )

@@ -80,6 +80,9 @@ REPLICA_STEP = 1.25
 #: at the same rate per instance (conservative: see ReplicaCheck)
 CHECK_MAX_INSTANCES = 16
 
+#: vLLM's KV-transfer setting of a disaggregated deployment (each side runs it)
+PD_KV_TRANSFER = """'{"kv_connector":"NixlConnector","kv_role":"kv_both"}'"""
+
 #: Hugging Face ids of the embedded models (for ``vllm serve``)
 HF_IDS = {
     "codellama-34b-instruct-hf": "codellama/CodeLlama-34b-Instruct-hf",
@@ -267,16 +270,6 @@ def check_plan_spec(spec: SweepSpec) -> None:
             field=("grid" if "rate" in spec.axes else "sweep") + ".rate",
             hint="plan finds the highest rate that meets the [slo] for every configuration",
         )
-    for name in ("prefill_instances", "decode_instances"):  # GPUs, replica check: not yet
-        values = list(spec.axes.get(name, [])) + ([spec.fixed[name]] if name in spec.fixed else [])
-        if any(v for v in values):
-            raise ConfigError(
-                "plans of prefill/decode disaggregation are not supported yet (the GPU count "
-                "and the replica check assume whole instances)",
-                file=spec.source or None,
-                field=name,
-                hint="compare P/D splits with infersweep sweep",
-            )
     wls = spec.axes.get("workload", [spec.point(0)["workload"]])
     if "traces" in wls:
         raise ConfigError(
@@ -598,6 +591,8 @@ def capacity_estimate(job) -> float:
         return 1.0
     step_s = max(us, 1) / 1e6
     per_step = min(batch / o_mean, sched.max_num_scheduled_tokens / p_mean)
+    if getattr(sched, "disaggregated", False):  # a start only: between P and D instances
+        return per_step / step_s * (sched.prefill_instances + sched.decode_instances) / 2
     return per_step / step_s * instances_of({"replicas": getattr(sched, "replicas", 1)})
 
 
@@ -621,8 +616,42 @@ def predicted_boundary(nominal: Search, scale: float) -> float | None:
 
 
 def instances_of(s: Mapping) -> int:
-    """Instances one simulated configuration runs (its ``replicas`` setting)."""
+    """Instances one simulated configuration runs (``replicas``, or the P + D instances of a
+    prefill/decode split)."""
+    if is_pd(s):
+        return int(s["prefill_instances"]) + int(s["decode_instances"])
     return max(int(s.get("replicas", 1) or 1), 1)
+
+
+def is_pd(s: Mapping) -> bool:
+    """A prefill/decode split (both instance counts set)."""
+    return bool(s.get("prefill_instances")) and bool(s.get("decode_instances"))
+
+
+def units_of(s: Mapping) -> int:
+    """What a plan counts of one simulated configuration: its instances (``replicas``), or 1
+    for a P/D split (its P + D instances are one unit, deployed and counted whole)."""
+    return 1 if is_pd(s) else instances_of(s)
+
+
+def pd_sides(s: Mapping) -> list[tuple[int, int, str]]:
+    """(instances, TP, GPU) of each side of a P/D split; [(1, tp, hardware)] otherwise (one
+    counted replica)."""
+    if not is_pd(s):
+        return [(1, int(s["tp"]), str(s["hardware"]))]
+    return [
+        (
+            int(s[f"{side}_instances"]),
+            int(s.get(f"{side}_tp") or s["tp"]),
+            str(s.get(f"{side}_hardware") or s["hardware"]),
+        )
+        for side in ("prefill", "decode")
+    ]
+
+
+def gpus_per_unit(s: Mapping) -> int:
+    """GPUs of one counted replica: TP, or every GPU of a P/D unit."""
+    return sum(n * tp for n, tp, _ in pd_sides(s))
 
 
 @dataclass
@@ -753,7 +782,7 @@ class Planner:
         p = self.prep.prepare(i, s)
         c = Config(i, s, p.reason)
         if p.job is not None:
-            c.jobs[1.0] = (p.job.cost, p.job.scheduler)
+            c.jobs[1.0] = (p.job.cost, p.job.scheduler, p.job.pd_costs)
             c.estimate = capacity_estimate(Job(p.job.workload, p.job.cost, p.job.scheduler))
             hw = p.job.cost.hardware
             cu = self.options.cost_uncertainty
@@ -764,18 +793,22 @@ class Planner:
         if scale not in c.jobs:
             from infersweep.api import cost_model_for
 
-            cost, sched = c.jobs[1.0]
-            hw = cost.hardware.with_fields(StepCostScale=cost.hardware.step_cost_scale * scale)
+            cost, sched, pd_costs = c.jobs[1.0]
             s = c.settings
-            scaled = cost_model_for(
-                cost.model,
-                hw,
-                cost.tp,
-                bench_data=s["bench_data"],
-                step_model=s["step_model"],
-                max_tokens=sched.max_num_scheduled_tokens,
-            )
-            c.jobs[scale] = (scaled, sched)
+
+            def scaled(cm):
+                hw = cm.hardware.with_fields(StepCostScale=cm.hardware.step_cost_scale * scale)
+                return cost_model_for(
+                    cm.model,
+                    hw,
+                    cm.tp,
+                    bench_data=s["bench_data"],
+                    step_model=s["step_model"],
+                    max_tokens=int(cm.cti[schema.I_GEMM_TAB_N]) - 1,  # as the nominal tables
+                )
+
+            sides = None if pd_costs is None else (scaled(pd_costs[0]), scaled(pd_costs[1]))
+            c.jobs[scale] = (scaled(cost), sched, sides)
         return c.jobs[scale]
 
     def run_round(self, configs: list[Config], searches: list[Search]) -> None:
@@ -793,9 +826,9 @@ class Planner:
         spans = []
         for srch, r in todo:
             c = configs[srch.cfg]
-            cost, sched = self._scaled(c, srch.scale)
+            cost, sched, pd_costs = self._scaled(c, srch.scale)
             wl = self.prep.workload({**c.settings, "rate": r})
-            jobs.append(Job(wl, cost, sched))
+            jobs.append(Job(wl, cost, sched, pd_costs))
             spans.append(float(wl.arrival_us[-1]) / 1e6 if len(wl) else 0.0)
         br = run_jobs(jobs, threads=self.threads)
         self.kernel_calls += 1
@@ -810,11 +843,16 @@ class Planner:
         rate, each instance given as many requests as the search's runs gave one (above
         CHECK_MAX_INSTANCES instances, a slice of that many at the same rate per instance)."""
         s = dict(c.settings)
-        per_instance = s["num_requests"] / instances_of(s)
-        k = min(n, CHECK_MAX_INSTANCES)  # a slice of k instances at the same load each
-        s["replicas"] = k
+        per_unit = s["num_requests"] / units_of(s)
+        if is_pd(s):  # n units of P + D instances: k P/D units, as one split of kP + kD
+            k = min(n, max(CHECK_MAX_INSTANCES // instances_of(s), 1))
+            s["prefill_instances"] = k * int(s["prefill_instances"])
+            s["decode_instances"] = k * int(s["decode_instances"])
+        else:
+            k = min(n, CHECK_MAX_INSTANCES)  # a slice of k instances at the same load each
+            s["replicas"] = k
         s["rate"] = self.options.target_rate * k / n
-        s["num_requests"] = max(math.ceil(per_instance * k), 1)
+        s["num_requests"] = max(math.ceil(per_unit * k), 1)
         return s
 
     def check_round(self, configs: list[Config], checks: list[ReplicaCheck]) -> None:
@@ -936,7 +974,7 @@ def run_plan(
         for c, s in zip(configs, nominal):
             if s is None or s.state != "done":
                 continue
-            est = replica_estimate(options.target_rate, s.lo.rate, instances_of(c.settings))
+            est = replica_estimate(options.target_rate, s.lo.rate, units_of(c.settings))
             chk = checks[c.index] = ReplicaCheck(c.index, est)
             if not options.check_replicas:
                 chk.state, chk.reason = "unchecked", ""
@@ -949,8 +987,9 @@ def run_plan(
     catalog = {}
     for c in configs:
         if 1.0 in c.jobs:
-            hw = c.jobs[1.0][0].hardware
-            catalog[hw.name.lower()] = hw.price_per_gpu_hour
+            cost, _, pd_costs = c.jobs[1.0]
+            for cm in (cost, *(pd_costs or ())):
+                catalog.setdefault(cm.hardware.name.lower(), cm.hardware.price_per_gpu_hour)
     return PlanRun(
         spec=spec,
         options=options,
@@ -1228,6 +1267,17 @@ def serve_command(s: dict, replicas: float | None) -> str:
         parts.append(f"--long-prefill-token-threshold {s['long_prefill_token_threshold']}")
     if s["max_num_scheduled_tokens"] < 8192 or s["long_prefill_token_threshold"]:
         parts.append("--enable-chunked-prefill")
+    if is_pd(s):  # one command per side: the TP differs, the rest is shared
+        (p_n, p_tp, p_hw), (d_n, d_tp, d_hw) = pd_sides(s)
+        parts = [x for x in parts if not x.startswith("--tensor-parallel-size")]
+        parts.append("--kv-transfer-config " + PD_KV_TRANSFER)
+        link = s.get("kv_link") or "link"
+        unit = (
+            f"{p_n} prefill (--tensor-parallel-size {p_tp} on {p_hw}) + {d_n} decode "
+            f"(--tensor-parallel-size {d_tp} on {d_hw}) instances, KV over {link}"
+        )
+        n = int(replicas) if replicas is not None and math.isfinite(replicas) else 1
+        return " ".join(parts) + f"  # {n} unit{'s' if n != 1 else ''} of {unit}"
     cmd = " ".join(parts)
     gpus = f"{s['tp']} x {s['hardware']}"
     if replicas is not None and math.isfinite(replicas):
@@ -1254,8 +1304,10 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
     status = np.array(["ok"] * n, dtype=object)
     reason = np.array([""] * n, dtype=object)
     tp = np.array([c.settings["tp"] for c in run.configs], np.float64)
-    # GPUs of one simulated configuration (replicas > 1: a cluster of tp-GPU instances)
-    unit = tp * np.array([instances_of(c.settings) for c in run.configs], np.float64)
+    # GPUs of one counted replica (TP, or a whole P/D unit) and of one simulated configuration
+    # (replicas > 1: a cluster of tp-GPU instances)
+    per_count = np.array([gpus_per_unit(c.settings) for c in run.configs], np.float64)
+    unit = per_count * np.array([units_of(c.settings) for c in run.configs], np.float64)
     for i, (c, s) in enumerate(zip(run.configs, run.nominal)):
         if c.reason:
             status[i], reason[i] = "invalid", c.reason
@@ -1289,18 +1341,21 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
         col[m] = metrics[:, j]
     ok = status == "ok"
     # costs
-    price = nan.copy()
+    # the cost of one counted replica: TP GPUs, or every GPU of a P/D unit (its sides may be
+    # different GPUs); price_per_gpu_hour is that cost over its GPUs
+    count_cost = nan.copy()
     for i, c in enumerate(run.configs):
-        gpu = str(c.settings["hardware"]).lower()
-        if gpu in run.prices:
-            price[i] = run.prices[gpu]
-        else:
-            p = run.catalog_prices.get(gpu, 0.0)
-            if not p and 1.0 in c.jobs:
+        total = 0.0
+        for n_inst, side_tp, gpu in pd_sides(c.settings):
+            gpu = gpu.lower()
+            p = run.prices.get(gpu) or run.catalog_prices.get(gpu, 0.0)
+            if not p and 1.0 in c.jobs and gpu == str(c.settings["hardware"]).lower():
                 p = c.jobs[1.0][0].hardware.price_per_gpu_hour
-            price[i] = p if p else np.nan
+            total += n_inst * side_tp * (p if p else np.nan)
+        count_cost[i] = total
+    price = count_cost / per_count
     col["price_per_gpu_hour"] = price
-    col["replica_cost_per_hour"] = tp * price
+    col["replica_cost_per_hour"] = count_cost
     target = run.options.target_rate
     mr = col["max_rate"]
     out_per_req = col["goodput_tok_s"] / np.where(mr > 0, mr, np.nan)
@@ -1343,8 +1398,8 @@ def plan_columns(run: PlanRun) -> dict[str, np.ndarray]:
                     else "lowered"
                 )
         need = col["replicas_needed"]
-        col["gpus"] = need * tp
-        col["cost_per_hour"] = need * tp * price
+        col["gpus"] = need * per_count
+        col["cost_per_hour"] = need * count_cost
         col["cost_per_mtok"] = col["cost_per_hour"] / (target * out_per_req * 3600) * 1e6
     else:
         col["gpus"] = nan.copy()

@@ -406,18 +406,19 @@ def ext_comm_nb(m, ctf, cti):
 
 
 @hjit
-def dyn_bytes_nb(seq_f, t, ctf):
+def dyn_bytes_nb(seq_f, t, act_tok, kv_tok, wb):
     """Dyn(seq, t) = total - W_b of calculateMemoryAccessBytes (REFERENCE §5.5); ``seq_f`` is
-    the attended context, ``attn_ctx_nb(seq, ...)``."""
+    the attended context, ``attn_ctx_nb(seq, ...)``; ``act_tok``, ``kv_tok``, ``wb`` are
+    ctf[P_ACTTOK], ctf[P_KVTOK], ctf[P_WB] (passed in: step_time_nb reads them once per step,
+    since its memo stores make LLVM reload every ctf entry inside the loops)."""
     tf = float(t)
     if t == 1:
-        act = ctf[P_ACTTOK] * tf * 0.75
-        kv_access = ctf[P_KVTOK] * seq_f * 0.80
+        act = act_tok * tf * 0.75
+        kv_access = kv_tok * seq_f * 0.80
     else:
-        act = ctf[P_ACTTOK] * tf * 0.85
-        kv_access = ctf[P_KVTOK] * seq_f * 0.92
-    kv_growth = ctf[P_KVTOK] * tf
-    wb = ctf[P_WB]
+        act = act_tok * tf * 0.85
+        kv_access = kv_tok * seq_f * 0.92
+    kv_growth = kv_tok * tf
     total = act + kv_access + kv_growth + wb
     return total - wb
 
@@ -435,11 +436,91 @@ def prefill_bucket_nb(seq):
 
 
 @hjit
-def attn_flops_nb(q, ctx_f, ctf):
+def attn_flops_nb(q, ctx_f, n_heads, head_dim, n_layers):
     """A(q, c) * L: QK^T plus AV, no softmax (REFERENCE §5.3); ``ctx_f`` is the attended
-    context, ``attn_ctx_nb(c, ...)``."""
-    x = 2.0 * ctf[P_H] * float(q) * ctx_f * ctf[P_HD]
-    return (x + x) * ctf[P_L]
+    context, ``attn_ctx_nb(c, ...)``; the model sizes are ctf[P_H], ctf[P_HD], ctf[P_L]."""
+    x = 2.0 * n_heads * float(q) * ctx_f * head_dim
+    return (x + x) * n_layers
+
+
+@ijit
+def _decode_entry_nb(
+    c,
+    c_f,
+    n_dc,
+    have_grid,
+    v1,
+    ctf,
+    cti,
+    ak,
+    n_kv,
+    kv_first,
+    kv_last,
+    r0,
+    r1,
+    bs0,
+    bs1,
+    tb,
+    memo_k,
+    memo_v,
+    msize,
+    n_heads,
+    head_dim,
+    n_layers,
+    dec_attn,
+    act_tok,
+    kv_tok,
+    w_b,
+    tau,
+):
+    """One decode entry of a step at context c (attended context c_f): its attention FLOPs,
+    their MFU-weighted share and its memory bytes (x tau).  Written once, inlined into the two
+    loops of step_time_nb (contexts as they are, or through a sliding window): one loop with
+    a per-entry window branch ran 6-8 % slower."""
+    f = attn_flops_nb(1, c_f, n_heads, head_dim, n_layers) * dec_attn
+    w = 0.0
+    if have_grid:
+        # decode_mfu_nb's lookup (REFERENCE §4.4), written out here on purpose: as a
+        # helper, even inlined by numba, it made decode steps ~10 % slower.
+        # bracket(kv axis, c), scanning up from the short contexts that dominate
+        if c <= kv_first:
+            k0 = 0
+            k1 = 0
+        elif c >= kv_last:
+            k0 = n_kv - 1
+            k1 = n_kv - 1
+        else:
+            k1 = 1
+            while cti[ak + k1] < c:
+                k1 += 1
+            k0 = k1 if cti[ak + k1] == c else k1 - 1
+        kv0 = cti[ak + k0]
+        kv1 = cti[ak + k1]
+        q00 = ctf[r0 + k0]
+        if bs0 == bs1 and kv0 == kv1:
+            mfu = q00
+        elif bs0 == bs1:
+            mfu = lerp_nb(q00, ctf[r0 + k1], float(c - kv0) / float(kv1 - kv0))
+        elif kv0 == kv1:
+            mfu = lerp_nb(q00, ctf[r1 + k0], tb)
+        else:
+            tk = float(c - kv0) / float(kv1 - kv0)
+            mfu = lerp_nb(
+                lerp_nb(q00, ctf[r1 + k0], tb), lerp_nb(ctf[r0 + k1], ctf[r1 + k1], tb), tk
+            )
+        if mfu < EPS:
+            key = (n_dc << 32) | c
+            h = memo_slot_nb(n_dc, c, msize)
+            if memo_k[h] == key:
+                mfu = memo_v[h]
+            else:
+                mfu = decode_fallback_nb(n_dc, c, ctf, cti)
+                memo_k[h] = key
+                memo_v[h] = mfu
+        w = f * mfu
+    elif not v1:
+        w = f * EPS
+    return f, w, dyn_bytes_nb(c_f, 1, act_tok, kv_tok, w_b) * tau
 
 
 @hjit
@@ -459,6 +540,12 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
     # read once per step (the loops below store to the memo, so LLVM reloads ctf entries)
     slide = ctf[P_SLIDE_FRAC]
     window = ctf[P_WINDOW]
+    n_heads = ctf[P_H]
+    head_dim = ctf[P_HD]
+    n_layers = ctf[P_L]
+    act_tok = ctf[P_ACTTOK]
+    kv_tok = ctf[P_KVTOK]
+    w_b = ctf[P_WB]
     if n_dc > 0:
         dec_attn = ctf[P_DEC_ATTN]
         if n_dc < cti[I_GEMM_TAB_N]:
@@ -491,53 +578,77 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
         r0 = gr + b0 * n_kv
         r1 = gr + b1 * n_kv
         msize = memo_k.shape[0]
-        for i in range(n_dc):
-            c = dc_pi[i]
-            c_f = attn_ctx_nb(c, slide, window)
-            f = attn_flops_nb(1, c_f, ctf) * dec_attn
-            flops += f
-            if have_grid:
-                # decode_mfu_nb's lookup (REFERENCE §4.4), written out here on purpose: as a
-                # helper, even inlined by numba, it made decode steps ~10 % slower.
-                # bracket(kv axis, c), scanning up from the short contexts that dominate
-                if c <= kv_first:
-                    k0 = 0
-                    k1 = 0
-                elif c >= kv_last:
-                    k0 = n_kv - 1
-                    k1 = n_kv - 1
-                else:
-                    k1 = 1
-                    while cti[ak + k1] < c:
-                        k1 += 1
-                    k0 = k1 if cti[ak + k1] == c else k1 - 1
-                kv0 = cti[ak + k0]
-                kv1 = cti[ak + k1]
-                q00 = ctf[r0 + k0]
-                if bs0 == bs1 and kv0 == kv1:
-                    mfu = q00
-                elif bs0 == bs1:
-                    mfu = lerp_nb(q00, ctf[r0 + k1], float(c - kv0) / float(kv1 - kv0))
-                elif kv0 == kv1:
-                    mfu = lerp_nb(q00, ctf[r1 + k0], tb)
-                else:
-                    tk = float(c - kv0) / float(kv1 - kv0)
-                    mfu = lerp_nb(
-                        lerp_nb(q00, ctf[r1 + k0], tb), lerp_nb(ctf[r0 + k1], ctf[r1 + k1], tb), tk
-                    )
-                if mfu < EPS:
-                    key = (n_dc << 32) | c
-                    h = memo_slot_nb(n_dc, c, msize)
-                    if memo_k[h] == key:
-                        mfu = memo_v[h]
-                    else:
-                        mfu = decode_fallback_nb(n_dc, c, ctf, cti)
-                        memo_k[h] = key
-                        memo_v[h] = mfu
-                wsum += f * mfu
-            elif not v1:
-                wsum += f * EPS
-            dyn += dyn_bytes_nb(c_f, 1, ctf) * tau
+        # two loops, one entry helper: see _decode_entry_nb
+        if slide == 0.0:
+            for i in range(n_dc):
+                c = dc_pi[i]
+                f, w, d = _decode_entry_nb(
+                    c,
+                    float(c),
+                    n_dc,
+                    have_grid,
+                    v1,
+                    ctf,
+                    cti,
+                    ak,
+                    n_kv,
+                    kv_first,
+                    kv_last,
+                    r0,
+                    r1,
+                    bs0,
+                    bs1,
+                    tb,
+                    memo_k,
+                    memo_v,
+                    msize,
+                    n_heads,
+                    head_dim,
+                    n_layers,
+                    dec_attn,
+                    act_tok,
+                    kv_tok,
+                    w_b,
+                    tau,
+                )
+                flops += f
+                wsum += w
+                dyn += d
+        else:
+            for i in range(n_dc):
+                c = dc_pi[i]
+                f, w, d = _decode_entry_nb(
+                    c,
+                    attn_ctx_nb(c, slide, window),
+                    n_dc,
+                    have_grid,
+                    v1,
+                    ctf,
+                    cti,
+                    ak,
+                    n_kv,
+                    kv_first,
+                    kv_last,
+                    r0,
+                    r1,
+                    bs0,
+                    bs1,
+                    tb,
+                    memo_k,
+                    memo_v,
+                    msize,
+                    n_heads,
+                    head_dim,
+                    n_layers,
+                    dec_attn,
+                    act_tok,
+                    kv_tok,
+                    w_b,
+                    tau,
+                )
+                flops += f
+                wsum += w
+                dyn += d
         attn = 0.0
         if flops > 0.0:
             eff = ctf[P_MFU_DECODE] if v1 else wsum / flops
@@ -559,7 +670,7 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
             pf_tok += pf_n[i]
             s = pf_pi[i] + pf_n[i]
             bi = prefill_bucket_nb(s)
-            f = attn_flops_nb(pf_n[i], attn_ctx_nb(s, slide, window), ctf)
+            f = attn_flops_nb(pf_n[i], attn_ctx_nb(s, slide, window), n_heads, head_dim, n_layers)
             used |= 1 << bi
             if bi == 0:
                 tok0 += pf_n[i]
@@ -585,7 +696,8 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
             else:
                 tok7 += pf_n[i]
                 fl7 += f
-            dyn += dyn_bytes_nb(attn_ctx_nb(pf_pi[i], slide, window), pf_n[i], ctf) * tau
+            ctx_f = attn_ctx_nb(pf_pi[i], slide, window)
+            dyn += dyn_bytes_nb(ctx_f, pf_n[i], act_tok, kv_tok, w_b) * tau
         pb = cti[I_PF_BUCKET]
         for bi in range(N_BUCKETS):
             if used & (1 << bi):

@@ -482,6 +482,13 @@ COST_PARAMS = Layout(
         _f("dec_attn", "1", "decode / prefill attention FLOPs", "per (query, key); MLA"),
         _f("slide_frac", "1", "sliding-window layers", "fraction of the layers"),
         _f("window", "tokens", "sliding window"),
+        _f(
+            "plain",
+            "1",
+            "plain step",
+            "1.0: the fitted and extended step terms are neutral (scales 1, ovh_req, "
+            "ovh_layer_all, ovh_ar_peer, ar_us_tok 0, ext 0); the kernel skips them",
+        ),
     ),
 )
 

@@ -259,6 +259,15 @@ def _par(model: ModelConfig, hw: Hardware, tp: int, v1: bool) -> np.ndarray:
     par[schema.P_EXT] = 1.0 if model.extended else 0.0
     if model.dp > 1:  # attention data parallelism: each GPU serves 1/dp of the batch
         par[schema.P_TAU] = 1.0 / float(tp * model.dp)
+    par[schema.P_PLAIN] = float(
+        par[schema.P_PF_SCALE] == 1.0
+        and par[schema.P_DC_SCALE] == 1.0
+        and par[schema.P_OVH_REQ] == 0.0
+        and par[schema.P_OVH_LAYER_ALL] == 0.0
+        and par[schema.P_OVH_AR_PEER] == 0.0
+        and par[schema.P_AR_US_TOK] == 0.0
+        and par[schema.P_EXT] == 0.0
+    )  # (x 1.0 and + 0.0 are exact: skipping them leaves every step time as it is)
     scale = hw.step_cost_scale
     if scale != 1.0:  # every step time x scale: rates / scale, per-step overheads x scale
         par[schema.P_PEAK] /= scale

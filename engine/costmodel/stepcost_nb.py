@@ -71,6 +71,7 @@ from infersweep.schema import (
     P_OVH_STEP,
     P_PEAK,
     P_PF_SCALE,
+    P_PLAIN,
     P_SLIDE_FRAC,
     P_TAU,
     P_V1,
@@ -724,8 +725,10 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
                     gp = gemm_time_nb(tok, True, ctf, cti)
                 pc += gp + fl / ATTN_PREFILL_DIVISOR / (peak * mfu) * tau
         pm = (ext_wb_nb(pf_tok, ctf, cti) * tau + dyn) / bw
-    pc *= ctf[P_PF_SCALE]
-    dcomp *= ctf[P_DC_SCALE]
+    plain = ctf[P_PLAIN] > 0.0  # the terms below at their neutral values: skipped (exact)
+    if not plain:
+        pc *= ctf[P_PF_SCALE]
+        dcomp *= ctf[P_DC_SCALE]
     pt = pc if pc > pm else pm
     dt = dcomp if dcomp > dmem else dmem
     if n_pf > 0 and n_dc > 0:
@@ -736,20 +739,21 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
         hw = dt
     else:
         hw = 0.0
-    if ctf[P_EXT] > 0.0 and n_pf + n_dc > 0:
+    if not plain and ctf[P_EXT] > 0.0 and n_pf + n_dc > 0:
         hw += ext_comm_nb(n_dc + pf_tok, ctf, cti)
     ovh = ctf[P_OVH_LAYER]
     if n_pf + n_dc > 0:
         ovh += ctf[P_OVH_STEP]
         ovh += ctf[P_OVH_ALLREDUCE]
-        ovh += ctf[P_OVH_REQ] * (n_pf + n_dc)
-        ovh += ctf[P_OVH_LAYER_ALL]
-        ovh += ctf[P_OVH_AR_PEER]
-        if ctf[P_AR_US_TOK] > 0.0:
-            n_tok = n_dc
-            for i in range(n_pf):
-                n_tok += pf_n[i]
-            ovh += ctf[P_AR_US_TOK] * n_tok
+        if not plain:
+            ovh += ctf[P_OVH_REQ] * (n_pf + n_dc)
+            ovh += ctf[P_OVH_LAYER_ALL]
+            ovh += ctf[P_OVH_AR_PEER]
+            if ctf[P_AR_US_TOK] > 0.0:
+                n_tok = n_dc
+                for i in range(n_pf):
+                    n_tok += pf_n[i]
+                ovh += ctf[P_AR_US_TOK] * n_tok
         if n_pf > 0 and n_dc == 0:
             ovh += ctf[P_OVH_PREFILL] * n_pf
         elif n_pf > 0:

@@ -795,3 +795,27 @@ def test_hardware_keys_case_insensitive():
     with pytest.raises(ConfigError, match="did you mean TOverheadMicros"):
         parse_hardware_entry("X", {"TFlopsPeak": 10, "BwPeakTBs": 1, "TOverheadMicro": 4})
     assert load_hardware("h100", "minimal").name == "H100"
+
+
+def test_the_plain_step_shortcut_is_exact():
+    """P_PLAIN (set when the fitted and extended step terms are neutral) only skips them: with
+    the flag cleared, so that every term is applied, each step time is the same.  A
+    hardware entry with a fitted term is not plain."""
+    import dataclasses
+
+    import numpy as np
+
+    from infersweep import schema
+
+    cm = cost()
+    assert cm.ctf[schema.P_PLAIN] == 1.0
+    full = dataclasses.replace(cm, ctf=cm.ctf.copy())
+    full.ctf[schema.P_PLAIN] = 0.0
+    rng = np.random.default_rng(3)
+    steps = [DEC32, PRE512, MIXED, EMPTY]
+    steps += [([(0, int(n))], rng.integers(1, 8000, int(b)).tolist()) for n, b in
+              zip(rng.integers(1, 4096, 30), rng.integers(0, 300, 30))]  # fmt: skip
+    for s in steps:
+        assert cm.step_time(*s) == full.step_time(*s), s
+    fitted = load_hardware("H100", "minimal").with_fields(StepRequestOverheadMicros=3.0)
+    assert build_cost_model(load_model(LLAMA), fitted, 1).ctf[schema.P_PLAIN] == 0.0

@@ -18,6 +18,10 @@ NO_MEMORY_BLOCKS = 1_000_000  # vllm semantics without MemoryGiB: as many as bli
 MAX_IDLE_STEPS = 100_000  # stall guard: consecutive steps without progress before stopping
 
 
+_SCHEDULER = settings.group("scheduler")
+_VALIDATED: set = set()  # value sets (with their types) that passed SchedulerConfig's checks
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulerConfig:
     """Batch formation and KV-cache settings (the settings of group ``scheduler``; defaults and
@@ -83,7 +87,24 @@ class SchedulerConfig:
         return w  # type: ignore[return-value]
 
     def __post_init__(self) -> None:
-        for s in settings.group("scheduler"):
+        # validation is a pure function of the values: each distinct set is checked once
+        # (a tenth of a small run's Python time); keyed with the types, so that True is not 1
+        try:
+            key = tuple((type(v), v) for v in (getattr(self, s.attr) for s in _SCHEDULER))
+            known = key in _VALIDATED
+        except TypeError:  # an unhashable value: checked every time
+            key, known = None, False
+        if not known:
+            self._validate()
+            if key is not None:
+                if len(_VALIDATED) > 4096:
+                    _VALIDATED.clear()
+                _VALIDATED.add(key)
+        if isinstance(self.total_kv_blocks, str):  # "auto", checked
+            object.__setattr__(self, "total_kv_blocks", None)
+
+    def _validate(self) -> None:
+        for s in _SCHEDULER:
             value = getattr(self, s.attr)
             if s.kind == "bool":
                 if not isinstance(value, bool):
@@ -103,8 +124,6 @@ class SchedulerConfig:
                     settings.check(s.name, value)
             else:
                 settings.check(s.name, value)
-        if isinstance(self.total_kv_blocks, str):  # "auto", checked above
-            object.__setattr__(self, "total_kv_blocks", None)
         self.weights()  # checks the format
         if self.replicas > 1 and self.semantics == "blis":
             raise ConfigError(

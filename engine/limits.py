@@ -215,10 +215,15 @@ def run_bytes(
     kv_blocks: int,
     literal: bool = False,
     records: bool = False,
+    instances: int = 1,
 ) -> float:
-    """Memory of one simulation (the driver, the kernel and the summary), in bytes."""
+    """Memory of one simulation (the driver, the kernel and the summary), in bytes.  A cluster
+    or P/D run of ``instances`` instances has a KV pool of ``kv_blocks`` (the largest) and
+    request lists (three int64 rows per request) for each."""
     bs = max(int(block_size), 1)
     n = float(n_requests)
+    k = max(int(instances), 1)
+    lists = 3 * 8 * n * k if k > 1 else 0.0
     block_lists = ((sum_prompt + sum_output) / bs + 2 * n) * 8 * (2 if literal else 1)
     slots = (sum_prompt + sum_output) / bs * 8
     return (
@@ -227,7 +232,8 @@ def run_bytes(
         + block_lists
         + slots
         + (max_context + 2) * 16
-        + float(kv_blocks) * BYTES_PER_KV_BLOCK
+        + float(kv_blocks) * BYTES_PER_KV_BLOCK * k
+        + lists
     )
 
 
@@ -257,6 +263,7 @@ def check_run_memory(
     literal: bool = False,
     source: str = "",
     extra_bytes: float = 0.0,
+    instances: int = 1,
 ) -> None:
     """Refuse a simulation whose arrays would not fit; the error names the input that drives
     the estimate (the request count, the tokens of the workload, or the KV blocks)."""
@@ -273,18 +280,21 @@ def check_run_memory(
             block_size=block_size,
             kv_blocks=kv_blocks,
             literal=literal,
+            instances=instances,
         )
         + extra_bytes
     )
-    kv_part = float(kv_blocks) * BYTES_PER_KV_BLOCK
+    k = max(int(instances), 1)
+    kv_part = float(kv_blocks) * BYTES_PER_KV_BLOCK * k
     if kv_part > total / 2:
-        field, value = "total_kv_blocks", kv_blocks
+        field, value = "total_kv_blocks", kv_blocks  # per instance (the message counts them)
     elif source:  # a trace: its rows and their tokens
         field, value = f"{source}: requests", n
     else:
         field, value = "num_requests", n
+    where = f" on {k} instances (a KV pool each)" if k > 1 else ""
     check_memory(
-        f"simulating {n:,} requests ({int(sp):,} prompt and {int(so):,} output tokens)",
+        f"simulating {n:,} requests ({int(sp):,} prompt and {int(so):,} output tokens){where}",
         total,
         field=field,
         value=value,

@@ -124,6 +124,12 @@ def check_sweep_memory(
     kv = max([int(v) for v in kv_values] + [4_000_000])  # auto: a few million blocks at most
     bs = min(int(v) for v in _values(spec, "block_size"))
     at_once = min(_threads(threads), chunk, spec.n_points)
+    # clusters and P/D splits: a pool and request lists per instance (the most of any point)
+    reps = max(int(v) for v in _values(spec, "replicas"))
+    pd = max(int(v) for v in _values(spec, "prefill_instances")) + max(
+        int(v) for v in _values(spec, "decode_instances")
+    )
+    instances = max(reps, pd, 1)
     per_point = limits.run_bytes(
         n_requests=n,
         sum_prompt=n * mp,
@@ -131,7 +137,10 @@ def check_sweep_memory(
         max_context=min(mp + mo, limits.MAX_REQUEST_TOKENS) * 4,
         block_size=bs,
         kv_blocks=kv,
-    )
+        # given pools count once per instance; "auto" is already a generous bound for one
+        # point (the run checks its real pools before it starts)
+        instances=instances if kv_values else 1,
+    ) + (3 * 8.0 * n * instances if instances > 1 and not kv_values else 0.0)
     # every point of a chunk holds its workload and its packed request rows until the chunk
     # is written (and its per-request outputs with --per-request)
     held = min(chunk, spec.n_points) * n * (HELD_BYTES_PER_REQUEST + (56.0 if per_request else 0))

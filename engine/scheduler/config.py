@@ -65,6 +65,13 @@ class SchedulerConfig:
         """Prefill/decode disaggregation is on (both pools given)."""
         return self.prefill_instances > 0 and self.decode_instances > 0
 
+    @property
+    def instances(self) -> int:
+        """Instances the run simulates: P + D with disaggregation, else ``replicas``."""
+        if self.disaggregated:
+            return self.prefill_instances + self.decode_instances
+        return max(self.replicas, 1)
+
     def link(self) -> tuple[float, float]:
         """The KV link's (bandwidth Gbit/s per GPU, latency µs)."""
         from infersweep.config.catalog import kv_link

@@ -456,9 +456,10 @@ def run_scheduler(
         prompt_tok=wl.prompt_tok,
         output_tok=wl.output_tok,
         block_size=int(cfg.block_size),
-        kv_blocks=total_blocks,
+        kv_blocks=_largest_pool(total_blocks, cfg, pd_costs),
         literal=cfg.semantics == "blis" and cfg.blis_preemption == "reference",
         source=wl.source,
+        instances=cfg.instances,
     )
     br = run_jobs(
         [Job(wl, cost, cfg, pd_costs)],
@@ -485,6 +486,13 @@ def run_scheduler(
     )
 
 
+def _largest_pool(blocks: int, cfg: SchedulerConfig, pd_costs) -> int:
+    """The largest KV pool of a run: ``blocks``, or the larger side of a P/D run."""
+    if pd_costs is None:
+        return blocks
+    return max([blocks] + [resolve_kv_blocks(side, cfg)[0] for side in pd_costs])
+
+
 def _check_batch_memory(
     jobs: list[Job], kv_blocks: np.ndarray, keep_requests: bool, threads: int | None
 ) -> None:
@@ -505,8 +513,9 @@ def _check_batch_memory(
                 sum_output=float(wl.output_tok.sum()),
                 max_context=float((wl.prompt_tok + wl.output_tok).max()),
                 block_size=sched.block_size,
-                kv_blocks=int(blocks),
+                kv_blocks=_largest_pool(int(blocks), sched, job.pd_costs),
                 literal=sched.semantics == "blis" and sched.blis_preemption == "reference",
+                instances=sched.instances,
             )
         )
         packed += len(wl) * 8.0 * (schema.N_Q + (schema.N_O if keep_requests else 0))

@@ -622,3 +622,20 @@ def test_damaged_result_and_chunk_files_recomputed(cli, tmp_path):
     assert res.code == 0, res.err
     assert "chunk-0000001.parquet was unreadable" in res.err
     assert_tables_identical(_table(out), _table(clean), "damaged chunk recomputed")
+
+
+@pytest.mark.parametrize(
+    "cluster",
+    [["--replicas", "64"], ["--prefill-instances", "32", "--decode-instances", "32"]],
+    ids=["replicas", "pd"],
+)
+def test_cluster_pools_are_counted_per_instance(cli, monkeypatch, cluster):
+    """One pool of 2,000,000 blocks (48 B each, about 92 MiB) fits a 1 GiB budget; 64 of
+    them (about 5.7 GiB) do not, and the error says so before any work starts."""
+    monkeypatch.setenv("INFERSWEEP_MEMORY_LIMIT", "1G")
+    common = (*B, "--num-requests", "50", "--total-kv-blocks", "2000000")
+    assert cli(*common).code == 0
+    t0 = time.perf_counter()
+    res = cli(*common, *cluster)
+    assert_one_error_line(res, "--total-kv-blocks", "64 instances", "memory")
+    assert time.perf_counter() - t0 < 30

@@ -18,7 +18,7 @@ import numpy as np
 
 from infersweep._jit import hjit, jit
 from infersweep.metrics.summary_nb import summarize_nb
-from infersweep.scheduler.common_nb import init_outputs
+from infersweep.scheduler.common_nb import add_request_overheads_nb, init_outputs
 from infersweep.scheduler.vllm_nb import (
     TIME_MAX,
     init_requests_nb,
@@ -365,5 +365,6 @@ def simulate_cluster_nb(rq, gbase, cfg, n_slots, ctf, cti, ccfg, out, sc, res, i
     sc[SC_STATUS] = status
     n_itl = sc[SC_N_ITL]
     itl_out = itl[:n_itl].copy()
+    add_request_overheads_nb(rq, out, itl_out, ctf)  # client-side fields; nothing when all 0
     summarize_nb(out, sc, itl_out, output_tok, False, total, res)
     return itl_out

@@ -29,7 +29,7 @@ import numpy as np
 from infersweep._jit import hjit, jit
 from infersweep.metrics.summary_nb import _percentiles, summarize_nb
 from infersweep.scheduler.cluster_nb import _least, choose_instance_nb
-from infersweep.scheduler.common_nb import deq_push_front, init_outputs
+from infersweep.scheduler.common_nb import add_request_overheads_nb, deq_push_front, init_outputs
 from infersweep.scheduler.kvcache_nb import release_nb
 from infersweep.scheduler.vllm_nb import (
     TIME_MAX,
@@ -568,6 +568,8 @@ def simulate_pd_nb(
         if st_i[ST_PEAK] == sc[SC_KV_PEAK] and st_i[ST_PEAK] / st_i[ST_TOTAL] == best_frac:
             kv_total = st_i[ST_TOTAL]
             break
+    # client-side fields (the API server's, the prefill side's entry); nothing when all 0
+    add_request_overheads_nb(rq, out, itl_out, ctf_p)
     summarize_nb(out, sc, itl_out, rq[:, Q_OUTPUT].copy(), False, kv_total, res)
     # transfer metrics (percentiles as every other metric's)
     n_x = 0

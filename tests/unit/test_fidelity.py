@@ -94,17 +94,28 @@ def test_step_overheads_by_hand():
     assert c["overhead_us"] == pytest.approx(nbytes / 100e9 * 1e6)
 
 
-def _one_request_times(**fields):
+def _one_request_times(scheduler=None, **fields):
     wl = Workload.from_arrays([0, 10_000_000], [800, 300], [50, 1])
     hw = load_hardware("H100", "minimal").with_fields(**fields)
-    res = simulate(model=MODEL, hardware=hw, tp=1, workload=wl, scheduler=SCHED)
+    res = simulate(model=MODEL, hardware=hw, tp=1, workload=wl, scheduler=scheduler or SCHED)
     return res
 
 
-def test_request_overheads_shift_client_latencies():
-    base = _one_request_times()
+@pytest.mark.parametrize(
+    "cluster",
+    [{}, {"replicas": 2}, {"prefill_instances": 1, "decode_instances": 1}],
+    ids=["one-instance", "replicas", "pd"],
+)
+def test_request_overheads_shift_client_latencies(cluster):
+    import dataclasses
+
+    sched = dataclasses.replace(SCHED, **cluster)
+    base = _one_request_times(sched)
     res = _one_request_times(
-        RequestOverheadMicros=5000.0, PromptTokenOverheadMicros=2.0, OutputTokenOverheadMicros=100.0
+        sched,
+        RequestOverheadMicros=5000.0,
+        PromptTokenOverheadMicros=2.0,
+        OutputTokenOverheadMicros=100.0,
     )
     # request 0: 800 prompt tokens, 50 output tokens; request 1: 300 and 1
     pre = np.array([5000 + 2 * 800, 5000 + 2 * 300]) / 1000.0

@@ -32,6 +32,7 @@ from infersweep.config.models import (
 from infersweep.costmodel.stepcost import weights_fit
 from infersweep.errors import ConfigError
 from infersweep.metrics.summary import request_columns
+from infersweep.scheduler.config import SplitError
 from infersweep.scheduler.driver import SchedulerConfig, resolve_kv_blocks
 from infersweep.sweeps.grid import SweepSpec
 from infersweep.sweeps.results import (
@@ -140,7 +141,10 @@ class Preparer:
         tp = s["tp"]
         if tp < 1:
             raise ConfigError("must be an integer >= 1", field="tp", value=tp)
-        sched = self.scheduler(s)
+        try:
+            sched = self.scheduler(s)
+        except SplitError as exc:  # (check_spec let it through: the axes vary the pools)
+            return Prepared(index, s, str(exc), None)
         wl = self.workload(s)
         if not model.tp_divides_heads(tp):
             return Prepared(
@@ -314,6 +318,8 @@ def check_spec(spec: SweepSpec) -> Preparer:
     names the spec file and its key."""
     prep = Preparer()
     base = spec.point(0)
+    # a grid over the P/D pools: points that are no split are invalid points, not errors
+    split_axes = "prefill_instances" in spec.axes or "decode_instances" in spec.axes
 
     def check(key: str, table: str, s: dict) -> None:
         try:
@@ -328,6 +334,10 @@ def check_spec(spec: SweepSpec) -> Preparer:
                 elif group == "scheduler":
                     prep.scheduler(s)
                 # deployment settings (tp, step_model, bench_data) are checked by the registry
+        except SplitError:
+            if split_axes:
+                return
+            raise
         except ConfigError as exc:
             culprit = _setting_of(exc.field)
             if culprit and culprit != key and (culprit in spec.fixed or culprit in spec.axes):

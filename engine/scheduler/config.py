@@ -18,6 +18,13 @@ NO_MEMORY_BLOCKS = 1_000_000  # vllm semantics without MemoryGiB: as many as bli
 MAX_IDLE_STEPS = 100_000  # stall guard: consecutive steps without progress before stopping
 
 
+class SplitError(ConfigError):
+    """Settings that do not form a prefill/decode split: one pool without the other, or a
+    split's settings without a split.  A sweep or plan whose axes vary the pools reports such a
+    point as invalid (a grid of prefill_instances x decode_instances compares colocated and
+    disaggregated serving); anywhere else it is an error."""
+
+
 _SCHEDULER = settings.group("scheduler")
 _VALIDATED: set = set()  # value sets (with their types) that passed SchedulerConfig's checks
 
@@ -150,7 +157,7 @@ class SchedulerConfig:
         if (p > 0) != (d > 0):
             zero, other = ("decode_instances", "prefill_instances") if p else (
                 "prefill_instances", "decode_instances")  # fmt: skip
-            raise ConfigError(
+            raise SplitError(
                 f"is 0 while {other} = {max(p, d)}: disaggregation needs both pools",
                 field=zero,
                 value=0,
@@ -171,7 +178,7 @@ class SchedulerConfig:
                 if getattr(self, name) != settings.default(name)
             ]
             if given:
-                raise ConfigError(
+                raise SplitError(
                     "is a setting of prefill/decode disaggregation, which is off",
                     field=", ".join(given),
                     hint="set prefill_instances and decode_instances (> 0) as well",

@@ -97,3 +97,45 @@ def test_large_pd_deployments_are_checked_as_a_slice_of_whole_units(monkeypatch)
     ).summary
     assert float(ds["replicas_check_margin"].values[0]) == max(run[m] / b for m, b in SLO.items())
     assert np.isfinite(ds["cost_per_hour"].values[0])
+
+
+def test_a_grid_over_the_pools_compares_colocated_and_split_serving(tmp_path):
+    """prefill_instances x decode_instances as axes: the points that are no split (one pool
+    only) are invalid rows with the reason; (0, 0) is the colocated instance and (1, 1) the
+    split, each equal to simulate() with the same settings."""
+    import pyarrow.parquet as pq
+
+    from infersweep.sweeps.grid import SweepSpec
+    from infersweep.sweeps.runner import run_sweep
+
+    spec = SweepSpec(name="pd-grid")
+    for k, v in {**SETTINGS, "num_requests": 200, "rate": 20.0}.items():
+        spec.set_fixed(k, v)
+    spec.add_axis("prefill_instances", [0, 1])
+    spec.add_axis("decode_instances", [0, 1])
+    run_sweep(spec, tmp_path / "out")
+    rows = {
+        (r["prefill_instances"], r["decode_instances"]): r
+        for r in pq.read_table(tmp_path / "out" / "result.parquet").to_pylist()
+    }
+    assert len(rows) == 4
+    for pair in ((0, 1), (1, 0)):
+        assert rows[pair]["status"] == "invalid"
+        assert "needs both pools" in rows[pair]["reason"]
+    for p, d in ((0, 0), (1, 1)):
+        assert rows[(p, d)]["status"] == "ok"
+        s = dict(SETTINGS, num_requests=200, rate=20.0)
+        want = infersweep.simulate(**s, prefill_instances=p, decode_instances=d).summary
+        for m in ("ttft_p99_ms", "itl_p99_ms", "e2e_mean_ms", "completed_requests"):
+            assert rows[(p, d)][m] == want[m], m
+
+
+def test_one_pool_without_axes_is_still_an_error():
+    from infersweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="decode_instances"):
+        infersweep.plan(
+            {"sweep": dict(SETTINGS, prefill_instances=1), "grid": {"tp": [1]}},
+            slo=SLO,
+            sensitivity=False,
+        )

@@ -445,44 +445,19 @@ def attn_flops_nb(q, ctx_f, n_heads, head_dim, n_layers):
 
 
 @ijit
-def _decode_entry_nb(
-    c,
-    c_f,
-    n_dc,
-    have_grid,
-    v1,
-    ctf,
-    cti,
-    ak,
-    n_kv,
-    kv_first,
-    kv_last,
-    r0,
-    r1,
-    bs0,
-    bs1,
-    tb,
-    memo_k,
-    memo_v,
-    msize,
-    n_heads,
-    head_dim,
-    n_layers,
-    dec_attn,
-    act_tok,
-    kv_tok,
-    w_b,
-    tau,
-):
+def _decode_entry_nb(c, c_f, n_dc, grid, sizes, ctf, cti, memo_k, memo_v):
     """One decode entry of a step at context c (attended context c_f): its attention FLOPs,
     their MFU-weighted share and its memory bytes (x tau).  Written once, inlined into the two
     loops of step_time_nb (contexts as they are, or through a sliding window): one loop with
-    a per-entry window branch ran 6-8 % slower."""
+    a per-entry window branch ran 6-8 % slower.  ``grid`` is the step's MFU-grid bracket,
+    ``sizes`` the model sizes and byte constants, both read once per step by step_time_nb."""
+    have_grid, v1, ak, n_kv, kv_first, kv_last, r0, r1, bs0, bs1, tb, msize = grid
+    n_heads, head_dim, n_layers, dec_attn, act_tok, kv_tok, w_b, tau = sizes
     f = attn_flops_nb(1, c_f, n_heads, head_dim, n_layers) * dec_attn
     w = 0.0
     if have_grid:
-        # decode_mfu_nb's lookup (REFERENCE §4.4), written out here on purpose: as a
-        # helper, even inlined by numba, it made decode steps ~10 % slower.
+        # the lookup of decode_mfu_nb (REFERENCE §4.4) with the step's bracket on the batch
+        # axis (calling decode_mfu_nb per entry made decode steps ~10 % slower)
         # bracket(kv axis, c), scanning up from the short contexts that dominate
         if c <= kv_first:
             k0 = 0
@@ -579,74 +554,21 @@ def step_time_nb(pf_pi, pf_n, n_pf, dc_pi, n_dc, ctf, cti, memo_k, memo_v, out):
         r0 = gr + b0 * n_kv
         r1 = gr + b1 * n_kv
         msize = memo_k.shape[0]
+        grid = (have_grid, v1, ak, n_kv, kv_first, kv_last, r0, r1, bs0, bs1, tb, msize)
+        sizes = (n_heads, head_dim, n_layers, dec_attn, act_tok, kv_tok, w_b, tau)
         # two loops, one entry helper: see _decode_entry_nb
         if slide == 0.0:
             for i in range(n_dc):
                 c = dc_pi[i]
-                f, w, d = _decode_entry_nb(
-                    c,
-                    float(c),
-                    n_dc,
-                    have_grid,
-                    v1,
-                    ctf,
-                    cti,
-                    ak,
-                    n_kv,
-                    kv_first,
-                    kv_last,
-                    r0,
-                    r1,
-                    bs0,
-                    bs1,
-                    tb,
-                    memo_k,
-                    memo_v,
-                    msize,
-                    n_heads,
-                    head_dim,
-                    n_layers,
-                    dec_attn,
-                    act_tok,
-                    kv_tok,
-                    w_b,
-                    tau,
-                )
+                f, w, d = _decode_entry_nb(c, float(c), n_dc, grid, sizes, ctf, cti, memo_k, memo_v)
                 flops += f
                 wsum += w
                 dyn += d
         else:
             for i in range(n_dc):
                 c = dc_pi[i]
-                f, w, d = _decode_entry_nb(
-                    c,
-                    attn_ctx_nb(c, slide, window),
-                    n_dc,
-                    have_grid,
-                    v1,
-                    ctf,
-                    cti,
-                    ak,
-                    n_kv,
-                    kv_first,
-                    kv_last,
-                    r0,
-                    r1,
-                    bs0,
-                    bs1,
-                    tb,
-                    memo_k,
-                    memo_v,
-                    msize,
-                    n_heads,
-                    head_dim,
-                    n_layers,
-                    dec_attn,
-                    act_tok,
-                    kv_tok,
-                    w_b,
-                    tau,
-                )
+                c_f = attn_ctx_nb(c, slide, window)
+                f, w, d = _decode_entry_nb(c, c_f, n_dc, grid, sizes, ctf, cti, memo_k, memo_v)
                 flops += f
                 wsum += w
                 dyn += d

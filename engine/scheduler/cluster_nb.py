@@ -119,6 +119,24 @@ from infersweep.schema import (
 
 
 @hjit
+def instance_counters_nb(row, k, st):
+    """One instance's row of per-instance counters (``CI_*``) from its scalars ``k`` (``K_*``)
+    and KV pool state ``st`` (``ST_*``); clusters and P/D runs (``pd_nb``) alike."""
+    row[CI_REQUESTS] = k[K_ROUTED]
+    row[CI_COMPLETED] = k[K_COMPLETED]
+    row[CI_DROPPED] = k[K_DROPPED]
+    row[CI_PREEMPT] = k[K_PREEMPT]
+    row[CI_KV_PEAK] = st[ST_PEAK]
+    row[CI_HITS] = st[ST_HITS]
+    row[CI_MISSES] = st[ST_MISSES]
+    row[CI_BUSY_US] = k[K_BUSY_US]
+    row[CI_CLOCK] = k[K_CLOCK]
+    row[CI_STEPS] = k[K_STEPS]
+    row[CI_OUTPUT_TOK] = k[K_OUTPUT_TOK]
+    row[CI_KV_BLOCKS] = st[ST_TOTAL]
+
+
+@hjit
 def _rand_below(rng, n):
     """A uniform integer in [0, n) from the splitmix64 state rng[0]."""
     rng[0] += -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
@@ -334,18 +352,7 @@ def simulate_cluster_nb(rq, gbase, cfg, n_slots, ctf, cti, ccfg, out, sc, res, i
     busy = 0
     status = STATUS_OK
     for i in range(n_inst):
-        inst[i, CI_REQUESTS] = ks[i, K_ROUTED]
-        inst[i, CI_COMPLETED] = ks[i, K_COMPLETED]
-        inst[i, CI_DROPPED] = ks[i, K_DROPPED]
-        inst[i, CI_PREEMPT] = ks[i, K_PREEMPT]
-        inst[i, CI_KV_PEAK] = st[i, ST_PEAK]
-        inst[i, CI_HITS] = st[i, ST_HITS]
-        inst[i, CI_MISSES] = st[i, ST_MISSES]
-        inst[i, CI_BUSY_US] = ks[i, K_BUSY_US]
-        inst[i, CI_CLOCK] = ks[i, K_CLOCK]
-        inst[i, CI_STEPS] = ks[i, K_STEPS]
-        inst[i, CI_OUTPUT_TOK] = ks[i, K_OUTPUT_TOK]
-        inst[i, CI_KV_BLOCKS] = total
+        instance_counters_nb(inst[i], ks[i], st[i])
         sc[SC_CLOCK] = max(sc[SC_CLOCK], ks[i, K_CLOCK])
         sc[SC_COMPLETED] += ks[i, K_COMPLETED]
         sc[SC_QUEUED] += ks[i, K_WQ_N]

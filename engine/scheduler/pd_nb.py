@@ -28,7 +28,7 @@ import numpy as np
 
 from infersweep._jit import hjit, jit
 from infersweep.metrics.summary_nb import _percentiles, summarize_nb
-from infersweep.scheduler.cluster_nb import _least, choose_instance_nb
+from infersweep.scheduler.cluster_nb import _least, choose_instance_nb, instance_counters_nb
 from infersweep.scheduler.common_nb import add_request_overheads_nb, deq_push_front, init_outputs
 from infersweep.scheduler.kvcache_nb import release_nb
 from infersweep.scheduler.vllm_nb import (
@@ -43,21 +43,11 @@ from infersweep.schema import (
     CFG_BLOCK,
     CFG_BLOCKS,
     CFG_MAX_RUN,
-    CI_BUSY_US,
-    CI_CLOCK,
-    CI_COMPLETED,
-    CI_DROPPED,
     CI_HANDOFFS,
     CI_HITS,
-    CI_KV_BLOCKS,
-    CI_KV_PEAK,
     CI_LINK_BUSY_US,
     CI_MISSES,
-    CI_OUTPUT_TOK,
-    CI_PREEMPT,
-    CI_REQUESTS,
     CI_ROLE,
-    CI_STEPS,
     CL_AFFINITY_SLACK,
     CL_DECODE,
     CL_LATENCY_US,
@@ -150,8 +140,6 @@ from infersweep.schema import (
     SC_STEPS,
     ST_BS,
     ST_HEAD,
-    ST_HITS,
-    ST_MISSES,
     ST_PEAK,
     ST_TAIL,
     ST_TOTAL,
@@ -523,21 +511,10 @@ def simulate_pd_nb(
     for i in range(n_inst):
         ki = ks[i]
         st_i = st_p[i] if i < n_p else st_d[i - n_p]
-        inst[i, CI_REQUESTS] = ki[K_ROUTED]
-        inst[i, CI_COMPLETED] = ki[K_COMPLETED]
-        inst[i, CI_DROPPED] = ki[K_DROPPED]
-        inst[i, CI_PREEMPT] = ki[K_PREEMPT]
-        inst[i, CI_KV_PEAK] = st_i[ST_PEAK]
-        inst[i, CI_HITS] = st_i[ST_HITS]
-        inst[i, CI_MISSES] = st_i[ST_MISSES]
-        inst[i, CI_BUSY_US] = ki[K_BUSY_US]
-        inst[i, CI_CLOCK] = ki[K_CLOCK]
-        inst[i, CI_STEPS] = ki[K_STEPS]
-        inst[i, CI_OUTPUT_TOK] = ki[K_OUTPUT_TOK]
+        instance_counters_nb(inst[i], ki, st_i)
         inst[i, CI_ROLE] = ROLE_PREFILL if i < n_p else ROLE_DECODE
         inst[i, CI_HANDOFFS] = handoffs[i]
         inst[i, CI_LINK_BUSY_US] = link_busy[i] if i < n_p else 0
-        inst[i, CI_KV_BLOCKS] = st_i[ST_TOTAL]
         clock = max(clock, ki[K_CLOCK])
         sc[SC_COMPLETED] += ki[K_COMPLETED]
         sc[SC_DROPPED] += ki[K_DROPPED]

@@ -299,6 +299,7 @@ def run_jobs(
 
     n = len(jobs)
     kv_blocks = np.empty(n, np.int64)
+    largest_pool = np.empty(n, np.int64)  # for the memory check: a P/D run's larger side
     notes: list[str] = []
     args = []
     req_off = np.zeros(n + 1, np.int64)
@@ -314,6 +315,7 @@ def run_jobs(
             total = total_d
             note = "; ".join(dict.fromkeys(x for x in (note_p, note_d) if x))
         kv_blocks[i] = total
+        largest_pool[i] = max(total, total_p) if cfg.disaggregated else total
         notes.append(note)
         base, gbase, n_slots = _slot_layout(job.workload, cfg.block_size, cfg.semantics)
         rq = request_array(job.workload, base)
@@ -330,7 +332,7 @@ def run_jobs(
             )
         )
     if check_memory:
-        _check_batch_memory(jobs, kv_blocks, keep_requests, threads)
+        _check_batch_memory(jobs, largest_pool, keep_requests, threads)
     out_req = np.empty((int(req_off[-1]) if keep_requests else 0, schema.N_O), np.int64)
     metrics = np.zeros((n, N_M)) if summary else np.full((n, N_M), np.nan)
     scalars = np.zeros((n, schema.N_SC), np.int64)
@@ -356,8 +358,7 @@ def run_jobs(
             cfg_p, cfg_d, cost_p, cost_d = pd_args[i]
             cfg_p[schema.CFG_ROLE] = schema.ROLE_PREFILL
             cfg_d[schema.CFG_ROLE] = schema.ROLE_DECODE
-            n_inst = sched.prefill_instances + sched.decode_instances
-            inst = np.zeros((n_inst, schema.N_CI), np.int64)
+            inst = np.zeros((sched.instances, schema.N_CI), np.int64)
             route = np.empty((2, len(rq)), np.int64)
             xfer = np.empty(len(rq), np.int64)
             itl = simulate_pd_nb(
@@ -496,7 +497,8 @@ def _largest_pool(blocks: int, cfg: SchedulerConfig, pd_costs) -> int:
 def _check_batch_memory(
     jobs: list[Job], kv_blocks: np.ndarray, keep_requests: bool, threads: int | None
 ) -> None:
-    """The packed inputs of every point plus the scratch of the points running at once."""
+    """The packed inputs of every point plus the scratch of the points running at once
+    (``kv_blocks``: each point's largest pool; a cluster or P/D run has one per instance)."""
     import os
 
     if not jobs:
@@ -513,7 +515,7 @@ def _check_batch_memory(
                 sum_output=float(wl.output_tok.sum()),
                 max_context=float((wl.prompt_tok + wl.output_tok).max()),
                 block_size=sched.block_size,
-                kv_blocks=_largest_pool(int(blocks), sched, job.pd_costs),
+                kv_blocks=int(blocks),
                 literal=sched.semantics == "blis" and sched.blis_preemption == "reference",
                 instances=sched.instances,
             )

@@ -74,8 +74,12 @@ def _cache_dir() -> str:
     )
     user = os.environ.get("INFERSWEEP_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
     candidates = [Path(user)] if user else []
+    # inside the package only in a source checkout (engine/ next to pyproject.toml): files
+    # written into an installed package are unknown to pip, which then leaves the package's
+    # folder behind on uninstall, and that empty shell shadows a later (editable) install
+    if (here.parent / "pyproject.toml").is_file():
+        candidates.append(here / "__pycache__")
     candidates += [
-        here / "__pycache__",
         Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "infersweep",
         Path(tempfile.gettempdir()) / "infersweep-cache",
     ]

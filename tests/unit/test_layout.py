@@ -4,6 +4,7 @@ libraries in their one place."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import zipfile
@@ -85,3 +86,19 @@ def test_the_wheel_installs_one_package(tmp_path):
         "infersweep/data/sweeps/example.toml",
     ):
         assert part in names, part
+    # installed (not a checkout), the package never writes its kernel cache into its own
+    # folder, which pip would then leave behind on uninstall
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("INFERSWEEP_CACHE_DIR", "NUMBA_CACHE_DIR")
+    }
+    env.update(PYTHONPATH=str(site), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.run(
+        [sys.executable, "-c", "import infersweep._jit as j; print(j.CACHE_DIR)"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cache = Path(proc.stdout.strip())
+    assert cache.is_relative_to(tmp_path / "xdg"), cache
+    assert not (site / "infersweep" / "__pycache__").exists()
